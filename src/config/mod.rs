@@ -1,0 +1,487 @@
+//! Configuration: the TOML file parsed, expanded, validated and turned into types that cannot
+//! be invalid.
+//!
+//! [`schema`] mirrors the file one-to-one (serde, unknown keys refused). [`expand`] resolves
+//! `${VAR}` references in string values, [`duration`] reads `"30s"`-style durations, and
+//! [`validate`] turns the raw tree into a [`Config`], collecting every error with its
+//! `file:line:col`. [`reload`] watches the file and swaps in a new snapshot when it changes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub mod duration;
+pub mod expand;
+pub mod reload;
+pub mod schema;
+pub mod validate;
+
+pub use expand::Lookup;
+pub use validate::{ConfigError, Diagnostic, Warning};
+
+/// A validated configuration. Every default is already applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The file this configuration was read from, for messages and relative paths.
+    pub source: PathBuf,
+    /// The inbound listener and the protected upstream; `None` runs egress only.
+    pub server: Option<Server>,
+    /// The admin listener (health, readiness, metrics).
+    pub admin: Admin,
+    /// Log output.
+    pub log: Log,
+    /// Token issuers trusted by the inbound listener, in file order.
+    pub issuers: Vec<Issuer>,
+    /// What the upstream learns about the caller.
+    pub identity: Identity,
+    /// Inbound routes, in file order: the first match wins.
+    pub routes: Vec<Route>,
+    /// The egress listener and its targets; `None` when the file has no `[egress]`.
+    pub egress: Option<Egress>,
+    /// Credentials used by egress targets, by name.
+    pub credentials: BTreeMap<String, Credential>,
+}
+
+/// `[server]`: the inbound listener and the upstream it protects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Server {
+    /// Inbound listen address. Defaults to `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// The protected backend: `http` or `https`, host and port, no path.
+    pub upstream: http::Uri,
+    /// TLS termination from PEM files, reloaded when they change. Defaults to none (plain HTTP).
+    pub tls: Option<TlsFiles>,
+    /// Forward the client's `Host` header (true) or the upstream's authority (false).
+    /// Defaults to true.
+    pub preserve_host: bool,
+    /// Longest wait for the upstream's response head; past it the client gets 504.
+    /// Defaults to 30 s.
+    pub request_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; larger gets 431.
+    /// Defaults to 65536.
+    pub max_header_bytes: usize,
+    /// Entries in the verified-signature cache; 0 turns it off. Defaults to 10000.
+    pub token_cache_entries: usize,
+    /// Longest time a client may take to send a request head, against slow-header attacks.
+    /// Defaults to 10 s.
+    pub header_read_timeout: Duration,
+    /// Concurrent client connections; further connections wait in the listen backlog.
+    /// Defaults to 10000.
+    pub max_connections: usize,
+    /// Time in-flight requests get to finish after SIGTERM. Defaults to 10 s.
+    pub shutdown_grace: Duration,
+    /// Extra trust anchors (PEM) for an `https` upstream, added to the webpki roots.
+    pub ca_file: Option<PathBuf>,
+    /// Runtime worker threads; defaults to the number of CPUs.
+    pub worker_threads: Option<usize>,
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `[admin]`: health, readiness and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admin {
+    /// Admin listen address. Defaults to `127.0.0.1:9090`.
+    pub listen: SocketAddr,
+}
+
+/// `[log]`: log output; the level comes from `RUST_LOG` (default `info`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Log {
+    /// Output format. Defaults to JSON.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object a line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// `[[issuers]]`: a token issuer and how to reach its keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issuer {
+    /// Name used in routes, metrics and logs.
+    pub name: String,
+    /// Expected `iss`; may contain `{tenantid}` (case-insensitive) for multi-tenant issuers.
+    pub issuer: String,
+    /// Where the signing keys come from.
+    pub keys: KeySource,
+    /// Accepted `aud` values; at least one.
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms. Defaults to `[RS256]`.
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew allowed for `exp`, `nbf` and `iat`. Defaults to 60 s.
+    pub clock_skew: Duration,
+    /// Background key refresh period. Defaults to 1 h.
+    pub jwks_refresh: Duration,
+    /// Extra trust anchors (PEM) for discovery and JWKS over https.
+    pub ca_file: Option<PathBuf>,
+    /// Allowed tenant ids when `issuer` contains `{tenantid}`; required then, empty otherwise.
+    pub tenants: Vec<String>,
+}
+
+/// How an issuer's keys are found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// An OpenID Connect discovery document naming the `jwks_uri`.
+    Discovery(reqwest::Url),
+    /// The JWKS document itself.
+    JwksUri(reqwest::Url),
+}
+
+/// A JWS signature algorithm tollgate can verify. `none` and the HMAC family are not
+/// representable: a shared-secret algorithm has no place in a public-key trust model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[allow(missing_docs)]
+pub enum Algorithm {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl Algorithm {
+    /// Every supported algorithm, in the order they are documented.
+    pub const ALL: [Algorithm; 9] = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ];
+
+    /// The JOSE name (`"RS256"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::RS256 => "RS256",
+            Algorithm::RS384 => "RS384",
+            Algorithm::RS512 => "RS512",
+            Algorithm::PS256 => "PS256",
+            Algorithm::PS384 => "PS384",
+            Algorithm::PS512 => "PS512",
+            Algorithm::ES256 => "ES256",
+            Algorithm::ES384 => "ES384",
+            Algorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    /// Looks an algorithm up by its JOSE name, exactly.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        Algorithm::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[identity]`: the headers that tell the upstream who called.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// Send `X-MS-CLIENT-PRINCIPAL`, `-ID`, `-NAME` and `-IDP`. Defaults to true.
+    pub easy_auth_headers: bool,
+    /// Keep the client's `Authorization` header for the upstream. Defaults to true.
+    pub forward_token: bool,
+    /// Header name → claim name, in the order written; array claims are joined with `,`.
+    pub claims: Vec<(http::HeaderName, String)>,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            easy_auth_headers: true,
+            forward_token: true,
+            claims: Vec::new(),
+        }
+    }
+}
+
+/// `[[routes]]`: which requests a rule covers and what it requires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Label for metrics and logs: `name` if given, else the prefix or exact path.
+    pub name: String,
+    /// Where the route was written, for messages and `explain`.
+    pub position: Position,
+    /// The paths the route covers.
+    pub path: PathMatch,
+    /// Methods covered; `None` covers all.
+    pub methods: Option<Vec<http::Method>>,
+    /// Compare paths ignoring ASCII case, for backends that do. Defaults to false.
+    pub case_insensitive: bool,
+    /// Forward without a token. Defaults to false.
+    pub allow_anonymous: bool,
+    /// What a token must carry.
+    pub require: Requirements,
+    /// Enforce the requirements or only log and count failures. Defaults to enforce.
+    pub mode: Mode,
+}
+
+/// A path pattern, already normalised the way request paths are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathMatch {
+    /// Matches the path and everything below it, on whole segments.
+    Prefix(String),
+    /// Matches exactly this path.
+    Exact(String),
+}
+
+impl PathMatch {
+    /// The pattern as written (normalised).
+    pub fn as_str(&self) -> &str {
+        match self {
+            PathMatch::Prefix(p) | PathMatch::Exact(p) => p,
+        }
+    }
+
+    /// Whether a normalised request path falls under this pattern. A prefix matches on whole
+    /// segments: `/admin` matches `/admin` and `/admin/x`, never `/administrator`.
+    #[inline]
+    pub fn matches(&self, path: &str, case_insensitive: bool) -> bool {
+        let eq = |a: &[u8], b: &[u8]| {
+            if case_insensitive {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
+        match self {
+            PathMatch::Exact(p) => eq(path.as_bytes(), p.as_bytes()),
+            PathMatch::Prefix(p) => {
+                let (p, path) = (p.as_bytes(), path.as_bytes());
+                path.len() >= p.len()
+                    && eq(&path[..p.len()], p)
+                    && (path.len() == p.len() || p.ends_with(b"/") || path[p.len()] == b'/')
+            }
+        }
+    }
+}
+
+/// The token requirements of a route; an empty list requires nothing of that kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requirements {
+    /// At least one of these in `roles`.
+    pub roles_any: Vec<String>,
+    /// Every one of these in `roles`.
+    pub roles_all: Vec<String>,
+    /// At least one of these in `scp` (space separated).
+    pub scopes_any: Vec<String>,
+    /// The calling application (`azp`, or `appid` in v1 tokens) is one of these.
+    pub client_apps: Vec<String>,
+    /// `tid` is one of these.
+    pub tenants: Vec<String>,
+    /// `oid` is one of these.
+    pub principals: Vec<String>,
+    /// The token came from one of these issuers (by name); empty allows every issuer.
+    pub issuers: Vec<String>,
+    /// Claim name → allowed values; the claim (or, for an array claim, one element) must
+    /// equal one of them.
+    pub claims: Vec<(String, Vec<String>)>,
+}
+
+/// Whether a failing requirement denies the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Deny with 403.
+    Enforce,
+    /// Let the request through, but log and count the denial.
+    Audit,
+}
+
+/// A place in the configuration file, 1-based.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    /// Line, from 1.
+    pub line: usize,
+    /// Column in characters, from 1.
+    pub col: usize,
+}
+
+/// `[egress]`: the listener the app calls and the targets behind it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Egress {
+    /// Egress listen address. Defaults to `127.0.0.1:15001`.
+    pub listen: SocketAddr,
+    /// Targets, in file order.
+    pub targets: Vec<Target>,
+}
+
+/// `[[egress.targets]]`: a downstream API and the credential whose token it gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Path prefix `/<name>` on the egress listener, stripped before forwarding.
+    pub name: String,
+    /// Where requests go: `https`, or `http` on a loopback host.
+    pub url: http::Uri,
+    /// The scope asked for (`api://x/.default`).
+    pub scope: String,
+    /// Credential name.
+    pub credential: String,
+    /// Also match requests whose Host (or absolute-form URI) names this host.
+    pub host: Option<String>,
+    /// Extra trust anchors (PEM) for the target.
+    pub ca_file: Option<PathBuf>,
+    /// Longest wait for the target's response head; 504 past it. Defaults to 30 s.
+    pub request_timeout: Duration,
+}
+
+/// `[credentials.NAME]`: how an access token is obtained.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    /// Name referenced by egress targets.
+    pub name: String,
+    /// The kind and its settings.
+    pub kind: CredentialKind,
+    /// Extra trust anchors (PEM) for the token endpoint.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The kinds of credential, with their settings. Settings left out fall back to the Azure
+/// environment variables when the credential is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// A managed identity: App Service, Arc, Service Fabric, Cloud Shell or IMDS, detected
+    /// from the environment.
+    ManagedIdentity {
+        /// User-assigned identity; `None` is the system-assigned one.
+        user_assigned: Option<UserAssigned>,
+        /// IMDS base URL override.
+        endpoint: Option<reqwest::Url>,
+    },
+    /// AKS workload identity: a federated Kubernetes token exchanged at Entra ID.
+    WorkloadIdentity {
+        /// Defaults to `AZURE_TENANT_ID`.
+        tenant_id: Option<String>,
+        /// Defaults to `AZURE_CLIENT_ID`.
+        client_id: Option<String>,
+        /// Defaults to `AZURE_FEDERATED_TOKEN_FILE`.
+        token_file: Option<PathBuf>,
+        /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
+        authority_host: Option<reqwest::Url>,
+    },
+    /// An app registration's client secret, read from a file or an environment variable.
+    ClientSecret {
+        /// Directory (tenant) id.
+        tenant_id: String,
+        /// Application (client) id.
+        client_id: String,
+        /// Where the secret is kept; never inline in the file.
+        secret: SecretSource,
+        /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
+        authority_host: Option<reqwest::Url>,
+    },
+    /// An app registration's certificate, used for a `private_key_jwt` client assertion.
+    ClientCertificate {
+        /// Directory (tenant) id.
+        tenant_id: String,
+        /// Application (client) id.
+        client_id: String,
+        /// PEM file holding the certificate and its private key.
+        certificate: PathBuf,
+        /// Assertion signature: PS256 with `x5t#S256` (default) or RS256 with `x5t`.
+        assertion_algorithm: Algorithm,
+        /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
+        authority_host: Option<reqwest::Url>,
+    },
+    /// A managed identity used as the federated credential of an app registration.
+    ManagedIdentityFederation {
+        /// The app registration's tenant.
+        tenant_id: String,
+        /// The app registration's client id.
+        client_id: String,
+        /// The managed identity (user-assigned client id); `None` for system-assigned.
+        identity_client_id: Option<String>,
+        /// IMDS base URL override.
+        endpoint: Option<reqwest::Url>,
+        /// Audience of the managed-identity token. Defaults to `api://AzureADTokenExchange`.
+        audience: String,
+        /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
+        authority_host: Option<reqwest::Url>,
+    },
+}
+
+impl CredentialKind {
+    /// The `kind` value as written in the file.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CredentialKind::ManagedIdentity { .. } => "managed_identity",
+            CredentialKind::WorkloadIdentity { .. } => "workload_identity",
+            CredentialKind::ClientSecret { .. } => "client_secret",
+            CredentialKind::ClientCertificate { .. } => "client_certificate",
+            CredentialKind::ManagedIdentityFederation { .. } => "managed_identity_federation",
+        }
+    }
+}
+
+/// Which user-assigned managed identity to use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserAssigned {
+    /// By client (application) id.
+    ClientId(String),
+    /// By object (principal) id.
+    ObjectId(String),
+    /// By ARM resource id.
+    ResourceId(String),
+}
+
+/// Where a client secret is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file holding the secret (surrounding white space ignored), read at each fetch.
+    File(PathBuf),
+    /// The name of an environment variable holding the secret.
+    Env(String),
+}
+
+/// A configuration read and validated, with the warnings found on the way.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// Things that are allowed but probably wrong (a shadowed route, say).
+    pub warnings: Vec<Warning>,
+}
+
+/// Reads, expands and validates the file at `path`.
+pub fn load(path: &Path, env: Lookup<'_>) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        file: path.to_path_buf(),
+        source: e,
+    })?;
+    parse(&text, path, env)
+}
+
+/// Parses, expands and validates `text` as if read from `path` (relative paths in the file
+/// are resolved against `path`'s directory).
+pub fn parse(text: &str, path: &Path, env: Lookup<'_>) -> Result<Loaded, ConfigError> {
+    validate::validate(text, path, env)
+}
+
+/// The process environment as a [`Lookup`].
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}

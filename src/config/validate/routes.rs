@@ -1,0 +1,257 @@
+//! `[[routes]]`: path patterns, methods, requirements, and the shadowed-route warning.
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use toml::Spanned;
+
+use super::{Context, strings};
+use crate::config::schema::RawRoute;
+use crate::config::{Mode, PathMatch, Requirements, Route};
+
+/// Methods a route may name: RFC 9110, PATCH, and WebDAV's.
+const KNOWN_METHODS: [&str; 20] = [
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "PATCH",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "REPORT",
+    "SEARCH",
+    "MKCALENDAR",
+    "QUERY",
+];
+
+pub(super) fn routes(
+    cx: &mut Context<'_>,
+    raw: Vec<(RawRoute, Range<usize>)>,
+    issuers: &HashSet<&str>,
+) -> Vec<Route> {
+    let named = raw
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (r, _))| Some((r.name.as_ref()?, format!("routes[{i}].name"))));
+    cx.unique(named, "route");
+    let mut out: Vec<Route> = Vec::new();
+    for (i, (r, span)) in raw.into_iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let Some(route) = route(cx, r, span.clone(), &key, issuers) else {
+            continue;
+        };
+        if let Some(earlier) = out.iter().find(|e| shadows(e, &route)) {
+            let message = format!(
+                "never matches: route {:?} (line {}) comes first and covers every request this one does",
+                earlier.name, earlier.position.line
+            );
+            cx.warn(&Spanned::new(span, ()), &key, message);
+        }
+        out.push(route);
+    }
+    out
+}
+
+fn route(
+    cx: &mut Context<'_>,
+    r: RawRoute,
+    span: Range<usize>,
+    key: &str,
+    issuers: &HashSet<&str>,
+) -> Option<Route> {
+    let position = cx.position(span.start);
+    let path = match (&r.prefix, &r.exact) {
+        (Some(p), None) => pattern(cx, p, &format!("{key}.prefix")).map(PathMatch::Prefix),
+        (None, Some(e)) => pattern(cx, e, &format!("{key}.exact")).map(PathMatch::Exact),
+        (Some(p), Some(_)) => {
+            cx.error(p, key, "give prefix or exact, not both");
+            None
+        }
+        (None, None) => {
+            cx.error_at(
+                span,
+                key,
+                "missing prefix or exact: the paths this route covers".into(),
+            );
+            None
+        }
+    };
+    let methods = r.methods.map(|m| methods(cx, m, &format!("{key}.methods")));
+    let mode = match r.mode.as_ref().map(|m| m.get_ref().as_str()) {
+        None | Some("enforce") => Mode::Enforce,
+        Some("audit") => Mode::Audit,
+        Some(_) => {
+            if let Some(m) = &r.mode {
+                cx.error(
+                    m,
+                    &format!("{key}.mode"),
+                    "expected \"enforce\" or \"audit\"",
+                );
+            }
+            Mode::Enforce
+        }
+    };
+    for name in r.issuers.iter().flatten() {
+        if !issuers.contains(name.get_ref().as_str()) {
+            cx.error(
+                name,
+                &format!("{key}.issuers"),
+                format!(
+                    "unknown issuer {:?}: no [[issuers]] has that name",
+                    name.get_ref()
+                ),
+            );
+        }
+    }
+    let claims = r
+        .claims
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(claim, values)| {
+            if values.get_ref().0.is_empty() {
+                cx.error(
+                    &values,
+                    &format!("{key}.claims.{claim}"),
+                    "give at least one allowed value",
+                );
+            }
+            (claim, values.into_inner().0)
+        })
+        .collect();
+    let require = Requirements {
+        roles_any: strings(r.roles_any),
+        roles_all: strings(r.roles_all),
+        scopes_any: strings(r.scopes_any),
+        client_apps: strings(r.client_apps),
+        tenants: strings(r.tenants),
+        principals: strings(r.principals),
+        issuers: strings(r.issuers),
+        claims,
+    };
+    let allow_anonymous = r.allow_anonymous.as_ref().is_some_and(|a| *a.get_ref());
+    if let Some(anon) = r
+        .allow_anonymous
+        .as_ref()
+        .filter(|_| allow_anonymous && require != Requirements::default())
+    {
+        cx.error(
+            anon,
+            key,
+            "an allow_anonymous route cannot also have token requirements",
+        );
+    }
+    let name = match r.name {
+        Some(n) => n.into_inner(),
+        None => path
+            .as_ref()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default(),
+    };
+    Some(Route {
+        name,
+        position,
+        path: path?,
+        methods: methods.flatten(),
+        case_insensitive: r.case_insensitive.unwrap_or(false),
+        allow_anonymous,
+        require,
+        mode,
+    })
+}
+
+/// A route path must already be in the form request paths are normalised to, or it could
+/// never match (`/a//b`, `/a/../b`) or would match something other than it says (`%2F`).
+fn pattern(cx: &mut Context<'_>, text: &Spanned<String>, key: &str) -> Option<String> {
+    let p = text.get_ref();
+    let problem = if !p.starts_with('/') {
+        Some("must start with /")
+    } else if p.contains("//") {
+        Some("must not contain // (request paths are merged to a single /)")
+    } else if p.split('/').any(|s| s == "." || s == "..") {
+        Some("must not contain . or .. segments (request paths have them removed)")
+    } else if p.contains(['?', '#']) {
+        Some("must be a path only, without ? or #")
+    } else if p.contains(';') {
+        Some("must not contain ; (parameters are ignored when matching)")
+    } else if p.contains('%') {
+        Some("must not contain percent-encoding: write the decoded characters")
+    } else if p
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b'\\' || b == b' ')
+    {
+        Some("must not contain spaces, backslashes or control characters")
+    } else {
+        None
+    };
+    match problem {
+        Some(m) => {
+            cx.error(text, key, m);
+            None
+        }
+        None => Some(p.clone()),
+    }
+}
+
+fn methods(
+    cx: &mut Context<'_>,
+    list: Spanned<Vec<Spanned<String>>>,
+    key: &str,
+) -> Option<Vec<http::Method>> {
+    if list.get_ref().is_empty() {
+        cx.error(
+            &list,
+            key,
+            "an empty list covers no method: leave methods out to cover all",
+        );
+        return None;
+    }
+    let mut out: Vec<http::Method> = Vec::new();
+    for m in list.into_inner() {
+        let name = m.get_ref();
+        if KNOWN_METHODS.contains(&name.as_str()) {
+            if let Ok(method) = http::Method::from_bytes(name.as_bytes()) {
+                if !out.contains(&method) {
+                    out.push(method);
+                }
+            }
+        } else if KNOWN_METHODS.contains(&name.to_ascii_uppercase().as_str()) {
+            cx.error(
+                &m,
+                key,
+                format!(
+                    "methods are case-sensitive: write {:?}",
+                    name.to_ascii_uppercase()
+                ),
+            );
+        } else {
+            cx.error(&m, key, format!("unknown HTTP method {name:?}"));
+        }
+    }
+    Some(out)
+}
+
+/// True when `earlier` matches every request `later` matches, so `later` never applies.
+pub(super) fn shadows(earlier: &Route, later: &Route) -> bool {
+    let methods_covered = match (&earlier.methods, &later.methods) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(e), Some(l)) => l.iter().all(|m| e.contains(m)),
+    };
+    // A case-sensitive route does not cover a case-insensitive one: "/ADMIN" gets past it.
+    let case_covered = earlier.case_insensitive || !later.case_insensitive;
+    // An exact route covers only itself; a prefix covers whatever it matches as a path.
+    let paths_covered = match (&earlier.path, &later.path) {
+        (PathMatch::Exact(_), PathMatch::Prefix(_)) => false,
+        (e, l) => e.matches(l.as_str(), earlier.case_insensitive),
+    };
+    methods_covered && case_covered && paths_covered
+}

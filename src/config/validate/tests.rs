@@ -1,0 +1,425 @@
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::{
+    Algorithm, ConfigError, CredentialKind, KeySource, LogFormat, Mode, PathMatch, SecretSource,
+    parse,
+};
+
+const MINIMAL: &str = r#"
+[server]
+upstream = "http://127.0.0.1:3000"
+
+[[routes]]
+prefix = "/"
+allow_anonymous = true
+"#;
+
+fn load(text: &str) -> Result<crate::config::Loaded, ConfigError> {
+    let env = HashMap::from([("TENANT_ID", "t-1"), ("PORT", "8081")]);
+    parse(text, Path::new("/etc/tollgate/tollgate.toml"), &|k| {
+        env.get(k).map(|v| v.to_string())
+    })
+}
+
+/// The error lines for `text`, as `tollgate check` prints them.
+fn errors(text: &str) -> Vec<String> {
+    match load(text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(ConfigError::Invalid(list)) => list.iter().map(ToString::to_string).collect(),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+fn assert_error(text: &str, want: &str) {
+    let all = errors(text);
+    assert!(
+        all.iter().any(|e| e.contains(want)),
+        "no error containing {want:?} in {all:#?}"
+    );
+}
+
+#[test]
+fn minimal_file_takes_defaults() {
+    let c = load(MINIMAL).unwrap().config;
+    let s = c.server.unwrap();
+    assert_eq!(s.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(s.upstream.to_string(), "http://127.0.0.1:3000/");
+    assert!(s.preserve_host);
+    assert_eq!(s.request_timeout, Duration::from_secs(30));
+    assert_eq!(s.max_header_bytes, 65536);
+    assert_eq!(s.token_cache_entries, 10000);
+    assert_eq!(s.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert!(c.identity.easy_auth_headers && c.identity.forward_token);
+    assert_eq!(c.routes[0].name, "/");
+    assert!(c.egress.is_none());
+}
+
+#[test]
+fn design_example_parses_in_full() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/full.toml")).unwrap();
+    let loaded = load(&text).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = loaded.config;
+    let issuer = &c.issuers[0];
+    assert_eq!(issuer.issuer, "https://login.microsoftonline.com/t-1/v2.0");
+    assert!(
+        matches!(&issuer.keys, KeySource::Discovery(u) if u.as_str().contains("/t-1/v2.0/.well-known"))
+    );
+    assert_eq!(
+        issuer.audiences,
+        ["api://orders", "22222222-2222-2222-2222-222222222222"]
+    );
+    assert_eq!(issuer.algorithms, [Algorithm::RS256]);
+    assert_eq!(c.identity.claims.len(), 2);
+    assert_eq!(c.routes.len(), 3);
+    assert_eq!(c.routes[1].methods.as_ref().unwrap().len(), 3);
+    assert_eq!(
+        c.routes[2].require.claims,
+        [("azpacr".to_string(), vec!["2".to_string()])]
+    );
+    assert_eq!(c.routes[2].mode, Mode::Enforce);
+    let egress = c.egress.unwrap();
+    assert_eq!(
+        egress.targets[0].url.to_string(),
+        "https://integration.example.com/"
+    );
+    assert!(matches!(
+        c.credentials["mi"].kind,
+        CredentialKind::ManagedIdentity {
+            user_assigned: None,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn env_expansion_and_relative_paths() {
+    let c = load(
+        r#"
+[server]
+listen = "127.0.0.1:${PORT}"
+upstream = "https://backend:${MISSING:-8443}"
+ca_file = "ca.pem"
+tls = { cert = "/abs/tls.crt", key = "tls.key" }
+[[routes]]
+prefix = "/"
+allow_anonymous = true
+"#,
+    )
+    .unwrap()
+    .config;
+    let s = c.server.unwrap();
+    assert_eq!(s.listen.port(), 8081);
+    assert_eq!(s.upstream.to_string(), "https://backend:8443/");
+    assert_eq!(s.ca_file.unwrap(), Path::new("/etc/tollgate/ca.pem"));
+    let tls = s.tls.unwrap();
+    assert_eq!(tls.cert, Path::new("/abs/tls.crt"));
+    assert_eq!(tls.key, Path::new("/etc/tollgate/tls.key"));
+}
+
+#[test]
+fn errors_name_file_line_column_and_key() {
+    let text = "[server]\nupstream = \"http://127.0.0.1:3000\"\nlisten = \"nowhere\"\n[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n";
+    assert_eq!(
+        errors(text),
+        [
+            "/etc/tollgate/tollgate.toml:3:10: server.listen: invalid listen address \"nowhere\": expected IP:PORT, such as \"0.0.0.0:8080\""
+        ]
+    );
+}
+
+#[test]
+fn every_error_is_collected() {
+    let text = r#"
+[server]
+upstream = "ftp://x"
+bogus = 1
+[[routes]]
+prefix = "/a"
+exact = "/b"
+[[routes]]
+prefix = "/"
+methods = ["GTE"]
+[[issuers]]
+name = "e"
+issuer = "https://x/${UNSET}"
+jwks_uri = "http://keys.example.com/jwks"
+audiences = ["a"]
+algorithms = ["HS256"]
+"#;
+    let all = errors(text);
+    // A section that fails to parse does not also count as missing.
+    assert!(
+        !all.iter()
+            .any(|e| e.contains("no [server]") || e.contains("nothing to run")),
+        "{all:#?}"
+    );
+    for want in [
+        "4:1: server: unknown field `bogus`",
+        "6:10: routes[0]: give prefix or exact, not both",
+        "10:12: routes[1].methods: unknown HTTP method \"GTE\"",
+        "13:21: issuers.1.issuer: environment variable UNSET is not set",
+        "issuers[0].jwks_uri: must be https",
+        "issuers[0].algorithms: \"HS256\" is never accepted",
+    ] {
+        let want = want.replace("issuers.1", "issuers[0]");
+        assert!(
+            all.iter().any(|e| e.contains(&want)),
+            "no {want:?} in {all:#?}"
+        );
+    }
+}
+
+#[test]
+fn semantic_checks() {
+    let route = "[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n";
+    let server = "[server]\nupstream = \"http://127.0.0.1:1\"\n";
+    let issuer = |name: &str| {
+        format!(
+            "[[issuers]]\nname = \"{name}\"\nissuer = \"https://i\"\njwks_uri = \"https://i/keys\"\naudiences = [\"a\"]\n"
+        )
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("{server}{}{}{route}", issuer("e"), issuer("e")),
+            "duplicate issuer name \"e\"",
+        ),
+        (
+            format!(
+                "{server}{}[[routes]]\nprefix = \"/\"\nissuers = [\"nope\"]\n",
+                issuer("e")
+            ),
+            "unknown issuer \"nope\"",
+        ),
+        (
+            format!("{server}[[routes]]\nprefix = \"/\"\n"),
+            "a route requires a token but no [[issuers]] are configured",
+        ),
+        (
+            format!(
+                "{server}[[routes]]\nname = \"r\"\nprefix = \"/a\"\nallow_anonymous = true\n[[routes]]\nname = \"r\"\nprefix = \"/b\"\nallow_anonymous = true\n"
+            ),
+            "duplicate route name \"r\"",
+        ),
+        (
+            format!("{server}[[routes]]\nprefix = \"/a//b\"\nallow_anonymous = true\n"),
+            "must not contain //",
+        ),
+        (
+            format!("{server}[[routes]]\nprefix = \"/a/../b\"\nallow_anonymous = true\n"),
+            "must not contain . or .. segments",
+        ),
+        (
+            format!("{server}[[routes]]\nprefix = \"/a%2Fb\"\nallow_anonymous = true\n"),
+            "must not contain percent-encoding",
+        ),
+        (
+            format!("{server}[[routes]]\nexact = \"x\"\nallow_anonymous = true\n"),
+            "must start with /",
+        ),
+        (
+            format!(
+                "{server}[[routes]]\nprefix = \"/\"\nmethods = [\"get\"]\nallow_anonymous = true\n"
+            ),
+            "methods are case-sensitive: write \"GET\"",
+        ),
+        (
+            format!(
+                "{server}[[routes]]\nprefix = \"/\"\nallow_anonymous = true\nroles_any = [\"x\"]\n"
+            ),
+            "cannot also have token requirements",
+        ),
+        (
+            format!(
+                "{server}[[routes]]\nprefix = \"/\"\nallow_anonymous = true\nmode = \"loud\"\n"
+            ),
+            "expected \"enforce\" or \"audit\"",
+        ),
+        (
+            "[server]\nupstream = \"http://h/base\"\n".to_string() + route,
+            "no path, query or credentials",
+        ),
+        (
+            "[server]\nlisten = \"0.0.0.0:1\"\n".to_string() + route,
+            "server.upstream: missing",
+        ),
+        (
+            format!(
+                "{server}{route}[egress]\n[[egress.targets]]\nname = \"t\"\nurl = \"https://t\"\nscope = \"s\"\ncredential = \"nope\"\n"
+            ),
+            "unknown credential \"nope\"",
+        ),
+        (
+            format!(
+                "{server}{route}[egress]\n[[egress.targets]]\nname = \"t\"\nurl = \"http://remote.example.com\"\nscope = \"s\"\ncredential = \"c\"\n[credentials.c]\nkind = \"managed_identity\"\n"
+            ),
+            "must be https",
+        ),
+        (
+            format!("{server}{route}[credentials.c]\nkind = \"magic\"\n"),
+            "unknown kind \"magic\"",
+        ),
+        (
+            format!(
+                "{server}{route}[credentials.c]\nkind = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"c\"\nsecret = \"hunter2\"\n"
+            ),
+            "unknown field `secret`",
+        ),
+        (
+            format!(
+                "{server}{route}[credentials.c]\nkind = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"c\"\n"
+            ),
+            "missing secret_file or secret_env",
+        ),
+        (
+            format!(
+                "{server}{route}[credentials.c]\nkind = \"managed_identity\"\nclient_id = \"a\"\nobject_id = \"b\"\n"
+            ),
+            "at most one of client_id, object_id and resource_id",
+        ),
+        (
+            format!("{server}{route}[identity.claims]\n\"Authorization\" = \"oid\"\n"),
+            "reserved",
+        ),
+        (
+            format!("{server}{route}[identity.claims]\n\"X-MS-CLIENT-PRINCIPAL-ID\" = \"oid\"\n"),
+            "reserved",
+        ),
+        (
+            format!(
+                "{server}{route}[[issuers]]\nname = \"m\"\nissuer = \"https://login/{{tenantid}}/v2.0\"\njwks_uri = \"https://k\"\naudiences = [\"a\"]\n"
+            ),
+            "needs a tenants allow-list",
+        ),
+        (
+            format!(
+                "{server}{route}[[issuers]]\nname = \"m\"\nissuer = \"https://login/x\"\njwks_uri = \"https://k\"\n"
+            ),
+            "issuers[0].audiences: missing",
+        ),
+        (
+            format!("{server}{route}[[issuers]]\nname = \"m\"\nissuer = \"https://login/x\"\n"),
+            "missing discovery or jwks_uri",
+        ),
+        (format!("{server}{route}[surprise]\n"), "unknown section"),
+        (
+            format!("{server}{route}[log]\nformat = \"xml\"\n"),
+            "expected \"json\" or \"text\"",
+        ),
+        (
+            format!("{server}request_timeout = \"30\"\n{route}"),
+            "missing unit",
+        ),
+        ("[admin]\n".to_string(), "nothing to run"),
+        ("[server\n".to_string(), "1:"),
+    ];
+    for (text, want) in cases {
+        assert_error(&text, want);
+    }
+}
+
+#[test]
+fn loopback_http_allowed_for_keys_and_targets() {
+    let text = r#"
+[server]
+upstream = "http://127.0.0.1:1"
+[[issuers]]
+name = "dev"
+issuer = "http://127.0.0.1:9/"
+jwks_uri = "http://localhost:9/jwks"
+audiences = ["a"]
+algorithms = ["ES256", "RS256", "EdDSA"]
+[[routes]]
+prefix = "/"
+[egress]
+[[egress.targets]]
+name = "local"
+url = "http://[::1]:8000/base"
+scope = "api://x/.default"
+credential = "secret"
+host = "Local.Internal"
+[credentials.secret]
+kind = "client_secret"
+tenant_id = "t"
+client_id = "c"
+secret_env = "MY_SECRET"
+"#;
+    let c = load(text).unwrap().config;
+    assert_eq!(
+        c.issuers[0].algorithms,
+        [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA]
+    );
+    let t = &c.egress.as_ref().unwrap().targets[0];
+    assert_eq!(t.url.to_string(), "http://[::1]:8000/base");
+    assert_eq!(t.host.as_deref(), Some("local.internal"));
+    assert!(
+        matches!(&c.credentials["secret"].kind, CredentialKind::ClientSecret { secret: SecretSource::Env(e), .. } if e == "MY_SECRET")
+    );
+}
+
+#[test]
+fn shadowed_routes_warn() {
+    let text = |routes: &str| format!("[server]\nupstream = \"http://127.0.0.1:1\"\n{routes}");
+    let r = |body: &str| format!("[[routes]]\n{body}\nallow_anonymous = true\n");
+    let cases = [
+        (r("prefix = \"/\"") + &r("prefix = \"/x\""), true),
+        (r("prefix = \"/api\"") + &r("exact = \"/api/v1\""), true),
+        (r("prefix = \"/api\"") + &r("prefix = \"/apis\""), false),
+        (r("exact = \"/a\"") + &r("prefix = \"/a\""), false),
+        (
+            r("prefix = \"/a\"\nmethods = [\"GET\"]") + &r("prefix = \"/a\""),
+            false,
+        ),
+        (
+            r("prefix = \"/a\"") + &r("prefix = \"/a/b\"\nmethods = [\"GET\"]"),
+            true,
+        ),
+        (
+            r("prefix = \"/a\"") + &r("prefix = \"/A\"\ncase_insensitive = true"),
+            false,
+        ),
+        (
+            r("prefix = \"/a\"\ncase_insensitive = true") + &r("prefix = \"/A/b\""),
+            true,
+        ),
+        (r("prefix = \"/a/\"") + &r("prefix = \"/a\""), false),
+    ];
+    for (routes, shadowed) in cases {
+        let loaded = load(&text(&routes)).unwrap();
+        assert_eq!(!loaded.warnings.is_empty(), shadowed, "{routes}");
+        if shadowed {
+            assert!(
+                loaded.warnings[0]
+                    .to_string()
+                    .contains("routes[1]: never matches"),
+                "{}",
+                loaded.warnings[0]
+            );
+        }
+    }
+}
+
+#[test]
+fn path_match_is_segment_aware() {
+    let p = PathMatch::Prefix("/admin".into());
+    assert!(p.matches("/admin", false));
+    assert!(p.matches("/admin/x", false));
+    assert!(!p.matches("/administrator", false));
+    assert!(!p.matches("/ADMIN", false));
+    assert!(p.matches("/ADMIN/x", true));
+    assert!(!p.matches("/adm", false));
+    assert!(PathMatch::Prefix("/".into()).matches("/anything", false));
+    let slash = PathMatch::Prefix("/a/".into());
+    assert!(
+        slash.matches("/a/", false) && slash.matches("/a/b", false) && !slash.matches("/a", false)
+    );
+    let exact = PathMatch::Exact("/x".into());
+    assert!(
+        exact.matches("/x", false) && !exact.matches("/x/", false) && exact.matches("/X", true)
+    );
+}

@@ -1,0 +1,2 @@
+//! tollgate: an authenticating sidecar proxy.
+pub mod config;
