@@ -1,2 +1,27 @@
-//! tollgate: an authenticating sidecar proxy.
+//! tollgate: an authenticating sidecar proxy for Entra ID (Azure AD) tokens.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML file, parsed and validated into types that cannot be invalid,
+//!   and reloaded when it changes.
+//! - [`state`]: the [`state::Snapshot`] built from a configuration, swapped whole on reload.
+//! - [`app`]: binds the listeners, starts background tasks, shuts down in order.
+//! - [`inbound`]: the request path in front of the upstream: identity stripping, path
+//!   normalisation, route matching, token checks, forwarding.
+//! - [`proxy`]: HTTP machinery shared by the listeners: accept loop, TLS, upstream client,
+//!   header rewriting, upgrades.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`telemetry`]: logging, metric families, redaction of secrets.
+//! - [`dev`]: the echo backend (and local issuer) behind `tollgate demo` and the tests.
+//! - [`cli`]: the command line; the only module that knows about the process.
+
+pub mod admin;
+pub mod app;
+pub mod cli;
 pub mod config;
+pub mod dev;
+pub mod inbound;
+pub mod proxy;
+pub mod state;
+pub mod telemetry;
+pub mod watch;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `tollgate` binary: everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    tollgate::cli::main()
+}

@@ -1,1 +1,157 @@
-//! Configuration reload.
+//! Hot reload: on a file change (including a ConfigMap symlink swap) or SIGHUP, read, validate
+//! and build a whole new snapshot, then swap it in. An invalid file changes nothing; it is
+//! logged with every error and counted as `tollgate_config_reloads_total{result="error"}`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::{Config, ConfigError};
+use crate::state::{BuildError, Live, Snapshot};
+use crate::telemetry::metrics::Metrics;
+use crate::watch::{self, FileWatch};
+
+/// The environment the configuration is expanded with, shareable across tasks.
+pub type SharedEnv = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Why a reload was refused. The running configuration stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The file is valid but could not be put into effect.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// Reloads one configuration file into a [`Live`] snapshot.
+pub struct Reloader {
+    path: PathBuf,
+    env: SharedEnv,
+    live: Live,
+    metrics: Arc<Metrics>,
+    /// Digest of the file last applied, so a touch without a change is not a reload.
+    applied: Mutex<Option<[u8; 32]>>,
+}
+
+/// What a reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    /// A new snapshot is in effect.
+    Applied,
+    /// The file is the same as the one in effect.
+    Unchanged,
+}
+
+impl Reloader {
+    /// A reloader for `path`, whose current content is what `live` was built from.
+    pub fn new(path: PathBuf, env: SharedEnv, live: Live, metrics: Arc<Metrics>) -> Self {
+        let applied = Mutex::new(watch::digest(&path));
+        Reloader {
+            path,
+            env,
+            live,
+            metrics,
+            applied,
+        }
+    }
+
+    /// Reloads the file. Unless `force`d (SIGHUP), an unchanged file is left alone.
+    /// Concurrent calls are serialised, so two snapshots are never built at once.
+    pub fn reload(&self, force: bool) -> Result<Reloaded, ReloadError> {
+        let mut applied = self.applied.lock();
+        let digest = watch::digest(&self.path);
+        if !force && digest.is_some() && digest == *applied {
+            return Ok(Reloaded::Unchanged);
+        }
+        let result = self.apply();
+        let label = if result.is_ok() { "success" } else { "error" };
+        self.metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
+        match &result {
+            Ok(()) => {
+                *applied = digest;
+                tracing::info!(file = %self.path.display(), "configuration reloaded");
+            }
+            Err(error) => {
+                // The digest stays at the running file's: fixing the file back is a change.
+                tracing::error!(file = %self.path.display(), %error, "configuration reload refused; the running configuration stays");
+            }
+        }
+        result.map(|()| Reloaded::Applied)
+    }
+
+    fn apply(&self) -> Result<(), ReloadError> {
+        let loaded = super::load(&self.path, &*self.env)?;
+        for warning in &loaded.warnings {
+            tracing::warn!(%warning, "configuration warning");
+        }
+        let current = self.live.load();
+        for setting in restart_only_changes(&current.config, &loaded.config) {
+            tracing::warn!(setting, "changed setting takes effect on restart");
+        }
+        let snapshot = Snapshot::build(loaded.config, Some(&current))?;
+        self.live.store(snapshot);
+        Ok(())
+    }
+}
+
+/// Settings read once at start: listeners stay bound across reloads.
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let server = |c: &Config| {
+        c.server.as_ref().map(|s| {
+            (
+                s.listen,
+                s.tls.clone(),
+                s.max_connections,
+                s.header_read_timeout,
+                s.max_header_bytes,
+                s.worker_threads,
+                s.shutdown_grace,
+            )
+        })
+    };
+    if server(old) != server(new) {
+        changed.push("[server] listen, tls, connection limits, worker_threads or shutdown_grace");
+    }
+    if old.admin != new.admin {
+        changed.push("admin.listen");
+    }
+    if old.egress.as_ref().map(|e| e.listen) != new.egress.as_ref().map(|e| e.listen) {
+        changed.push("egress.listen");
+    }
+    if old.log != new.log {
+        changed.push("log.format");
+    }
+    changed
+}
+
+/// Reloads on file changes and SIGHUP until `shutdown`.
+pub async fn run(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+    let mut watch = match FileWatch::new(&[&reloader.path]) {
+        Ok(w) => Some(w),
+        Err(error) => {
+            tracing::warn!(%error, file = %reloader.path.display(), "cannot watch the configuration file; reload with SIGHUP");
+            None
+        }
+    };
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        let force = tokio::select! {
+            changed = async { watch.as_mut()?.changed().await.then_some(()) }, if watch.is_some() => {
+                if changed.is_none() { watch = None; }
+                false
+            }
+            Some(()) = async { hangup.as_mut()?.recv().await }, if hangup.is_some() => true,
+            () = shutdown.cancelled() => return,
+        };
+        // Errors are logged and counted inside; the running configuration stays.
+        let _ = reloader.reload(force);
+    }
+}

@@ -1,0 +1,307 @@
+//! The running application: listeners bound, background tasks started, and an orderly
+//! shutdown. [`App::start`] is what `tollgate run`, `tollgate demo` and the tests all call.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, Admin, Health};
+use crate::config::reload::{self, ReloadError, Reloaded, Reloader, SharedEnv};
+use crate::config::{Config, Loaded};
+use crate::inbound;
+use crate::proxy::ConnInfo;
+use crate::proxy::listener::{self, Lifecycle, Limits};
+use crate::proxy::tls::{CertResolver, TlsError};
+use crate::state::{BuildError, Live, Snapshot};
+use crate::telemetry::metrics::Metrics;
+use crate::watch::FileWatch;
+
+/// Connections the admin listener accepts at once: probes and a scraper.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// How the application is started.
+pub struct StartOptions {
+    /// The configuration file, for reloads.
+    pub config_path: PathBuf,
+    /// The environment `${VAR}` references expand from.
+    pub env: SharedEnv,
+    /// Reload when the file changes and on SIGHUP.
+    pub watch_config: bool,
+}
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listen address could not be bound.
+    #[error("binding the {listener} listener to {addr}")]
+    Bind {
+        /// Which listener.
+        listener: &'static str,
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key is unusable.
+    #[error("loading the TLS certificate")]
+    Tls(#[source] TlsError),
+    /// The configuration could not be put into effect.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// A started application. Dropping it does not stop it; call [`App::shutdown`].
+pub struct App {
+    /// The inbound listener's address, when there is a `[server]`.
+    pub inbound_addr: Option<SocketAddr>,
+    /// The admin listener's address.
+    pub admin_addr: SocketAddr,
+    live: Live,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    reloader: Arc<Reloader>,
+    life: Lifecycle,
+    /// Stops background tasks (reload, certificate watch) at once on shutdown.
+    background: CancellationToken,
+    grace: Duration,
+}
+
+impl App {
+    /// Binds every listener and starts serving `loaded`.
+    pub async fn start(loaded: Loaded, options: StartOptions) -> Result<App, StartError> {
+        for warning in &loaded.warnings {
+            tracing::warn!(%warning, "configuration warning");
+        }
+        let metrics = Arc::new(Metrics::new());
+        let config = loaded.config.clone();
+        let live = Live::new(Snapshot::build(loaded.config, None)?);
+        let health = Arc::new(Health::default());
+        let life = Lifecycle {
+            shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        };
+        let background = CancellationToken::new();
+        let reloader = Arc::new(Reloader::new(
+            options.config_path.clone(),
+            options.env.clone(),
+            live.clone(),
+            metrics.clone(),
+        ));
+
+        let admin_listener = bind("admin", config.admin.listen).await?;
+        let admin_addr = local_addr(&admin_listener, config.admin.listen);
+        let inbound_addr = match &config.server {
+            Some(server) => {
+                let listener = bind("inbound", server.listen).await?;
+                let addr = local_addr(&listener, server.listen);
+                start_inbound(listener, &config, &live, &metrics, &life, &background)?;
+                Some(addr)
+            }
+            None => None,
+        };
+        let admin = Arc::new(Admin {
+            live: live.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+        });
+        let limits = Limits {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+        };
+        let gauge = metrics.open_connections.with_label_values(&["admin"]);
+        let make = move |_conn: ConnInfo| {
+            let admin = admin.clone();
+            service_fn(move |req| {
+                let admin = admin.clone();
+                async move { admin::serve(req, &admin).await }
+            })
+        };
+        life.tracker.spawn(listener::serve(
+            admin_listener,
+            None,
+            limits,
+            gauge,
+            make,
+            life.clone(),
+        ));
+        if options.watch_config {
+            life.tracker
+                .spawn(reload::run(reloader.clone(), background.clone()));
+        }
+        health.bound.store(true, Ordering::Release);
+        tracing::info!(
+            inbound = ?inbound_addr,
+            admin = %admin_addr,
+            upstream = ?config.server.as_ref().map(|s| s.upstream.to_string()),
+            routes = config.routes.len(),
+            "tollgate started"
+        );
+        Ok(App {
+            inbound_addr,
+            admin_addr,
+            live,
+            metrics,
+            health,
+            reloader,
+            life,
+            background,
+            grace: config
+                .server
+                .as_ref()
+                .map_or(Duration::from_secs(10), |s| s.shutdown_grace),
+        })
+    }
+
+    /// The metric families of this application.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The current snapshot holder.
+    pub fn live(&self) -> &Live {
+        &self.live
+    }
+
+    /// Reloads the configuration file now, as SIGHUP does.
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+        self.reloader.reload(true)
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the configured grace period
+    /// (`[server] shutdown_grace`), then drops what is left. Returns true if everything
+    /// finished in time.
+    pub async fn shutdown(self) -> bool {
+        let grace = self.grace;
+        self.shutdown_within(grace).await
+    }
+
+    /// [`App::shutdown`] with an explicit grace period.
+    pub async fn shutdown_within(self, grace: Duration) -> bool {
+        tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
+        self.health.draining.store(true, Ordering::Release);
+        self.background.cancel();
+        self.life.shutdown.cancel();
+        self.life.tracker.close();
+        let drained = tokio::time::timeout(grace, self.life.tracker.wait())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(grace = ?grace, "grace period over: closing the connections still open");
+            self.life.abort.cancel();
+            self.life.tracker.wait().await;
+        }
+        drained
+    }
+}
+
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            listener,
+            addr,
+            source,
+        })
+}
+
+fn local_addr(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(configured)
+}
+
+fn start_inbound(
+    listener: TcpListener,
+    config: &Config,
+    live: &Live,
+    metrics: &Arc<Metrics>,
+    life: &Lifecycle,
+    background: &CancellationToken,
+) -> Result<(), StartError> {
+    let server = config
+        .server
+        .as_ref()
+        .expect("start_inbound is called with a [server]");
+    let tls = match &server.tls {
+        None => None,
+        Some(files) => {
+            let resolver = CertResolver::load(files.clone()).map_err(StartError::Tls)?;
+            let acceptor =
+                TlsAcceptor::from(Arc::new(resolver.server_config().map_err(StartError::Tls)?));
+            life.tracker
+                .spawn(watch_certificate(resolver, background.clone()));
+            Some(acceptor)
+        }
+    };
+    let limits = Limits {
+        max_connections: server.max_connections,
+        header_read_timeout: server.header_read_timeout,
+        max_header_bytes: server.max_header_bytes,
+    };
+    let shared = Arc::new(inbound::Shared {
+        live: live.clone(),
+        metrics: metrics.clone(),
+        life: life.clone(),
+    });
+    let gauge = metrics.open_connections.with_label_values(&["inbound"]);
+    let make = move |conn: ConnInfo| {
+        // One allocation per connection; each request then clones a single Arc.
+        let per_conn = Arc::new((conn, shared.clone()));
+        service_fn(move |req| {
+            let per_conn = per_conn.clone();
+            async move { inbound::serve(req, &per_conn.0, &per_conn.1).await }
+        })
+    };
+    life.tracker.spawn(listener::serve(
+        listener,
+        tls,
+        limits,
+        gauge,
+        make,
+        life.clone(),
+    ));
+    Ok(())
+}
+
+/// Reloads the TLS certificate when its files change; a bad new pair keeps the old one.
+async fn watch_certificate(resolver: Arc<CertResolver>, stop: CancellationToken) {
+    let files = resolver.files().clone();
+    let mut watch = match FileWatch::new(&[&files.cert, &files.key]) {
+        Ok(w) => w,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch the TLS files; the certificate will not be reloaded");
+            return;
+        }
+    };
+    let digests =
+        |f: &crate::config::TlsFiles| (crate::watch::digest(&f.cert), crate::watch::digest(&f.key));
+    let mut current = digests(&files);
+    loop {
+        tokio::select! {
+            changed = watch.changed() => if !changed { return },
+            () = stop.cancelled() => return,
+        }
+        let now = digests(&files);
+        if now == current {
+            continue;
+        }
+        match resolver.reload() {
+            Ok(()) => {
+                current = now;
+                tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
+            }
+            Err(error) => {
+                tracing::error!(%error, "TLS certificate reload failed; the old certificate stays")
+            }
+        }
+    }
+}

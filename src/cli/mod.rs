@@ -1,0 +1,66 @@
+//! The command line: argument parsing, subcommand dispatch and exit codes. The only module
+//! that touches the process (argv, environment, stdout, signals).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod check;
+mod demo;
+mod run;
+
+/// An authenticating sidecar proxy for Entra ID tokens and managed identities.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the configuration file is.
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// Configuration file.
+    #[arg(
+        long,
+        short,
+        env = "TOLLGATE_CONFIG",
+        default_value = "tollgate.toml",
+        value_name = "FILE"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run(ConfigArg),
+    /// Parse and validate a configuration file; print a summary and warnings.
+    Check(ConfigArg),
+    /// Run the proxy in front of a built-in echo backend on loopback, with example routes.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs the command line and returns the process exit code: 0 for success, 1 for a failure
+/// (invalid configuration, a listener that could not be bound), 2 for bad arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(&args.config),
+        Command::Check(args) => check::check(&args.config),
+        Command::Demo(args) => demo::demo(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("tollgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The process environment, shareable with the application.
+fn process_env() -> crate::config::reload::SharedEnv {
+    std::sync::Arc::new(crate::config::process_env)
+}

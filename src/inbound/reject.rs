@@ -1,0 +1,82 @@
+//! The responses tollgate writes itself: JSON bodies `{"error", "error_description"}`, and for
+//! 401/403 the RFC 6750 `WWW-Authenticate` challenge. Nothing from the request is echoed.
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::proxy::{Body, full};
+
+/// The realm in every challenge.
+pub const REALM: &str = "tollgate";
+
+/// A JSON error response. `error` and `description` are tollgate's own static words.
+pub fn json_error(status: StatusCode, error: &str, description: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": error, "error_description": description });
+    let mut response = Response::new(full(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// 401 for a request with no bearer token at all: a bare challenge, no error code
+/// (RFC 6750 §3.1: the client may simply not know authentication is needed).
+pub fn missing_token() -> Response<Body> {
+    let mut r = json_error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a bearer token is required",
+    );
+    r.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"tollgate\""),
+    );
+    r
+}
+
+/// 401 for a token that is present but not acceptable.
+pub fn invalid_token(description: &'static str) -> Response<Body> {
+    challenge(StatusCode::UNAUTHORIZED, "invalid_token", description)
+}
+
+/// 403 for a valid token that fails the route's requirements.
+pub fn insufficient_scope(description: &'static str) -> Response<Body> {
+    challenge(StatusCode::FORBIDDEN, "insufficient_scope", description)
+}
+
+fn challenge(status: StatusCode, error: &'static str, description: &'static str) -> Response<Body> {
+    let mut r = json_error(status, error, description);
+    let value =
+        format!("Bearer realm=\"{REALM}\", error=\"{error}\", error_description=\"{description}\"");
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        r.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_follow_rfc6750() {
+        let r = missing_token();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer realm=\"tollgate\"");
+        let r = invalid_token("token expired");
+        assert_eq!(
+            r.headers()[WWW_AUTHENTICATE],
+            "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"token expired\""
+        );
+        let r = insufficient_scope("a required role is missing");
+        assert_eq!(r.status(), 403);
+        assert!(
+            r.headers()[WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .contains("insufficient_scope")
+        );
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+    }
+}

@@ -1,0 +1,164 @@
+//! Header rewriting on the way through: hop-by-hop removal (RFC 9110 §7.6.1) and
+//! `X-Forwarded-For/-Proto/-Host`.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never the message (RFC 9110 §7.6.1, plus the
+/// non-standard `Keep-Alive` and `Proxy-Connection` that old clients still send).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers and every header the `Connection` header names. Returns the
+/// `Upgrade` value when the message asks for a protocol upgrade (`Connection: upgrade`), so
+/// the caller can put it back for the next hop; otherwise `Upgrade` is removed too.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut upgrade_requested = false;
+    // Names listed in Connection are hop-by-hop too. Collect them first: the list is usually
+    // just "keep-alive" or "upgrade", so this rarely allocates.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if token.eq_ignore_ascii_case("upgrade") {
+                upgrade_requested = true;
+            } else if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    let upgrade = headers.remove(header::UPGRADE);
+    if upgrade_requested { upgrade } else { None }
+}
+
+/// Puts an upgrade request back for the next hop after [`strip_hop_by_hop`].
+pub fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, upgrade);
+}
+
+/// Sets the `X-Forwarded-*` headers: the client's IP is appended to `X-Forwarded-For`;
+/// `-Proto` and `-Host` are replaced by what this hop saw, so a client cannot claim https.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer_ip: &HeaderValue,
+    scheme: &'static str,
+    host: Option<HeaderValue>,
+) {
+    let prior = headers.get_all(&X_FORWARDED_FOR).iter().count();
+    if prior == 0 {
+        headers.insert(X_FORWARDED_FOR.clone(), peer_ip.clone());
+    } else {
+        // Fold earlier values (possibly several headers) into one list, then append ours.
+        let mut list = Vec::with_capacity(64);
+        for v in headers.get_all(&X_FORWARDED_FOR) {
+            if !list.is_empty() {
+                list.extend_from_slice(b", ");
+            }
+            list.extend_from_slice(v.as_bytes());
+        }
+        list.extend_from_slice(b", ");
+        list.extend_from_slice(peer_ip.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&list) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    match host {
+        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret, x-other"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("upgrade", "h2c"),
+            ("accept", "*/*"),
+        ]);
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+    }
+
+    #[test]
+    fn keeps_upgrade_for_the_next_hop() {
+        let mut h = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "k"),
+        ]);
+        let upgrade = strip_hop_by_hop(&mut h).unwrap();
+        assert_eq!(upgrade, "websocket");
+        restore_upgrade(&mut h, upgrade);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["sec-websocket-key"], "k");
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let ip = HeaderValue::from_static("10.0.0.9");
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        set_forwarded(
+            &mut h,
+            &ip,
+            "http",
+            Some(HeaderValue::from_static("api.example.com")),
+        );
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["1.1.1.1, 2.2.2.2, 10.0.0.9"]
+        );
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+
+        let mut h = map(&[("x-forwarded-host", "evil")]);
+        set_forwarded(&mut h, &ip, "https", None);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert!(h.get("x-forwarded-host").is_none());
+    }
+}

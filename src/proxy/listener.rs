@@ -1,0 +1,153 @@
+//! The accept loop: a connection cap, optional TLS, HTTP/1.1 and HTTP/2 on one port (h2c by
+//! prior knowledge, h2 by ALPN), and a drain on shutdown.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use prometheus::IntGauge;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Body, ConnInfo};
+
+/// The smallest read buffer hyper accepts; a request head limit below it is raised to it.
+const MIN_HEAD_BUFFER: usize = 8192;
+/// Streams one HTTP/2 connection may have open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Request headers hyper accepts on one HTTP/1.1 message.
+const MAX_HEADERS: usize = 200;
+/// Pause after an accept error (file descriptors exhausted, say) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Limits that apply to every connection of one listener.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Concurrent connections; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Time allowed to send a request head (also the keep-alive idle limit).
+    pub header_read_timeout: Duration,
+    /// Largest request head in bytes (431 beyond it).
+    pub max_header_bytes: usize,
+}
+
+/// The shutdown signals every connection task watches.
+#[derive(Clone, Debug)]
+pub struct Lifecycle {
+    /// Stop accepting and close connections once their in-flight requests finish.
+    pub shutdown: CancellationToken,
+    /// The grace period is over: drop whatever is still open.
+    pub abort: CancellationToken,
+    /// Tracks every connection and upgraded stream, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// Accepts connections until shutdown, serving each with the service `make(conn)` returns.
+pub async fn serve<F, S>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limits: Limits,
+    open: IntGauge,
+    make: F,
+    life: Lifecycle,
+) where
+    F: Fn(ConnInfo) -> S,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = Arc::new(http_builder(&limits));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        // Take a permit before accepting: at the cap, new connections wait in the backlog
+        // instead of being accepted and starved.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = life.shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = life.shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let service = make(ConnInfo::new(peer, tls.is_some()));
+        let (life_conn, open) = (life.clone(), open.clone());
+        life.tracker.spawn(async move {
+            let _permit = permit;
+            open.inc();
+            match tls {
+                None => drive(&builder, stream, service, &life_conn).await,
+                Some(acceptor) => {
+                    // The handshake counts against the head deadline: a silent client must
+                    // not hold a connection slot.
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => drive(&builder, stream, service, &life_conn).await,
+                        Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+            open.dec();
+        });
+    }
+}
+
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(MIN_HEAD_BUFFER))
+        .max_headers(MAX_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    builder
+}
+
+/// Serves one connection; on shutdown, lets in-flight requests finish, then closes.
+async fn drive<I, S>(builder: &auto::Builder<TokioExecutor>, io: I, service: S, life: &Lifecycle)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = life.shutdown.cancelled() => {
+            // HTTP/1.1: finish the current request, then close; HTTP/2: GOAWAY.
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = conn.as_mut() => result,
+                () = life.abort.cancelled() => Ok(()),
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(error = %error, "connection ended with an error");
+    }
+}

@@ -1,0 +1,53 @@
+//! The HTTP machinery both listeners share: accepting connections (HTTP/1.1 and HTTP/2, plain
+//! or TLS), the pooled upstream client, header rewriting, and upgrade passthrough.
+//!
+//! [`listener`] accepts and drains connections, [`tls`] terminates TLS and builds client trust,
+//! [`forward`] sends requests upstream, [`headers`] strips hop-by-hop headers and sets
+//! `X-Forwarded-*`, and [`upgrade`] splices upgraded connections (WebSocket) together.
+//! Nothing here knows about tokens or routes.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+pub mod forward;
+pub mod headers;
+pub mod listener;
+pub mod tls;
+pub mod upgrade;
+
+/// A response body: streamed from the upstream, or a small one tollgate wrote itself.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// A small body written by tollgate.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Either::Right(Full::new(bytes.into()))
+}
+
+/// What is known about a client connection, fixed for its lifetime.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The client's IP as a header value, formatted once per connection for `X-Forwarded-For`.
+    pub peer_ip: HeaderValue,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+impl ConnInfo {
+    /// Describes a connection from `peer`.
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .expect("an IP address is a valid header value");
+        ConnInfo { peer, peer_ip, tls }
+    }
+
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+}

@@ -1,0 +1,236 @@
+//! Every `tollgate_*` metric family, registered once on an owned registry.
+//!
+//! Label values come from enums (`as_str()`) or from names in the configuration, never from
+//! a request: a raw path as a label would let any client grow the registry without bound.
+
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds: sub-millisecond proxying up to slow upstreams.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The metric families. Cheap to clone handles live inside; share it as `Arc<Metrics>`.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `tollgate_requests_total{route, decision, status}`: inbound requests answered.
+    pub requests: IntCounterVec,
+    /// `tollgate_request_duration_seconds{route}`: inbound time to response head.
+    pub request_duration: HistogramVec,
+    /// `tollgate_upstream_duration_seconds`: upstream time to response head.
+    pub upstream_duration: Histogram,
+    /// `tollgate_auth_failures_total{reason}`: rejected or audited tokens, by reason.
+    pub auth_failures: IntCounterVec,
+    /// `tollgate_jwks_refresh_total{issuer, result}`: key set fetches.
+    pub jwks_refresh: IntCounterVec,
+    /// `tollgate_jwks_keys{issuer}`: usable keys per issuer.
+    pub jwks_keys: IntGaugeVec,
+    /// `tollgate_identity_headers_dropped_total{header}`: claim headers left out (too large).
+    pub identity_headers_dropped: IntCounterVec,
+    /// `tollgate_egress_requests_total{target, status}`: egress requests answered.
+    pub egress_requests: IntCounterVec,
+    /// `tollgate_egress_request_duration_seconds{target}`: egress time to response head.
+    pub egress_request_duration: HistogramVec,
+    /// `tollgate_egress_token_requests_total{credential, result}`: token fetches.
+    pub egress_token_requests: IntCounterVec,
+    /// `tollgate_egress_token_expiry_timestamp_seconds{credential, scope}`: cached token expiry.
+    pub egress_token_expiry: GaugeVec,
+    /// `tollgate_config_reloads_total{result}`: configuration reloads, `success` or `error`.
+    pub config_reloads: IntCounterVec,
+    /// `tollgate_open_connections{listener}`: client connections open now.
+    pub open_connections: IntGaugeVec,
+    /// `tollgate_ready`: 1 when `/readyz` answers 200.
+    pub ready: IntGauge,
+}
+
+impl Metrics {
+    /// Creates every family on a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("static metric definition");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+            let h = HistogramVec::new(opts, labels).expect("static metric definition");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("metric registered once");
+            h
+        };
+        let requests = counter(
+            "tollgate_requests_total",
+            "Inbound requests answered, by route, decision and status.",
+            &["route", "decision", "status"],
+        );
+        let request_duration = histogram(
+            "tollgate_request_duration_seconds",
+            "Inbound request time until the response head, by route.",
+            &["route"],
+        );
+        let upstream_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "tollgate_upstream_duration_seconds",
+                "Upstream time until the response head.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(upstream_duration.clone()))
+            .expect("metric registered once");
+        let auth_failures = counter(
+            "tollgate_auth_failures_total",
+            "Requests whose token was missing or invalid, or failed a route requirement, by reason.",
+            &["reason"],
+        );
+        let jwks_refresh = counter(
+            "tollgate_jwks_refresh_total",
+            "Key set fetches per issuer, by result.",
+            &["issuer", "result"],
+        );
+        let jwks_keys = IntGaugeVec::new(
+            Opts::new("tollgate_jwks_keys", "Usable signing keys per issuer."),
+            &["issuer"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(jwks_keys.clone()))
+            .expect("metric registered once");
+        let identity_headers_dropped = counter(
+            "tollgate_identity_headers_dropped_total",
+            "Identity headers left out because their value exceeded the size limit, by header.",
+            &["header"],
+        );
+        let egress_requests = counter(
+            "tollgate_egress_requests_total",
+            "Egress requests answered, by target and status.",
+            &["target", "status"],
+        );
+        let egress_request_duration = histogram(
+            "tollgate_egress_request_duration_seconds",
+            "Egress request time until the response head, by target.",
+            &["target"],
+        );
+        let egress_token_requests = counter(
+            "tollgate_egress_token_requests_total",
+            "Access token fetches per credential, by result.",
+            &["credential", "result"],
+        );
+        let egress_token_expiry = GaugeVec::new(
+            Opts::new(
+                "tollgate_egress_token_expiry_timestamp_seconds",
+                "Expiry (unix time) of the cached access token per credential and scope.",
+            ),
+            &["credential", "scope"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(egress_token_expiry.clone()))
+            .expect("metric registered once");
+        let config_reloads = counter(
+            "tollgate_config_reloads_total",
+            "Configuration reloads, by result (success, error).",
+            &["result"],
+        );
+        let open_connections = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_open_connections",
+                "Client connections open now, by listener.",
+            ),
+            &["listener"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(open_connections.clone()))
+            .expect("metric registered once");
+        let ready = IntGauge::new("tollgate_ready", "1 when /readyz answers 200, else 0.")
+            .expect("static metric definition");
+        registry
+            .register(Box::new(ready.clone()))
+            .expect("metric registered once");
+        // Families with labels appear on /metrics once a series exists; the result labels of
+        // reloads are known in advance, so show them at zero from the start.
+        for result in ["success", "error"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            auth_failures,
+            jwks_refresh,
+            jwks_keys,
+            identity_headers_dropped,
+            egress_requests,
+            egress_request_duration,
+            egress_token_requests,
+            egress_token_expiry,
+            config_reloads,
+            open_connections,
+            ready,
+        }
+    }
+
+    /// The registry in the Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_names_are_exposed() {
+        let m = Metrics::new();
+        m.requests.with_label_values(&["/", "allowed", "200"]).inc();
+        m.request_duration.with_label_values(&["/"]).observe(0.01);
+        m.upstream_duration.observe(0.01);
+        m.auth_failures.with_label_values(&["expired"]).inc();
+        m.jwks_refresh
+            .with_label_values(&["entra", "success"])
+            .inc();
+        m.jwks_keys.with_label_values(&["entra"]).set(2);
+        m.egress_token_requests
+            .with_label_values(&["mi", "success"])
+            .inc();
+        m.egress_token_expiry
+            .with_label_values(&["mi", "api://x/.default"])
+            .set(1.0);
+        let text = m.encode();
+        for name in [
+            "tollgate_requests_total",
+            "tollgate_auth_failures_total",
+            "tollgate_request_duration_seconds",
+            "tollgate_upstream_duration_seconds",
+            "tollgate_jwks_refresh_total",
+            "tollgate_jwks_keys",
+            "tollgate_egress_token_requests_total",
+            "tollgate_egress_token_expiry_timestamp_seconds",
+            "tollgate_config_reloads_total",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+        }
+    }
+}
