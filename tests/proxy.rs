@@ -1,0 +1,354 @@
+//! Reverse proxying: bodies, headers, upgrades, HTTP/2, TLS, limits and upstream failures.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
+use support::echo::{dead_upstream, silent_upstream};
+use support::{Backend, TestProxy, WsEcho, get, raw, send, server};
+
+fn anonymous(upstream: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        "{}[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n",
+        server(upstream, extra)
+    )
+}
+
+#[tokio::test]
+async fn large_body_arrives_byte_identical() {
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous(backend.addr(), "")).await;
+    let body: Vec<u8> = (0..5 * 1024 * 1024)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let req = Request::post("/upload")
+        .header("host", "x")
+        .body(Full::new(Bytes::from(body.clone())))
+        .unwrap();
+    let reply = send(proxy.addr, req).await;
+    assert_eq!(reply.status, 200);
+    let seen = backend.only();
+    assert_eq!(seen.body.len(), body.len());
+    assert!(seen.body == body, "body changed on the way");
+    assert_eq!(seen.header("content-length"), Some("5242880"));
+}
+
+#[tokio::test]
+async fn chunked_upload_streams_through() {
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous(backend.addr(), "")).await;
+    let (mut tx, body) =
+        http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(4);
+    let req = Request::put("/stream")
+        .header("host", "x")
+        .body(body)
+        .unwrap();
+    let sending = tokio::spawn(async move {
+        for i in 0..64u8 {
+            tx.send(Frame::data(Bytes::from(vec![i; 1000])))
+                .await
+                .unwrap();
+        }
+    });
+    let reply = send(proxy.addr, req).await;
+    sending.await.unwrap();
+    assert_eq!(reply.status, 200);
+    let seen = backend.only();
+    let want: Vec<u8> = (0..64u8).flat_map(|i| vec![i; 1000]).collect();
+    assert!(seen.body == want, "chunked body changed on the way");
+    assert_eq!(seen.header("transfer-encoding"), Some("chunked"));
+}
+
+#[tokio::test]
+async fn query_string_is_forwarded_unchanged() {
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous(backend.addr(), "")).await;
+    let query = "a=1&b=%2F..%2F&c=%00&d=x+y&e=%E2%9C%93&e=2";
+    let reply = proxy.get(&format!("/search?{query}")).await;
+    assert_eq!(reply.status, 200);
+    let seen = backend.only();
+    assert_eq!(seen.path, "/search");
+    assert_eq!(seen.query.as_deref(), Some(query));
+}
+
+#[tokio::test]
+async fn hop_by_hop_and_connection_named_headers_are_removed() {
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous(backend.addr(), "")).await;
+    let reply = get(
+        proxy.addr,
+        "/",
+        &[
+            ("connection", "keep-alive, X-Hop-Secret"),
+            ("x-hop-secret", "internal"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic dXNlcjpwYXNz"),
+            ("proxy-connection", "keep-alive"),
+            ("upgrade", "h2c"),
+            ("x-end-to-end", "kept"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let seen = backend.only();
+    for gone in [
+        "connection",
+        "x-hop-secret",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "proxy-connection",
+        "upgrade",
+    ] {
+        assert_eq!(seen.header(gone), None, "{gone} reached the backend");
+    }
+    assert_eq!(seen.header("x-end-to-end"), Some("kept"));
+}
+
+#[tokio::test]
+async fn forwarded_headers_are_set() {
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous(backend.addr(), "")).await;
+    let reply = get(
+        proxy.addr,
+        "/",
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let seen = backend.only();
+    assert_eq!(
+        seen.header_all("x-forwarded-for"),
+        ["203.0.113.7, 127.0.0.1"]
+    );
+    assert_eq!(
+        seen.header("x-forwarded-proto"),
+        Some("http"),
+        "a client must not claim https"
+    );
+    assert_eq!(
+        seen.header("x-forwarded-host"),
+        Some(proxy.addr.to_string().as_str())
+    );
+    assert_eq!(
+        seen.header("host"),
+        Some(proxy.addr.to_string().as_str()),
+        "preserve_host defaults to true"
+    );
+}
+
+#[tokio::test]
+async fn preserve_host_false_sends_the_upstream_authority() {
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous(backend.addr(), "preserve_host = false")).await;
+    get(proxy.addr, "/", &[]).await;
+    let seen = backend.only();
+    assert_eq!(
+        seen.header("host"),
+        Some(backend.addr().to_string().as_str())
+    );
+    assert_eq!(
+        seen.header("x-forwarded-host"),
+        Some(proxy.addr.to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_proxy() {
+    let ws = WsEcho::start().await;
+    let proxy = TestProxy::start(&anonymous(ws.addr, "")).await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut socket, response) =
+        tokio_tungstenite::client_async(format!("ws://{}/chat", proxy.addr), stream)
+            .await
+            .expect("websocket handshake through the proxy");
+    assert_eq!(response.status(), 101);
+    for text in ["hello", "through", "tollgate"] {
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .unwrap();
+        let echoed = socket.next().await.unwrap().unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), text);
+    }
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::binary(vec![
+            0u8, 1, 2, 255,
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap().into_data().as_ref(),
+        [0u8, 1, 2, 255]
+    );
+    socket.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn slow_upstream_gives_504() {
+    let (upstream, _stop) = silent_upstream().await;
+    let proxy = TestProxy::start(&anonymous(upstream, "request_timeout = \"300ms\"")).await;
+    let reply = proxy.get("/slow").await;
+    assert_eq!(reply.status, 504);
+    assert_eq!(reply.json()["error"], "upstream_timeout");
+    assert_eq!(proxy.requests("/", "anonymous", "504"), 1);
+}
+
+#[tokio::test]
+async fn dead_upstream_gives_502() {
+    let upstream = dead_upstream().await;
+    let proxy = TestProxy::start(&anonymous(upstream, "")).await;
+    let reply = proxy.get("/").await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.json()["error"], "upstream_unreachable");
+}
+
+#[tokio::test]
+async fn oversized_request_head_gives_431() {
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous(backend.addr(), "max_header_bytes = 16384")).await;
+    let big = "x".repeat(20_000);
+    let response = raw(
+        proxy.addr,
+        format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(support::client::raw_status(&response), 431, "{response}");
+    backend.assert_nothing_received();
+    // A head under the limit passes.
+    let ok = get(proxy.addr, "/", &[("x-big", &"y".repeat(8000))]).await;
+    assert_eq!(ok.status, 200);
+}
+
+#[tokio::test]
+async fn slow_client_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous(
+        backend.addr(),
+        "header_read_timeout = \"200ms\"",
+    ))
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // The head never completes: the server closes the connection (maybe after a 408).
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection should have been closed");
+    backend.assert_nothing_received();
+}
+
+#[tokio::test]
+async fn connection_cap_holds_new_connections_in_the_backlog() {
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous(backend.addr(), "max_connections = 1")).await;
+    // One idle connection takes the only slot.
+    let idle = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    support::eventually("the idle connection is accepted", || async {
+        proxy
+            .metrics()
+            .open_connections
+            .with_label_values(&["inbound"])
+            .get()
+            == 1
+    })
+    .await;
+    let waiting = tokio::spawn(get(proxy.addr, "/", &[]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a second connection was served past the cap"
+    );
+    assert_eq!(backend.count(), 0);
+    drop(idle);
+    let reply = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge() {
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous(backend.addr(), "")).await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post(format!("http://{}/h2?x=1", proxy.addr))
+        .body(Full::new(Bytes::from_static(b"over h2")))
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let _ = response.into_body().collect().await.unwrap();
+    let seen = backend.only();
+    assert_eq!(
+        (seen.path.as_str(), seen.query.as_deref()),
+        ("/h2", Some("x=1"))
+    );
+    assert_eq!(seen.body.as_ref(), b"over h2");
+    assert_eq!(seen.header("host"), Some(proxy.addr.to_string().as_str()));
+}
+
+#[tokio::test]
+async fn tls_with_h2_by_alpn_and_certificate_reload() {
+    let backend = Backend::start().await;
+    let ca = support::tls::TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_a, key_a) = ca.issue(&["first.test"]);
+    std::fs::write(dir.path().join("tls.crt"), &cert_a).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &key_a).unwrap();
+    let toml = anonymous(
+        backend.addr(),
+        &format!(
+            "tls = {{ cert = \"{0}/tls.crt\", key = \"{0}/tls.key\" }}",
+            dir.path().display()
+        ),
+    );
+    let proxy = TestProxy::start(&toml).await;
+
+    let (reply, served) =
+        support::tls::get_h2(proxy.addr, &ca.pem(), "first.test", "/secure").await;
+    assert_eq!(reply.version, http::Version::HTTP_2);
+    assert_eq!(reply.status, 200);
+    assert_eq!(served, support::tls::der(&cert_a));
+    assert_eq!(backend.only().header("x-forwarded-proto"), Some("https"));
+
+    // Replace the pair as cert-manager would; the next handshake presents the new one.
+    let (cert_b, key_b) = ca.issue(&["first.test", "second.test"]);
+    std::fs::write(dir.path().join("tls.key.new"), &key_b).unwrap();
+    std::fs::write(dir.path().join("tls.crt.new"), &cert_b).unwrap();
+    std::fs::rename(dir.path().join("tls.key.new"), dir.path().join("tls.key")).unwrap();
+    std::fs::rename(dir.path().join("tls.crt.new"), dir.path().join("tls.crt")).unwrap();
+    let want = support::tls::der(&cert_b);
+    support::eventually("the new certificate is served", || {
+        let (ca, want) = (ca.pem(), want.clone());
+        async move {
+            support::tls::try_get_h2(proxy.addr, &ca, "second.test", "/")
+                .await
+                .is_some_and(|(_, served)| served == want)
+        }
+    })
+    .await;
+}
