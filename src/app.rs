@@ -137,7 +137,7 @@ impl App {
         ));
         if options.watch_config {
             life.tracker
-                .spawn(reload::run(reloader.clone(), background.clone()));
+                .spawn(reload::watch(reloader.clone(), background.clone()));
         }
         health.bound.store(true, Ordering::Release);
         tracing::info!(
@@ -237,8 +237,12 @@ fn start_inbound(
             let resolver = CertResolver::load(files.clone()).map_err(StartError::Tls)?;
             let acceptor =
                 TlsAcceptor::from(Arc::new(resolver.server_config().map_err(StartError::Tls)?));
+            // Watch before returning, so no change made after start is missed.
+            let watch = FileWatch::new(&[&files.cert, &files.key])
+                .inspect_err(|error| tracing::warn!(%error, "cannot watch the TLS files; the certificate will not be reloaded"))
+                .ok();
             life.tracker
-                .spawn(watch_certificate(resolver, background.clone()));
+                .spawn(watch_certificate(resolver, watch, background.clone()));
             Some(acceptor)
         }
     };
@@ -273,15 +277,13 @@ fn start_inbound(
 }
 
 /// Reloads the TLS certificate when its files change; a bad new pair keeps the old one.
-async fn watch_certificate(resolver: Arc<CertResolver>, stop: CancellationToken) {
+async fn watch_certificate(
+    resolver: Arc<CertResolver>,
+    watch: Option<FileWatch>,
+    stop: CancellationToken,
+) {
     let files = resolver.files().clone();
-    let mut watch = match FileWatch::new(&[&files.cert, &files.key]) {
-        Ok(w) => w,
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch the TLS files; the certificate will not be reloaded");
-            return;
-        }
-    };
+    let Some(mut watch) = watch else { return };
     let digests =
         |f: &crate::config::TlsFiles| (crate::watch::digest(&f.cert), crate::watch::digest(&f.key));
     let mut current = digests(&files);

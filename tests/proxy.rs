@@ -1,5 +1,7 @@
 //! Reverse proxying: bodies, headers, upgrades, HTTP/2, TLS, limits and upstream failures.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;

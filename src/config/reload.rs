@@ -132,16 +132,31 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     changed
 }
 
-/// Reloads on file changes and SIGHUP until `shutdown`.
-pub async fn run(reloader: Arc<Reloader>, shutdown: CancellationToken) {
-    let mut watch = match FileWatch::new(&[&reloader.path]) {
+/// Starts watching the configuration file and SIGHUP now (so no change made after this call
+/// is missed), and returns the task that reloads on them until `shutdown`.
+pub fn watch(
+    reloader: Arc<Reloader>,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send {
+    let watch = match FileWatch::new(&[&reloader.path]) {
         Ok(w) => Some(w),
         Err(error) => {
             tracing::warn!(%error, file = %reloader.path.display(), "cannot watch the configuration file; reload with SIGHUP");
             None
         }
     };
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .inspect_err(|error| tracing::warn!(%error, "cannot listen for SIGHUP"))
+        .ok();
+    run(reloader, watch, hangup, shutdown)
+}
+
+async fn run(
+    reloader: Arc<Reloader>,
+    mut watch: Option<FileWatch>,
+    mut hangup: Option<tokio::signal::unix::Signal>,
+    shutdown: CancellationToken,
+) {
     loop {
         let force = tokio::select! {
             changed = async { watch.as_mut()?.changed().await.then_some(()) }, if watch.is_some() => {

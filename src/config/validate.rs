@@ -145,11 +145,7 @@ struct Sections {
     identity: Option<RawIdentity>,
     issuers: Vec<(RawIssuer, Range<usize>)>,
     routes: Vec<(RawRoute, Range<usize>)>,
-    egress: Option<(
-        RawEgress,
-        Vec<(super::schema::RawTarget, Range<usize>)>,
-        Range<usize>,
-    )>,
+    egress: Option<EgressSection>,
     credentials: Option<BTreeMap<String, super::Credential>>,
 }
 

@@ -2,7 +2,7 @@
 //! and a client that sends request targets exactly as written.
 //!
 //! Every test reads top to bottom: start the mocks, start the proxy, send, check.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod client;
 pub mod echo;

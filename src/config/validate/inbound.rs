@@ -93,10 +93,10 @@ pub(super) fn server(cx: &mut Context<'_>, raw: RawServer, span: Range<usize>) -
         (&raw.request_timeout, "server.request_timeout"),
         (&raw.header_read_timeout, "server.header_read_timeout"),
     ] {
-        if let Some(v) = value {
-            if super::super::duration::parse(v.get_ref()).is_ok_and(|d| d.is_zero()) {
-                cx.error(v, key, "must be greater than zero");
-            }
+        if let Some(v) = value
+            && super::super::duration::parse(v.get_ref()).is_ok_and(|d| d.is_zero())
+        {
+            cx.error(v, key, "must be greater than zero");
         }
     }
     Some(Server {
@@ -246,10 +246,10 @@ fn issuer(cx: &mut Context<'_>, raw: RawIssuer, span: Range<usize>, key: &str) -
         &format!("{key}.jwks_refresh"),
         DEFAULT_JWKS_REFRESH,
     );
-    if jwks_refresh < Duration::from_secs(30) {
-        if let Some(t) = &raw.jwks_refresh {
-            cx.error(t, &format!("{key}.jwks_refresh"), "must be at least 30s");
-        }
+    if jwks_refresh < Duration::from_secs(30)
+        && let Some(t) = &raw.jwks_refresh
+    {
+        cx.error(t, &format!("{key}.jwks_refresh"), "must be at least 30s");
     }
     Some(Issuer {
         name: raw.name.into_inner(),

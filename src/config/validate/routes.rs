@@ -218,10 +218,10 @@ fn methods(
     for m in list.into_inner() {
         let name = m.get_ref();
         if KNOWN_METHODS.contains(&name.as_str()) {
-            if let Ok(method) = http::Method::from_bytes(name.as_bytes()) {
-                if !out.contains(&method) {
-                    out.push(method);
-                }
+            if let Ok(method) = http::Method::from_bytes(name.as_bytes())
+                && !out.contains(&method)
+            {
+                out.push(method);
             }
         } else if KNOWN_METHODS.contains(&name.to_ascii_uppercase().as_str()) {
             cx.error(

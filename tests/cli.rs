@@ -1,0 +1,328 @@
+//! The command line: `check` in-process and as a binary, `run` with real signals, and logs
+//! that never carry a credential.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Child processes run in real time: std's Instant is right for their deadlines.
+#![allow(clippy::disallowed_types)]
+
+mod support;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+use std::time::Instant;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_prints_a_summary_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "ok.toml",
+        "[server]\nupstream = \"http://127.0.0.1:3000\"\n[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n[[routes]]\nprefix = \"/x\"\nallow_anonymous = true\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(": ok"), "{stdout}");
+    assert!(stdout.contains("inbound  0.0.0.0:8080"), "{stdout}");
+    assert!(
+        stdout.contains(" 1. prefix /  [all methods]  anonymous"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning:") && stdout.contains("routes[1]: never matches"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_every_error_with_position_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "bad.toml",
+        "[server]\nupstream = \"http://127.0.0.1:3000\"\nlisten = \"nowhere\"\n[[routes]]\nprefix = \"/\"\nmethods = [\"GTE\"]\nallow_anonymous = true\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{}:3:10: server.listen", path.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{}:6:12: routes[0].methods", path.display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 error(s)"), "{stdout}");
+}
+
+#[test]
+fn check_takes_the_config_from_the_environment_then_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "env.toml",
+        "[server]\nupstream = \"http://127.0.0.1:1\"\n[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n",
+    );
+    let out = Command::new(BIN)
+        .arg("check")
+        .env("TOLLGATE_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::rename(&path, dir.path().join("tollgate.toml")).unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .env_remove("TOLLGATE_CONFIG")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let missing = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .env_remove("TOLLGATE_CONFIG")
+        .current_dir(missing.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tollgate.toml"));
+}
+
+#[test]
+fn every_shipped_config_checks() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let (text, code) = tollgate::cli::check::report(&path, &|_| None);
+            assert_eq!(code, std::process::ExitCode::SUCCESS, "{text}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2);
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let out = Command::new(BIN).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// A `tollgate run` child process with its admin address.
+struct Running {
+    child: Child,
+    admin: SocketAddr,
+    inbound: SocketAddr,
+}
+
+impl Running {
+    fn start(dir: &Path, upstream: SocketAddr, routes: &str) -> Running {
+        let (inbound, admin) = (free_port(), free_port());
+        let config = write(
+            dir,
+            "tollgate.toml",
+            &format!(
+                "[server]\nlisten = \"{inbound}\"\nupstream = \"http://{upstream}\"\n[admin]\nlisten = \"{admin}\"\n{routes}"
+            ),
+        );
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let running = Running {
+            child,
+            admin,
+            inbound,
+        };
+        running.wait_ready();
+        running
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if http_get(self.admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tollgate did not become ready");
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`) with kill(1): unsafe code is forbidden here.
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut out = String::new();
+                self.child
+                    .stdout
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut out)
+                    .unwrap();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut out)
+                    .unwrap();
+                return (status, out);
+            }
+            assert!(Instant::now() < deadline, "tollgate did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A blocking GET with `Connection: close`; the whole response as text.
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+    )
+}
+
+fn http_request(addr: SocketAddr, request: &str) -> Option<String> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_reloads_on_sighup_and_exits_0_on_sigterm_without_logging_secrets() {
+    let backend = support::Backend::start().await;
+    let upstream = backend.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let route = |p: &str| format!("[[routes]]\nprefix = \"{p}\"\nallow_anonymous = true\n");
+    let running = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        let route = route("/a");
+        move || Running::start(&dir, upstream, &route)
+    })
+    .await
+    .unwrap();
+
+    let secret_request = "GET /a/secret HTTP/1.1\r\nhost: x\r\nauthorization: Bearer eyJsecret.token.value\r\ncookie: session=cookie-secret\r\nx-ms-token-aad-access-token: aad-secret\r\nconnection: close\r\n\r\n";
+    let (inbound, admin) = (running.inbound, running.admin);
+    let reply = tokio::task::spawn_blocking(move || http_request(inbound, secret_request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+
+    // SIGHUP reloads the file even when it did not change (a file change alone is not).
+    running.signal("HUP");
+    support::eventually("SIGHUP counted a reload", || async move {
+        tokio::task::spawn_blocking(move || {
+            http_get(admin, "/metrics")
+                .is_some_and(|m| m.contains("tollgate_config_reloads_total{result=\"success\"} 1"))
+        })
+        .await
+        .unwrap()
+    })
+    .await;
+    // And the file watcher picks up an edit.
+    let config = dir.path().join("tollgate.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("prefix = \"/a\"", "prefix = \"/b\"");
+    std::fs::write(&config, text).unwrap();
+    support::eventually("the edit applies", || async move {
+        tokio::task::spawn_blocking(move || {
+            http_get(inbound, "/b/x").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+        })
+        .await
+        .unwrap()
+    })
+    .await;
+    let hup = running;
+
+    hup.signal("TERM");
+    let (status, logs) = tokio::task::spawn_blocking(move || hup.wait())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{logs}");
+    assert!(logs.contains("SIGTERM received"), "{logs}");
+    assert!(
+        logs.contains("tollgate::access"),
+        "the access log line is missing:\n{logs}"
+    );
+    for secret in ["eyJsecret", "cookie-secret", "aad-secret"] {
+        assert!(!logs.contains(secret), "{secret} reached the logs:\n{logs}");
+    }
+}
+
+#[test]
+fn run_refuses_an_invalid_file_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "bad.toml",
+        "[server]\nupstream = \"gopher://x\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2:12: server.upstream", path.display())),
+        "{stderr}"
+    );
+}
