@@ -20,7 +20,7 @@ use crate::inbound;
 use crate::proxy::ConnInfo;
 use crate::proxy::listener::{self, Lifecycle, Limits};
 use crate::proxy::tls::{CertResolver, TlsError};
-use crate::state::{BuildError, Live, Snapshot};
+use crate::state::{BuildContext, BuildError, Live, Snapshot};
 use crate::telemetry::metrics::Metrics;
 use crate::watch::FileWatch;
 
@@ -83,19 +83,24 @@ impl App {
         }
         let metrics = Arc::new(Metrics::new());
         let config = loaded.config.clone();
-        let live = Live::new(Snapshot::build(loaded.config, None)?);
-        let health = Arc::new(Health::default());
         let life = Lifecycle {
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
         };
         let background = CancellationToken::new();
+        let cx = BuildContext {
+            metrics: &metrics,
+            tasks: Some((&life.tracker, &background)),
+        };
+        let live = Live::new(Snapshot::build(loaded.config, None, &cx)?);
+        let health = Arc::new(Health::default());
         let reloader = Arc::new(Reloader::new(
             options.config_path.clone(),
             options.env.clone(),
             live.clone(),
             metrics.clone(),
+            (life.tracker.clone(), background.clone()),
         ));
 
         let admin_listener = bind("admin", config.admin.listen).await?;

@@ -20,6 +20,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod fetch;
 pub mod inbound;
 pub mod proxy;
 pub mod state;

@@ -8,11 +8,18 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::HeaderName;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, Identity};
+use crate::config::{self, Config, Identity};
+use crate::fetch::FetchError;
+use crate::inbound::issuer::{Issuer, Issuers};
+use crate::inbound::jwks::KeySet;
 use crate::inbound::policy::Routes;
+use crate::inbound::signature_cache::SignatureCache;
 use crate::proxy::forward::Upstream;
 use crate::proxy::tls::TlsError;
+use crate::telemetry::metrics::Metrics;
 
 /// Everything a request needs, built from one configuration.
 pub struct Snapshot {
@@ -34,6 +41,19 @@ pub struct InboundState {
     pub claim_headers: Vec<HeaderName>,
     /// What the upstream learns about the caller.
     pub identity: Identity,
+    /// Trusted issuers with their key sets.
+    pub issuers: Issuers,
+    /// Verified-signature cache; `None` when `token_cache_entries = 0`.
+    pub signature_cache: Option<Arc<SignatureCache>>,
+}
+
+/// What building a snapshot may use besides the configuration.
+pub struct BuildContext<'a> {
+    /// Metric families (key set gauges and counters).
+    pub metrics: &'a Arc<Metrics>,
+    /// Where to run key refresh tasks; `None` builds an offline snapshot (`explain`, benches)
+    /// whose key sets are filled by hand.
+    pub tasks: Option<(&'a TaskTracker, &'a CancellationToken)>,
 }
 
 /// Why a snapshot could not be built from a valid configuration.
@@ -42,12 +62,21 @@ pub enum BuildError {
     /// The upstream's extra CA file is unusable.
     #[error("upstream trust: {0}")]
     UpstreamTls(#[source] TlsError),
+    /// An issuer's HTTP client could not be built (its CA file, say).
+    #[error("issuer {issuer}: {source}")]
+    Issuer {
+        /// The issuer.
+        issuer: String,
+        /// Why.
+        #[source]
+        source: FetchError,
+    },
 }
 
 impl Snapshot {
     /// Builds a snapshot, reusing what `previous` already holds when its settings did not
     /// change (the upstream connection pool, say).
-    pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
+    pub fn build(config: Config, previous: Option<&Snapshot>, cx: &BuildContext<'_>) -> Result<Snapshot, BuildError> {
         let inbound = match &config.server {
             None => None,
             Some(server) => {
@@ -70,6 +99,11 @@ impl Snapshot {
                         .map_err(BuildError::UpstreamTls)?,
                     ),
                 };
+                let old = previous.and_then(|p| p.inbound.as_ref());
+                let signature_cache = match old.and_then(|i| i.signature_cache.clone()) {
+                    Some(cache) if cache.capacity() == server.token_cache_entries => Some(cache),
+                    _ => SignatureCache::new(server.token_cache_entries).map(Arc::new),
+                };
                 Some(InboundState {
                     routes: Routes::new(config.routes.clone()),
                     upstream,
@@ -81,6 +115,8 @@ impl Snapshot {
                         .map(|(h, _)| h.clone())
                         .collect(),
                     identity: config.identity.clone(),
+                    issuers: issuers(&config.issuers, old.map(|i| &i.issuers), cx)?,
+                    signature_cache,
                 })
             }
         };
@@ -89,6 +125,30 @@ impl Snapshot {
             inbound,
         })
     }
+}
+
+/// The issuers of a configuration. A key set is reused when its issuer's key settings did not
+/// change, so a reload does not refetch every JWKS; a new one starts its refresh task.
+fn issuers(settings: &[config::Issuer], previous: Option<&Issuers>, cx: &BuildContext<'_>) -> Result<Issuers, BuildError> {
+    let mut out = Vec::with_capacity(settings.len());
+    for issuer in settings {
+        let reused = previous.and_then(|p| p.iter().find(|old| old.keys.serves(issuer))).map(|old| old.keys.clone());
+        let keys = match reused {
+            Some(keys) => keys,
+            None => {
+                let keys = KeySet::new(issuer, cx.metrics.clone()).map_err(|source| BuildError::Issuer {
+                    issuer: issuer.name.clone(),
+                    source,
+                })?;
+                if let Some((tracker, stop)) = cx.tasks {
+                    tracker.spawn(KeySet::run(Arc::downgrade(&keys), stop.clone()));
+                }
+                keys
+            }
+        };
+        out.push(Issuer::new(issuer, keys));
+    }
+    Ok(Issuers::new(out))
 }
 
 /// The current snapshot, shared by every listener and swapped by reload.

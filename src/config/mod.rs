@@ -19,7 +19,10 @@ pub mod schema;
 pub mod validate;
 
 pub use expand::Lookup;
-pub use validate::{ConfigError, Diagnostic, Warning};
+pub use validate::{ConfigError, Diagnostic, Warning, is_loopback};
+
+/// Tenant placeholder in a multi-tenant `issuer`, matched case-insensitively.
+pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
 
 /// A validated configuration. Every default is already applied.
 #[derive(Clone, Debug, PartialEq)]

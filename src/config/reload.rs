@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{Config, ConfigError};
-use crate::state::{BuildError, Live, Snapshot};
+use crate::state::{BuildContext, BuildError, Live, Snapshot};
 use crate::telemetry::metrics::Metrics;
 use crate::watch::{self, FileWatch};
 
@@ -33,6 +34,8 @@ pub struct Reloader {
     env: SharedEnv,
     live: Live,
     metrics: Arc<Metrics>,
+    /// Where new issuers' key refresh tasks run.
+    tasks: (TaskTracker, CancellationToken),
     /// Digest of the file last applied, so a touch without a change is not a reload.
     applied: Mutex<Option<[u8; 32]>>,
 }
@@ -48,13 +51,14 @@ pub enum Reloaded {
 
 impl Reloader {
     /// A reloader for `path`, whose current content is what `live` was built from.
-    pub fn new(path: PathBuf, env: SharedEnv, live: Live, metrics: Arc<Metrics>) -> Self {
+    pub fn new(path: PathBuf, env: SharedEnv, live: Live, metrics: Arc<Metrics>, tasks: (TaskTracker, CancellationToken)) -> Self {
         let applied = Mutex::new(watch::digest(&path));
         Reloader {
             path,
             env,
             live,
             metrics,
+            tasks,
             applied,
         }
     }
@@ -95,7 +99,11 @@ impl Reloader {
         for setting in restart_only_changes(&current.config, &loaded.config) {
             tracing::warn!(setting, "changed setting takes effect on restart");
         }
-        let snapshot = Snapshot::build(loaded.config, Some(&current))?;
+        let cx = BuildContext {
+            metrics: &self.metrics,
+            tasks: Some((&self.tasks.0, &self.tasks.1)),
+        };
+        let snapshot = Snapshot::build(loaded.config, Some(&current), &cx)?;
         self.live.store(snapshot);
         Ok(())
     }

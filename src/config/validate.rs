@@ -502,7 +502,7 @@ impl<'a> Context<'a> {
 }
 
 /// True for loopback hosts: 127.0.0.0/8, ::1 and `localhost`.
-pub(super) fn is_loopback(url: &reqwest::Url) -> bool {
+pub fn is_loopback(url: &reqwest::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

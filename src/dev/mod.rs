@@ -2,3 +2,4 @@
 //! (and the local token issuer, with `tollgate dev`).
 
 pub mod echo;
+pub mod issuer;

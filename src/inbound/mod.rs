@@ -1,28 +1,41 @@
 //! The inbound listener's request path: strip forged identity, normalise the path, match a
-//! route, check the token, and forward to the upstream.
+//! route, verify the token, apply the route's requirements, add the caller's identity, and
+//! forward to the upstream.
 //!
-//! [`serve`] is the outer function: it loads the snapshot once, calls [`handle`], turns every
-//! rejection into a response in one exhaustive `match`, and records the metric and the
-//! access-log line exactly once. [`handle`] is the straight line of steps, each in its own
-//! module: [`identity`], [`path`], [`policy`], [`reject`].
+//! [`serve`] is the outer function: it loads the snapshot once, calls `handle`, turns every
+//! rejection into a response in one exhaustive `match`, and records the metrics and the
+//! access-log line exactly once. `handle` is the straight line of steps, each in its own
+//! module: [`identity`], [`path`], [`policy`], [`bearer`], [`jwt`] (with [`issuer`], [`jwks`],
+//! [`claims`], [`signature_cache`]), [`reject`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use http::header::HOST;
+use http::header::{HOST, RETRY_AFTER};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::config::{Mode, Route};
 use crate::proxy::listener::Lifecycle;
 use crate::proxy::{Body, ConnInfo, forward::ForwardError, headers, upgrade};
 use crate::state::{InboundState, Live, Snapshot};
 use crate::telemetry::metrics::Metrics;
 
+pub mod bearer;
+pub mod claims;
 pub mod identity;
+pub mod issuer;
+pub mod jwks;
+pub mod jwt;
+pub mod me;
 pub mod path;
 pub mod policy;
 pub mod reject;
+pub mod signature_cache;
+
+use jwt::{AuthError, Verified};
 
 /// What every inbound request shares.
 pub struct Shared {
@@ -41,8 +54,12 @@ enum Reject {
     BadPath(path::PathError),
     /// No route covers the request: 403.
     NoRoute,
-    /// The route needs a token and there is none: 401.
+    /// The route needs a token and there is none: 401 with a bare challenge.
     MissingToken,
+    /// The token is not acceptable: 401 (503 while the issuer has no keys yet).
+    Unauthenticated(AuthError),
+    /// A valid token fails the route's requirements: 403.
+    Forbidden(&'static str),
     /// The upstream could not answer: 502, 504.
     Upstream(ForwardError),
     /// The listener was started for a configuration that no longer has a `[server]`.
@@ -74,7 +91,7 @@ impl Decision {
     }
 }
 
-/// What [`handle`] learned, for the metric and the log line.
+/// What `handle` learned, for the metrics and the log line.
 struct Outcome<'s> {
     route: &'s str,
     decision: Decision,
@@ -83,17 +100,15 @@ struct Outcome<'s> {
     normalised: Option<String>,
     /// The error code of a response tollgate wrote itself.
     error: Option<&'static str>,
+    /// The issuer of a verified token.
+    issuer: Option<&'s str>,
 }
 
 /// Label for requests that matched no route (or never got that far).
 const NO_ROUTE: &str = "none";
 
 /// Serves one inbound request. Never fails: every error becomes a response here.
-pub async fn serve(
-    req: Request<Incoming>,
-    conn: &ConnInfo,
-    shared: &Shared,
-) -> Result<Response<Body>, Infallible> {
+pub async fn serve(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let snapshot = shared.live.load();
     let method = req.method().clone();
@@ -104,56 +119,70 @@ pub async fn serve(
         upstream_status: None,
         normalised: None,
         error: None,
+        issuer: None,
     };
-    let result = handle(req, conn, shared, &snapshot, &mut outcome).await;
-    let response = match result {
+    let response = match handle(req, conn, shared, &snapshot, &mut outcome).await {
         Ok(response) => response,
         Err(reject) => {
-            let (response, error) = match reject {
-                Reject::BadPath(e) => (
-                    reject::json_error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        path_description(e),
-                    ),
-                    "invalid_path",
-                ),
-                Reject::NoRoute => (
-                    reject::json_error(
-                        StatusCode::FORBIDDEN,
-                        "forbidden",
-                        "no route allows this request",
-                    ),
-                    "no_route",
-                ),
-                Reject::MissingToken => (reject::missing_token(), "missing_token"),
-                // The request was decided; only the upstream failed, so the decision stays.
-                Reject::Upstream(e) => {
-                    tracing::debug!(error = %e, source = ?std::error::Error::source(&e), route = outcome.route, "upstream request failed");
-                    upstream_error(&e)
-                }
-                Reject::InboundDisabled => (
-                    reject::json_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "the inbound listener is disabled by the current configuration",
-                    ),
-                    "inbound_disabled",
-                ),
-            };
+            let (response, error) = rescue(reject, &outcome, &shared.metrics);
             outcome.error = Some(error);
             response
         }
     };
-    record(
-        &shared.metrics,
-        &method,
-        &uri,
-        &outcome,
-        response.status(),
-        started,
-    );
+    record(&shared.metrics, &method, &uri, &outcome, response.status(), started);
     Ok(response)
+}
+
+/// Every rejection becomes a response here, with its error code and failure metric.
+fn rescue(reject: Reject, outcome: &Outcome<'_>, metrics: &Metrics) -> (Response<Body>, &'static str) {
+    let count = |reason: &str| metrics.auth_failures.with_label_values(&[reason]).inc();
+    match reject {
+        Reject::BadPath(e) => (
+            reject::json_error(StatusCode::BAD_REQUEST, "invalid_request", path_description(e)),
+            "invalid_path",
+        ),
+        Reject::NoRoute => (
+            reject::json_error(StatusCode::FORBIDDEN, "forbidden", "no route allows this request"),
+            "no_route",
+        ),
+        Reject::MissingToken => {
+            count("missing_token");
+            (reject::missing_token(), "missing_token")
+        }
+        Reject::Unauthenticated(AuthError::KeysUnavailable(issuer)) => {
+            count("keys_unavailable");
+            tracing::warn!(%issuer, "token refused: the issuer's keys are not available yet");
+            let mut r = reject::json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "signing keys are not available yet",
+            );
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            (r, "keys_unavailable")
+        }
+        Reject::Unauthenticated(e) => {
+            count(e.reason());
+            tracing::debug!(route = outcome.route, reason = e.reason(), error = %e, "token refused");
+            (reject::invalid_token(e.description()), e.reason())
+        }
+        Reject::Forbidden(description) => {
+            count("forbidden");
+            (reject::insufficient_scope(description), "forbidden")
+        }
+        // The request was decided; only the upstream failed, so the decision stays.
+        Reject::Upstream(e) => {
+            tracing::debug!(error = %e, source = ?std::error::Error::source(&e), route = outcome.route, "upstream request failed");
+            upstream_error(&e)
+        }
+        Reject::InboundDisabled => (
+            reject::json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the inbound listener is disabled by the current configuration",
+            ),
+            "inbound_disabled",
+        ),
+    }
 }
 
 async fn handle<'s>(
@@ -171,25 +200,96 @@ async fn handle<'s>(
     if let std::borrow::Cow::Owned(p) = &normalised.path {
         outcome.normalised = Some(p.clone());
     }
+    if normalised.path == me::PATH && req.method() == Method::GET {
+        outcome.route = me::PATH;
+        let verified = authenticate(&req, inbound).await.map_err(Reject::Unauthenticated)?;
+        let verified = verified.ok_or(Reject::MissingToken)?;
+        outcome.decision = Decision::Allowed;
+        return Ok(me::response(&verified));
+    }
     let route = inbound
         .routes
         .find(req.method(), normalised.match_key())
         .ok_or(Reject::NoRoute)?;
     outcome.route = &route.name;
-    if !route.allow_anonymous {
-        return Err(Reject::MissingToken);
+    let verified = if route.allow_anonymous {
+        anonymous(&mut req, inbound, outcome).await
+    } else {
+        let verified = authenticate(&req, inbound)
+            .await
+            .map_err(Reject::Unauthenticated)?
+            .ok_or(Reject::MissingToken)?;
+        outcome.issuer = Some(&verified.issuer.name);
+        outcome.decision = authorize(route, &verified, outcome)?;
+        Some(verified)
+    };
+    if let Some(verified) = &verified {
+        let computed = identity::identity_headers(&verified.claims, &inbound.identity);
+        for name in &computed.dropped {
+            shared.metrics.identity_headers_dropped.with_label_values(&[name.as_str()]).inc();
+            tracing::warn!(header = %name, route = outcome.route, "identity header over 8 KiB left out");
+        }
+        identity::inject(req.headers_mut(), computed, &inbound.identity);
     }
+    forward(req, conn, shared, inbound, &normalised.path, uri.query(), outcome).await
+}
+
+/// The verified token of a request, `Ok(None)` when it carries none. An unknown `kid`
+/// triggers the issuer's throttled refetch, then one more attempt.
+async fn authenticate<'s>(req: &Request<Incoming>, inbound: &'s InboundState) -> Result<Option<Verified<'s>>, AuthError> {
+    let Some(token) = bearer::extract(req.headers())? else {
+        return Ok(None);
+    };
+    let cache = inbound.signature_cache.as_deref();
+    match jwt::verify(token, &inbound.issuers, cache, SystemTime::now()) {
+        Err(AuthError::UnknownKey { issuer, kid, generation }) => {
+            let keys = inbound.issuers.by_name(&issuer).map(|i| i.keys.clone());
+            if let Some(keys) = keys
+                && keys.refetch_for_unknown_kid(generation).await
+            {
+                return jwt::verify(token, &inbound.issuers, cache, SystemTime::now()).map(Some);
+            }
+            Err(AuthError::UnknownKey { issuer, kid, generation })
+        }
+        other => other.map(Some),
+    }
+}
+
+/// An anonymous route: a valid token still identifies the caller (as Easy Auth does when
+/// unauthenticated requests are allowed); an invalid one is dropped, not forwarded, so the
+/// upstream cannot mistake it for a checked one.
+async fn anonymous<'s>(req: &mut Request<Incoming>, inbound: &'s InboundState, outcome: &mut Outcome<'s>) -> Option<Verified<'s>> {
     outcome.decision = Decision::Anonymous;
-    forward(
-        req,
-        conn,
-        shared,
-        inbound,
-        &normalised.path,
-        uri.query(),
-        outcome,
-    )
-    .await
+    match authenticate(req, inbound).await {
+        Ok(verified) => {
+            outcome.issuer = verified.as_ref().map(|v| v.issuer.name.as_str());
+            verified
+        }
+        Err(error) => {
+            tracing::debug!(route = outcome.route, reason = error.reason(), "invalid token on an anonymous route: dropped");
+            req.headers_mut().remove(http::header::AUTHORIZATION);
+            None
+        }
+    }
+}
+
+/// Applies the route's requirements: allowed, audited, or forbidden.
+fn authorize(route: &Route, verified: &Verified<'_>, outcome: &Outcome<'_>) -> Result<Decision, Reject> {
+    let decision = policy::authorize(route, &verified.claims, &verified.issuer.name);
+    let Some(failed) = decision.first_failure() else {
+        return Ok(Decision::Allowed);
+    };
+    let requirement = failed.requirement.key();
+    match route.mode {
+        Mode::Enforce => {
+            tracing::debug!(route = outcome.route, %requirement, "requirement not met");
+            Err(Reject::Forbidden(failed.requirement.description()))
+        }
+        Mode::Audit => {
+            tracing::warn!(route = outcome.route, %requirement, "requirement not met; allowed by audit mode");
+            Ok(Decision::Audit)
+        }
+    }
 }
 
 /// Rewrites the request for the upstream, sends it, and prepares the response for the client.
@@ -203,25 +303,13 @@ async fn forward(
     outcome: &mut Outcome<'_>,
 ) -> Result<Response<Body>, Reject> {
     let upstream = &inbound.upstream;
-    // Connection-named headers go before identity headers are added, so a client cannot name
-    // (and so remove) a header tollgate sets.
-    let upgrade = if req.version() == Version::HTTP_11 {
-        headers::strip_hop_by_hop(req.headers_mut())
-    } else {
-        headers::strip_hop_by_hop(req.headers_mut());
-        None
-    };
-    let client_host = req.headers().get(HOST).cloned().or_else(|| {
-        req.uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    headers::set_forwarded(
-        req.headers_mut(),
-        &conn.peer_ip,
-        conn.scheme(),
-        client_host.clone(),
-    );
+    let upgrade = headers::strip_hop_by_hop(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
+    let client_host = req
+        .headers()
+        .get(HOST)
+        .cloned()
+        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    headers::set_forwarded(req.headers_mut(), &conn.peer_ip, conn.scheme(), client_host.clone());
     let host = match (inbound.preserve_host, client_host) {
         (true, Some(host)) => Some(host),
         _ => HeaderValue::from_str(upstream.authority().as_str()).ok(),
@@ -231,39 +319,26 @@ async fn forward(
     }
     *req.uri_mut() = upstream.uri(path, query).map_err(Reject::Upstream)?;
     *req.version_mut() = Version::HTTP_11;
-    let client_upgrade = match upgrade {
-        Some(protocol) => {
-            headers::restore_upgrade(req.headers_mut(), protocol);
-            Some(hyper::upgrade::on(&mut req))
-        }
-        None => None,
-    };
+    let client_upgrade = upgrade.map(|protocol| {
+        headers::restore_upgrade(req.headers_mut(), protocol);
+        hyper::upgrade::on(&mut req)
+    });
 
     let started = Instant::now();
     let result = upstream.send(req).await;
-    shared
-        .metrics
-        .upstream_duration
-        .observe(started.elapsed().as_secs_f64());
+    shared.metrics.upstream_duration.observe(started.elapsed().as_secs_f64());
     let mut response = result.map_err(Reject::Upstream)?;
     outcome.upstream_status = Some(response.status());
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let client_upgrade = client_upgrade.ok_or(Reject::Upstream(ForwardError::UnexpectedUpgrade))?;
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        if let Some(client_upgrade) = client_upgrade {
-            upgrade::splice(
-                client_upgrade,
-                upstream_upgrade,
-                &shared.life.tracker,
-                shared.life.abort.clone(),
-            );
-            // 101 keeps Connection and Upgrade: they are the point of the response.
-            return Ok(response.map(crate::proxy::Body::Left));
-        }
-        return Err(Reject::Upstream(ForwardError::UnexpectedUpgrade));
+        upgrade::splice(client_upgrade, upstream_upgrade, &shared.life.tracker, shared.life.abort.clone());
+        // 101 keeps Connection and Upgrade: they are the point of the response.
+        return Ok(response.map(Body::Left));
     }
     headers::strip_hop_by_hop(response.headers_mut());
-    Ok(response.map(crate::proxy::Body::Left))
+    Ok(response.map(Body::Left))
 }
 
 fn path_description(e: path::PathError) -> &'static str {
@@ -282,23 +357,14 @@ pub fn upstream_error(e: &ForwardError) -> (Response<Body>, &'static str) {
         ForwardError::Timeout(_) => ("upstream_timeout", "the upstream did not answer in time"),
         ForwardError::Connect(_) => ("upstream_unreachable", "the upstream could not be reached"),
         ForwardError::Failed(_) => ("upstream_failed", "the upstream connection failed"),
-        ForwardError::UnexpectedUpgrade => {
-            ("upstream_failed", "the upstream switched protocols unasked")
-        }
+        ForwardError::UnexpectedUpgrade => ("upstream_failed", "the upstream switched protocols unasked"),
         ForwardError::BadUri(_) => ("invalid_request", "the request target is not valid"),
     };
     (reject::json_error(e.status(), error, description), error)
 }
 
 /// Records the request metric and the access-log line, once per request.
-fn record(
-    metrics: &Metrics,
-    method: &Method,
-    uri: &http::Uri,
-    outcome: &Outcome<'_>,
-    status: StatusCode,
-    started: Instant,
-) {
+fn record(metrics: &Metrics, method: &Method, uri: &http::Uri, outcome: &Outcome<'_>, status: StatusCode, started: Instant) {
     let elapsed = started.elapsed();
     metrics
         .requests
@@ -317,6 +383,7 @@ fn record(
         decision = outcome.decision.as_str(),
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         upstream_status = outcome.upstream_status.map(|s| s.as_u16()),
+        issuer = outcome.issuer,
         error = outcome.error,
     );
 }

@@ -1,9 +1,122 @@
-//! Routes: which rule covers a request (first match in file order, on the normalised path
-//! and the method).
+//! Routes and requirements: which rule covers a request (first match in file order, on the
+//! normalised path and the method), and whether a verified token meets that rule.
+//!
+//! [`authorize`] is pure: the request path and `tollgate explain` both call it, so they cannot
+//! disagree.
 
 use http::Method;
 
+use super::claims::Claims;
 use crate::config::Route;
+
+/// One kind of requirement a route can make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requirement<'r> {
+    /// `roles_any`: at least one of these roles.
+    RolesAny,
+    /// `roles_all`: every one of these roles.
+    RolesAll,
+    /// `scopes_any`: at least one of these scopes.
+    ScopesAny,
+    /// `client_apps`: the calling application (`azp` / `appid`).
+    ClientApps,
+    /// `tenants`: the tenant (`tid`).
+    Tenants,
+    /// `principals`: the caller (`oid`).
+    Principals,
+    /// `issuers`: the issuer, by configured name.
+    Issuers,
+    /// `claims.NAME`: an exact claim value.
+    Claim(&'r str),
+}
+
+impl Requirement<'_> {
+    /// The configuration key.
+    pub fn key(&self) -> String {
+        match self {
+            Requirement::RolesAny => "roles_any".into(),
+            Requirement::RolesAll => "roles_all".into(),
+            Requirement::ScopesAny => "scopes_any".into(),
+            Requirement::ClientApps => "client_apps".into(),
+            Requirement::Tenants => "tenants".into(),
+            Requirement::Principals => "principals".into(),
+            Requirement::Issuers => "issuers".into(),
+            Requirement::Claim(name) => format!("claims.{name}"),
+        }
+    }
+
+    /// The 403 `error_description`: generic, naming the kind of requirement only.
+    pub fn description(&self) -> &'static str {
+        match self {
+            Requirement::RolesAny | Requirement::RolesAll => "a required role is missing",
+            Requirement::ScopesAny => "a required scope is missing",
+            Requirement::ClientApps => "the calling application is not allowed",
+            Requirement::Tenants => "the tenant is not allowed",
+            Requirement::Principals => "the caller is not allowed",
+            Requirement::Issuers => "the token issuer is not allowed on this route",
+            Requirement::Claim(_) => "a required claim value is missing",
+        }
+    }
+}
+
+/// The result of one requirement.
+#[derive(Clone, Debug)]
+pub struct Check<'r> {
+    /// Which requirement.
+    pub requirement: Requirement<'r>,
+    /// The values the route asks for.
+    pub wanted: &'r [String],
+    /// Whether the token meets it.
+    pub passed: bool,
+}
+
+/// Every requirement of a route, checked against one token.
+#[derive(Clone, Debug, Default)]
+pub struct Decision<'r> {
+    /// The checks, in the order of the route table in DESIGN §2.
+    pub checks: Vec<Check<'r>>,
+}
+
+impl<'r> Decision<'r> {
+    /// True when every requirement passed (a route with none allows any valid token).
+    pub fn allowed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    /// The first requirement that failed.
+    pub fn first_failure(&self) -> Option<&Check<'r>> {
+        self.checks.iter().find(|c| !c.passed)
+    }
+}
+
+/// Checks every requirement of `route` against a verified token's claims and issuer name.
+/// Every requirement is evaluated (not only up to the first failure) so the decision can be
+/// shown whole.
+pub fn authorize<'r>(route: &'r Route, claims: &Claims, issuer: &str) -> Decision<'r> {
+    let q = &route.require;
+    let mut checks = Vec::new();
+    let mut check = |requirement, wanted: &'r [String], passed: &dyn Fn(&'r [String]) -> bool| {
+        if !wanted.is_empty() {
+            checks.push(Check {
+                requirement,
+                wanted,
+                passed: passed(wanted),
+            });
+        }
+    };
+    check(Requirement::RolesAny, &q.roles_any, &|w| claims.roles().any(|r| w.iter().any(|x| x == r)));
+    check(Requirement::RolesAll, &q.roles_all, &|w| w.iter().all(|x| claims.roles().any(|r| r == x)));
+    check(Requirement::ScopesAny, &q.scopes_any, &|w| claims.scopes().any(|s| w.iter().any(|x| x == s)));
+    check(Requirement::ClientApps, &q.client_apps, &|w| claims.client_app().is_some_and(|a| w.iter().any(|x| x == a)));
+    // Tenant ids are GUIDs; compare them the way Entra does, ignoring case.
+    check(Requirement::Tenants, &q.tenants, &|w| claims.tenant().is_some_and(|t| w.iter().any(|x| x.eq_ignore_ascii_case(t))));
+    check(Requirement::Principals, &q.principals, &|w| claims.object_id().is_some_and(|o| w.iter().any(|x| x.eq_ignore_ascii_case(o))));
+    check(Requirement::Issuers, &q.issuers, &|w| w.iter().any(|x| x == issuer));
+    for (name, allowed) in &q.claims {
+        check(Requirement::Claim(name), allowed, &|w| claims.matches(name, w));
+    }
+    Decision { checks }
+}
 
 /// The routes of one configuration, in file order.
 #[derive(Debug, Default)]
@@ -36,6 +149,66 @@ impl Routes {
 mod tests {
     use super::*;
     use crate::config::{Mode, PathMatch, Position, Requirements};
+
+    fn requiring(require: Requirements) -> Route {
+        Route {
+            require,
+            ..route("r", PathMatch::Prefix("/".into()), None, false)
+        }
+    }
+
+    fn claims(json: &str) -> Claims {
+        Claims::parse(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn each_requirement_met_and_unmet() {
+        let token = claims(
+            r#"{"roles":["reader","writer"],"scp":"orders.read profile","azp":"app-1","tid":"AAAA","oid":"user-1","azpacr":"2","groups":["g1","g2"]}"#,
+        );
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let cases: Vec<(Requirements, bool)> = vec![
+            (Requirements::default(), true),
+            (Requirements { roles_any: s(&["admin", "writer"]), ..Default::default() }, true),
+            (Requirements { roles_any: s(&["admin"]), ..Default::default() }, false),
+            (Requirements { roles_all: s(&["reader", "writer"]), ..Default::default() }, true),
+            (Requirements { roles_all: s(&["reader", "admin"]), ..Default::default() }, false),
+            (Requirements { scopes_any: s(&["orders.read"]), ..Default::default() }, true),
+            (Requirements { scopes_any: s(&["orders"]), ..Default::default() }, false),
+            (Requirements { client_apps: s(&["app-1"]), ..Default::default() }, true),
+            (Requirements { client_apps: s(&["app-2"]), ..Default::default() }, false),
+            (Requirements { tenants: s(&["aaaa"]), ..Default::default() }, true),
+            (Requirements { tenants: s(&["bbbb"]), ..Default::default() }, false),
+            (Requirements { principals: s(&["user-1"]), ..Default::default() }, true),
+            (Requirements { principals: s(&["user-2"]), ..Default::default() }, false),
+            (Requirements { issuers: s(&["entra"]), ..Default::default() }, true),
+            (Requirements { issuers: s(&["other"]), ..Default::default() }, false),
+            (Requirements { claims: vec![("azpacr".into(), s(&["2"]))], ..Default::default() }, true),
+            (Requirements { claims: vec![("azpacr".into(), s(&["0", "1"]))], ..Default::default() }, false),
+            (Requirements { claims: vec![("groups".into(), s(&["g2"]))], ..Default::default() }, true),
+            (Requirements { claims: vec![("missing".into(), s(&["x"]))], ..Default::default() }, false),
+        ];
+        for (require, allowed) in cases {
+            let route = requiring(require.clone());
+            let decision = authorize(&route, &token, "entra");
+            assert_eq!(decision.allowed(), allowed, "{require:?}");
+            assert_eq!(decision.first_failure().is_none(), allowed);
+        }
+    }
+
+    #[test]
+    fn v1_appid_and_every_check_recorded() {
+        let token = claims(r#"{"appid":"v1-app","roles":[]}"#);
+        let route = requiring(Requirements {
+            roles_any: vec!["x".into()],
+            client_apps: vec!["v1-app".into()],
+            ..Default::default()
+        });
+        let d = authorize(&route, &token, "entra");
+        assert_eq!(d.checks.len(), 2);
+        assert!(!d.checks[0].passed && d.checks[1].passed);
+        assert_eq!(d.first_failure().unwrap().requirement.description(), "a required role is missing");
+    }
 
     fn route(name: &str, path: PathMatch, methods: Option<Vec<Method>>, ci: bool) -> Route {
         Route {

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::{Context, strings};
 use crate::config::schema::{RawIdentity, RawIssuer, RawServer};
-use crate::config::{Algorithm, Identity, Issuer, KeySource, Server, TlsFiles};
+use crate::config::{Algorithm, Identity, Issuer, KeySource, Server, TENANT_PLACEHOLDER, TlsFiles};
 
 /// Defaults of `[server]`, in one place so the README and the code agree.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -22,8 +22,6 @@ const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
 const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(3600);
-/// Tenant placeholder in a multi-tenant `issuer`, matched case-insensitively.
-pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
 
 pub(super) fn server(cx: &mut Context<'_>, raw: RawServer, span: Range<usize>) -> Option<Server> {
     let listen = raw

@@ -1,0 +1,334 @@
+//! The local development issuer: signing keys, a JWKS and discovery document, and `mint()`.
+//!
+//! `tollgate demo`, `tollgate dev token` and the tests all mint tokens here, so the code that
+//! makes test tokens is the code the tool ships with. It is for local work only: keys are
+//! generated on the spot or kept in a file next to the user's configuration.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use parking_lot::RwLock;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Algorithm;
+
+/// A private signing key with its `kid`.
+pub struct SigningKey {
+    /// Key id, published in the JWKS and written in token headers.
+    pub kid: String,
+    /// The algorithm it signs with.
+    pub alg: Algorithm,
+    inner: Inner,
+}
+
+enum Inner {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+}
+
+/// Why a key could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The crypto library refused.
+    #[error("key generation or parsing failed")]
+    Crypto,
+    /// The PEM text holds no private key.
+    #[error("no PRIVATE KEY block in the PEM text")]
+    NoPem,
+}
+
+impl SigningKey {
+    /// A fresh key for `alg` (RSA 2048 for RS*/PS*, P-256/P-384, Ed25519).
+    pub fn generate(alg: Algorithm, kid: &str) -> Result<SigningKey, KeyError> {
+        let inner = match alg {
+            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
+                Inner::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Crypto)?)
+            }
+            Algorithm::ES256 => Inner::Ec(EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| KeyError::Crypto)?),
+            Algorithm::ES384 => Inner::Ec(EcdsaKeyPair::generate(&sig::ECDSA_P384_SHA384_FIXED_SIGNING).map_err(|_| KeyError::Crypto)?),
+            Algorithm::EdDSA => Inner::Ed(Ed25519KeyPair::generate().map_err(|_| KeyError::Crypto)?),
+        };
+        Ok(SigningKey {
+            kid: kid.to_owned(),
+            alg,
+            inner,
+        })
+    }
+
+    /// The private key as PKCS#8 PEM, to keep the development issuer stable across runs.
+    pub fn to_pem(&self) -> Result<String, KeyError> {
+        let der = match &self.inner {
+            Inner::Rsa(k) => k.as_der().map_err(|_| KeyError::Crypto)?.as_ref().to_vec(),
+            Inner::Ec(k) => k.to_pkcs8v1().map_err(|_| KeyError::Crypto)?.as_ref().to_vec(),
+            Inner::Ed(k) => k.to_pkcs8().map_err(|_| KeyError::Crypto)?.as_ref().to_vec(),
+        };
+        let body = STANDARD.encode(der);
+        let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+        Ok(format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n")))
+    }
+
+    /// Reads a key written by [`SigningKey::to_pem`].
+    pub fn from_pem(pem: &str, alg: Algorithm, kid: &str) -> Result<SigningKey, KeyError> {
+        let body: String = pem
+            .lines()
+            .skip_while(|l| !l.starts_with("-----BEGIN PRIVATE KEY-----"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("-----END"))
+            .collect();
+        let der = STANDARD.decode(body.trim()).map_err(|_| KeyError::NoPem)?;
+        let inner = match alg {
+            Algorithm::ES256 => Inner::Ec(EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &der).map_err(|_| KeyError::Crypto)?),
+            Algorithm::ES384 => Inner::Ec(EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P384_SHA384_FIXED_SIGNING, &der).map_err(|_| KeyError::Crypto)?),
+            Algorithm::EdDSA => Inner::Ed(Ed25519KeyPair::from_pkcs8(&der).map_err(|_| KeyError::Crypto)?),
+            _ => Inner::Rsa(RsaKeyPair::from_pkcs8(&der).map_err(|_| KeyError::Crypto)?),
+        };
+        Ok(SigningKey {
+            kid: kid.to_owned(),
+            alg,
+            inner,
+        })
+    }
+
+    /// The public key as a JWK (`use: sig`, with `kid` and `alg`).
+    pub fn jwk(&self) -> Value {
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        match &self.inner {
+            Inner::Rsa(k) => {
+                let public = k.public_key();
+                json!({
+                    "kty": "RSA", "use": "sig", "kid": self.kid, "alg": self.alg.as_str(),
+                    "n": b64(public.modulus().big_endian_without_leading_zero()),
+                    "e": b64(public.exponent().big_endian_without_leading_zero()),
+                })
+            }
+            Inner::Ec(k) => {
+                let point = k.public_key().as_ref();
+                let half = (point.len() - 1) / 2;
+                let crv = if self.alg == Algorithm::ES256 { "P-256" } else { "P-384" };
+                json!({
+                    "kty": "EC", "use": "sig", "kid": self.kid, "alg": self.alg.as_str(), "crv": crv,
+                    "x": b64(&point[1..1 + half]), "y": b64(&point[1 + half..]),
+                })
+            }
+            Inner::Ed(k) => json!({
+                "kty": "OKP", "use": "sig", "kid": self.kid, "alg": "EdDSA", "crv": "Ed25519",
+                "x": b64(k.public_key().as_ref()),
+            }),
+        }
+    }
+
+    /// Signs `message` with this key's algorithm.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let rng = SystemRandom::new();
+        match &self.inner {
+            Inner::Rsa(k) => {
+                let padding: &'static dyn sig::RsaEncoding = match self.alg {
+                    Algorithm::RS384 => &sig::RSA_PKCS1_SHA384,
+                    Algorithm::RS512 => &sig::RSA_PKCS1_SHA512,
+                    Algorithm::PS256 => &sig::RSA_PSS_SHA256,
+                    Algorithm::PS384 => &sig::RSA_PSS_SHA384,
+                    Algorithm::PS512 => &sig::RSA_PSS_SHA512,
+                    _ => &sig::RSA_PKCS1_SHA256,
+                };
+                let mut out = vec![0; k.public_modulus_len()];
+                k.sign(padding, &rng, message, &mut out).map_err(|_| KeyError::Crypto)?;
+                Ok(out)
+            }
+            Inner::Ec(k) => Ok(k.sign(&rng, message).map_err(|_| KeyError::Crypto)?.as_ref().to_vec()),
+            Inner::Ed(k) => Ok(k.sign(message).as_ref().to_vec()),
+        }
+    }
+
+    /// A signed token: header `{alg, typ: "JWT", kid}` plus `extra_header` members, and
+    /// `claims` as the payload.
+    pub fn mint(&self, claims: &Value, extra_header: &Value) -> Result<String, KeyError> {
+        let mut header = json!({ "alg": self.alg.as_str(), "typ": "JWT", "kid": self.kid });
+        if let (Some(h), Some(extra)) = (header.as_object_mut(), extra_header.as_object()) {
+            for (k, v) in extra {
+                h.insert(k.clone(), v.clone());
+            }
+        }
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let signature = self.sign(input.as_bytes())?;
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+    }
+}
+
+/// What a minted token says; `claims()` fills in `iss`, `iat`, `nbf`, `exp` and a `uti`.
+#[derive(Clone, Debug, Default)]
+pub struct TokenSpec {
+    /// `aud`.
+    pub audience: String,
+    /// `roles`.
+    pub roles: Vec<String>,
+    /// `scp` (joined with spaces).
+    pub scopes: Vec<String>,
+    /// `tid`.
+    pub tenant: Option<String>,
+    /// `oid` (and `sub`).
+    pub object_id: Option<String>,
+    /// `azp` (v2 client app).
+    pub client_app: Option<String>,
+    /// Lifetime from now.
+    pub lifetime: Duration,
+    /// Any other claims, added last (they win).
+    pub extra: serde_json::Map<String, Value>,
+}
+
+impl TokenSpec {
+    /// The payload for issuer `iss` at `now`.
+    pub fn claims(&self, iss: &str, now: SystemTime) -> Value {
+        let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let mut claims = json!({
+            "iss": iss, "aud": self.audience, "iat": now, "nbf": now,
+            "exp": now + self.lifetime.as_secs(), "ver": "2.0",
+            "uti": format!("dev-{now}"),
+        });
+        let Some(map) = claims.as_object_mut() else { return claims };
+        if !self.roles.is_empty() {
+            map.insert("roles".into(), json!(self.roles));
+        }
+        if !self.scopes.is_empty() {
+            map.insert("scp".into(), json!(self.scopes.join(" ")));
+        }
+        for (name, value) in [("tid", &self.tenant), ("oid", &self.object_id), ("sub", &self.object_id), ("azp", &self.client_app)] {
+            if let Some(v) = value {
+                map.insert(name.into(), json!(v));
+            }
+        }
+        for (k, v) in &self.extra {
+            map.insert(k.clone(), v.clone());
+        }
+        claims
+    }
+}
+
+/// A local issuer: an `iss` value, signing keys (the first signs), and their JWKS.
+pub struct LocalIssuer {
+    /// The `iss` of minted tokens.
+    pub issuer: String,
+    keys: RwLock<Vec<Arc<SigningKey>>>,
+}
+
+impl LocalIssuer {
+    /// An issuer named `issuer` signing with `key`.
+    pub fn new(issuer: &str, key: SigningKey) -> Arc<LocalIssuer> {
+        Arc::new(LocalIssuer {
+            issuer: issuer.to_owned(),
+            keys: RwLock::new(vec![Arc::new(key)]),
+        })
+    }
+
+    /// The key that signs now.
+    pub fn signing_key(&self) -> Arc<SigningKey> {
+        self.keys.read()[0].clone()
+    }
+
+    /// Makes `key` the signing key; the old keys stay published (a rotation).
+    pub fn rotate(&self, key: SigningKey) {
+        self.keys.write().insert(0, Arc::new(key));
+    }
+
+    /// Stops publishing every key but the signing one.
+    pub fn retire_old_keys(&self) {
+        self.keys.write().truncate(1);
+    }
+
+    /// A token for `spec`, signed now.
+    pub fn mint(&self, spec: &TokenSpec) -> Result<String, KeyError> {
+        self.signing_key().mint(&spec.claims(&self.issuer, SystemTime::now()), &json!({}))
+    }
+
+    /// The JWKS document.
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": self.keys.read().iter().map(|k| k.jwk()).collect::<Vec<_>>() })
+    }
+
+    /// The discovery document, for an issuer served at `base` (`http://127.0.0.1:port`).
+    pub fn discovery(&self, base: &str) -> Value {
+        json!({
+            "issuer": self.issuer,
+            "jwks_uri": format!("{base}/keys"),
+            "id_token_signing_alg_values_supported": [self.signing_key().alg.as_str()],
+        })
+    }
+
+    /// The response for a path of the issuer's HTTP surface: discovery and JWKS.
+    pub fn respond(&self, path: &str, base: &str) -> Option<Value> {
+        match path {
+            "/.well-known/openid-configuration" => Some(self.discovery(base)),
+            "/keys" => Some(self.jwks()),
+            _ => None,
+        }
+    }
+
+    /// Serves discovery and JWKS on `addr` until `stop`.
+    pub async fn serve(self: &Arc<Self>, addr: SocketAddr, stop: CancellationToken, tracker: &TaskTracker) -> std::io::Result<SocketAddr> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let issuer = self.clone();
+        let tasks = tracker.clone();
+        tracker.spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok((s, _)) => s, Err(_) => continue },
+                    () = stop.cancelled() => return,
+                };
+                let issuer = issuer.clone();
+                let base = format!("http://{addr}");
+                tasks.spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let body = issuer.respond(req.uri().path(), &base);
+                        async move { Ok::<_, Infallible>(json_response(body)) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Ok(addr)
+    }
+}
+
+fn json_response(body: Option<Value>) -> Response<Full<Bytes>> {
+    let (status, body) = match body {
+        Some(v) => (StatusCode::OK, v.to_string()),
+        None => (StatusCode::NOT_FOUND, "{\"error\":\"not_found\"}".to_owned()),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_round_trip_keeps_the_public_key() {
+        for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+            let key = SigningKey::generate(alg, "k").unwrap();
+            let again = SigningKey::from_pem(&key.to_pem().unwrap(), alg, "k").unwrap();
+            assert_eq!(key.jwk(), again.jwk(), "{alg}");
+        }
+    }
+}

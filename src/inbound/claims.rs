@@ -1,0 +1,175 @@
+//! The claims of a verified token, with typed accessors for the ones routes and identity
+//! headers use.
+
+use serde_json::{Map, Value};
+
+/// A token's claims (the JSON payload), parsed once per request.
+#[derive(Clone, Debug, Default)]
+pub struct Claims(Map<String, Value>);
+
+impl Claims {
+    /// Parses a JSON object. A claim named twice makes the payload invalid: the upstream's
+    /// parser might keep the other value than the one tollgate checked.
+    pub fn parse(json: &[u8]) -> Option<Claims> {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let map = serde::de::DeserializeSeed::deserialize(UniqueKeys, &mut de).ok()?;
+        de.end().ok()?;
+        Some(Claims(map))
+    }
+
+    /// A claim, any type.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+
+    /// A string claim.
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(Value::as_str)
+    }
+
+    /// Every claim, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.0.iter()
+    }
+
+    /// The string values of a claim that is a string or an array of strings.
+    pub fn strings<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
+        let value = self.0.get(name);
+        let one = value.and_then(Value::as_str);
+        let many = value.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str);
+        one.into_iter().chain(many)
+    }
+
+    /// `roles`: app roles (an array).
+    pub fn roles(&self) -> impl Iterator<Item = &str> {
+        self.strings("roles")
+    }
+
+    /// `scp`: delegated scopes, space separated.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.str("scp").into_iter().flat_map(str::split_ascii_whitespace)
+    }
+
+    /// The calling application: `azp` (v2 tokens) or `appid` (v1).
+    pub fn client_app(&self) -> Option<&str> {
+        self.str("azp").or_else(|| self.str("appid"))
+    }
+
+    /// `tid`: the tenant.
+    pub fn tenant(&self) -> Option<&str> {
+        self.str("tid")
+    }
+
+    /// `oid`: the caller's object id.
+    pub fn object_id(&self) -> Option<&str> {
+        self.str("oid")
+    }
+
+    /// `iss`.
+    pub fn issuer(&self) -> Option<&str> {
+        self.str("iss")
+    }
+
+    /// A NumericDate claim (`exp`, `nbf`, `iat`): `Ok(None)` when absent, `Err` when present
+    /// but not a number.
+    pub fn numeric_date(&self, name: &str) -> Result<Option<f64>, ()> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or(()),
+        }
+    }
+
+    /// Whether the claim (or, for an array claim, one element) equals one of `allowed`.
+    /// Numbers and booleans compare by their JSON text (`2` matches `"2"`).
+    pub fn matches(&self, name: &str, allowed: &[String]) -> bool {
+        fn one(value: &Value, allowed: &[String]) -> bool {
+            match value {
+                Value::String(s) => allowed.iter().any(|a| a == s),
+                Value::Number(n) => allowed.iter().any(|a| *a == n.to_string()),
+                Value::Bool(b) => allowed.iter().any(|a| a == if *b { "true" } else { "false" }),
+                Value::Array(items) => items.iter().any(|v| !v.is_array() && one(v, allowed)),
+                Value::Null | Value::Object(_) => false,
+            }
+        }
+        self.0.get(name).is_some_and(|v| one(v, allowed))
+    }
+
+    /// A claim as header text: strings as they are, arrays joined with `,`, other values as
+    /// JSON. `None` when absent.
+    pub fn header_text(&self, name: &str) -> Option<String> {
+        fn text(v: &Value) -> String {
+            match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }
+        }
+        match self.0.get(name)? {
+            Value::Array(items) => Some(items.iter().map(text).collect::<Vec<_>>().join(",")),
+            Value::Null => None,
+            other => Some(text(other)),
+        }
+    }
+}
+
+/// Deserializes a JSON object, refusing duplicate member names at the top level.
+struct UniqueKeys;
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys {
+    type Value = Map<String, Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object with unique member names")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut map = Map::new();
+        while let Some((key, value)) = access.next_entry::<String, Value>()? {
+            if map.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!("duplicate claim {key}")));
+            }
+            map.insert(key, value);
+        }
+        Ok(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(json: &str) -> Claims {
+        Claims::parse(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn accessors() {
+        let c = claims(r#"{"roles":["a","b"],"scp":"read  write","appid":"app1","tid":"t","oid":"o","exp":17.5,"nbf":"x","n":2,"ok":true}"#);
+        assert_eq!(c.roles().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(c.scopes().collect::<Vec<_>>(), ["read", "write"]);
+        assert_eq!(c.client_app(), Some("app1"));
+        assert_eq!((c.tenant(), c.object_id()), (Some("t"), Some("o")));
+        assert_eq!(c.numeric_date("exp"), Ok(Some(17.5)));
+        assert_eq!(c.numeric_date("iat"), Ok(None));
+        assert_eq!(c.numeric_date("nbf"), Err(()));
+        assert!(c.matches("n", &["2".into()]));
+        assert!(c.matches("ok", &["true".into()]));
+        assert!(c.matches("roles", &["x".into(), "b".into()]));
+        assert!(!c.matches("roles", &["ab".into()]));
+        assert!(!c.matches("missing", &["x".into()]));
+        assert_eq!(c.header_text("roles").as_deref(), Some("a,b"));
+        assert_eq!(c.header_text("n").as_deref(), Some("2"));
+        assert!(Claims::parse(b"[1]").is_none());
+        assert!(Claims::parse(br#"{"roles":["a"],"roles":["Admin"]}"#).is_none());
+        assert!(Claims::parse(br#"{"a":1} x"#).is_none());
+        let azp = claims(r#"{"azp":"v2app","appid":"v1app"}"#);
+        assert_eq!(azp.client_app(), Some("v2app"));
+    }
+}

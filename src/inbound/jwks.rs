@@ -1,0 +1,437 @@
+//! Per-issuer JWKS key sets: fetched at start, refreshed in the background, refetched (at most
+//! once per 30 s) when a token names an unknown `kid`, never emptied by a failed fetch.
+//!
+//! Keys are parsed once, when fetched, into ready-to-verify public keys for each algorithm the
+//! issuer allows, so verifying a signature does no parsing at all.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::fetch::{self, FetchError};
+use crate::config::{self, Algorithm, KeySource};
+use crate::telemetry::metrics::Metrics;
+
+/// A token naming an unknown `kid` refetches the key set at most this often per issuer,
+/// however many such tokens arrive: a flood of random `kid`s cannot turn into a flood of
+/// requests to the identity provider.
+pub const UNKNOWN_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// First retry delay after a failed fetch; doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// Longest delay between retries of a failing fetch.
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
+/// Every key set generation in the process is distinct, so a verified-signature cache entry
+/// can name the exact key set it was verified against.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+/// One usable signing key.
+pub struct Key {
+    /// The key id tokens name in their header.
+    pub kid: String,
+    /// The key's own `alg`, when the JWKS gives one: a token must then use exactly it.
+    pub alg: Option<Algorithm>,
+    /// The key's `issuer` (Entra multi-tenant keys), possibly with `{tenantid}`.
+    pub issuer: Option<String>,
+    /// Parsed public keys, one for each algorithm the issuer allows and the key supports.
+    verifiers: Vec<(Algorithm, ParsedPublicKey)>,
+}
+
+impl Key {
+    /// The verifier for `alg`, if this key can verify it.
+    pub fn verifier(&self, alg: Algorithm) -> Option<&ParsedPublicKey> {
+        self.verifiers.iter().find(|(a, _)| *a == alg).map(|(_, k)| k)
+    }
+}
+
+/// The keys of one fetch.
+pub struct Keys {
+    /// Process-unique id of this set; 0 means nothing was ever fetched.
+    pub generation: u64,
+    by_kid: HashMap<String, Arc<Key>>,
+}
+
+impl Keys {
+    fn empty() -> Self {
+        Keys {
+            generation: 0,
+            by_kid: HashMap::new(),
+        }
+    }
+
+    /// The key with this id.
+    pub fn get(&self, kid: &str) -> Option<&Arc<Key>> {
+        self.by_kid.get(kid)
+    }
+
+    /// The only key, for tokens without a `kid` from issuers with a single key.
+    pub fn single(&self) -> Option<&Arc<Key>> {
+        if self.by_kid.len() == 1 { self.by_kid.values().next() } else { None }
+    }
+
+    /// How many usable keys there are.
+    pub fn len(&self) -> usize {
+        self.by_kid.len()
+    }
+
+    /// True when there are no usable keys.
+    pub fn is_empty(&self) -> bool {
+        self.by_kid.is_empty()
+    }
+
+    /// Key ids, sorted, for messages.
+    pub fn kids(&self) -> Vec<&str> {
+        let mut kids: Vec<&str> = self.by_kid.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        kids
+    }
+}
+
+/// Why a JWKS document gave no keys.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    /// The document could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The document is not a JWKS.
+    #[error("not a JWKS document: {0}")]
+    NotJwks(#[source] serde_json::Error),
+    /// The discovery document names no usable `jwks_uri`.
+    #[error("the discovery document has no usable jwks_uri: {0}")]
+    BadDiscovery(String),
+    /// Not one key in the document can verify the issuer's algorithms.
+    #[error("no usable signing key for algorithms {algorithms} (keys: {found})")]
+    NoUsableKey {
+        /// The issuer's algorithms.
+        algorithms: String,
+        /// What the document held.
+        found: String,
+    },
+}
+
+/// One issuer's keys, shared by every snapshot that uses the issuer unchanged.
+pub struct KeySet {
+    name: String,
+    source: KeySource,
+    algorithms: Vec<Algorithm>,
+    refresh_every: Duration,
+    client: reqwest::Client,
+    current: ArcSwap<Keys>,
+    /// Single flight for unknown-`kid` refetches: holds when the last one happened.
+    refetch: tokio::sync::Mutex<Option<Instant>>,
+    metrics: Arc<Metrics>,
+    /// Cancelled when the key set is dropped, which ends its refresh task.
+    retired: CancellationToken,
+}
+
+impl KeySet {
+    /// A key set for `issuer`, empty until the first fetch.
+    pub fn new(issuer: &config::Issuer, metrics: Arc<Metrics>) -> Result<Arc<KeySet>, FetchError> {
+        Ok(Arc::new(KeySet {
+            name: issuer.name.clone(),
+            source: issuer.keys.clone(),
+            algorithms: issuer.algorithms.clone(),
+            refresh_every: issuer.jwks_refresh,
+            client: fetch::client(issuer.ca_file.as_deref())?,
+            current: ArcSwap::from_pointee(Keys::empty()),
+            refetch: tokio::sync::Mutex::new(None),
+            metrics,
+            retired: CancellationToken::new(),
+        }))
+    }
+
+    /// A key set holding the keys of a JWKS document, never fetched (`tollgate explain
+    /// --jwks`, tests and benches).
+    pub fn from_document(issuer: &config::Issuer, jwks: &[u8], metrics: Arc<Metrics>) -> Result<Arc<KeySet>, JwksError> {
+        let set = KeySet::new(issuer, metrics)?;
+        set.store(parse(jwks, &issuer.algorithms)?);
+        Ok(set)
+    }
+
+    /// The issuer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this key set can stand in for `issuer` after a reload (same keys, same trust,
+    /// same algorithms and refresh period).
+    pub fn serves(&self, issuer: &config::Issuer) -> bool {
+        self.name == issuer.name
+            && self.source == issuer.keys
+            && self.algorithms == issuer.algorithms
+            && self.refresh_every == issuer.jwks_refresh
+    }
+
+    /// The current keys. Cheap: one atomic load.
+    pub fn keys(&self) -> Arc<Keys> {
+        self.current.load_full()
+    }
+
+    /// True once keys were fetched at least once.
+    pub fn is_ready(&self) -> bool {
+        self.current.load().generation != 0
+    }
+
+    fn store(&self, keys: Keys) {
+        self.metrics.jwks_keys.with_label_values(&[&self.name]).set(keys.len() as i64);
+        self.current.store(Arc::new(keys));
+    }
+
+    /// Fetches the key set now; on failure the last good keys stay.
+    pub async fn refresh(&self) -> Result<(), JwksError> {
+        let result = self.fetch().await;
+        let label = if result.is_ok() { "success" } else { "error" };
+        self.metrics.jwks_refresh.with_label_values(&[&self.name, label]).inc();
+        match result {
+            Ok(keys) => {
+                let old = self.keys();
+                if old.kids() != keys.kids() {
+                    tracing::info!(issuer = %self.name, kids = ?keys.kids(), "signing keys loaded");
+                }
+                self.store(keys);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(issuer = %self.name, %error, kept = self.keys().len(), "key set fetch failed; keeping the last good keys");
+                Err(error)
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<Keys, JwksError> {
+        let jwks_uri = match &self.source {
+            KeySource::JwksUri(uri) => uri.clone(),
+            KeySource::Discovery(uri) => discover(&self.client, uri).await?,
+        };
+        let body = fetch::get(&self.client, &jwks_uri).await?;
+        parse(&body, &self.algorithms)
+    }
+
+    /// Called when a token names a `kid` not in the keys of generation `seen`. Refetches at
+    /// most once per [`UNKNOWN_KID_REFETCH_INTERVAL`]; callers arriving during a refetch wait
+    /// for it and share its result. Returns true when newer keys than `seen` are now in place.
+    pub async fn refetch_for_unknown_kid(&self, seen: u64) -> bool {
+        let mut last = self.refetch.lock().await;
+        if self.keys().generation != seen {
+            // Someone refetched while this caller waited.
+            return true;
+        }
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < UNKNOWN_KID_REFETCH_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        tracing::info!(issuer = %self.name, "unknown kid: refetching the key set");
+        self.refresh().await.is_ok() && self.keys().generation != seen
+    }
+
+    /// Keeps the keys fresh until the key set is dropped or `stop` fires: fetches now, then
+    /// every `jwks_refresh`; after a failure retries sooner, with backoff.
+    pub async fn run(set: Weak<KeySet>, stop: CancellationToken) {
+        let mut retry = FIRST_RETRY;
+        loop {
+            let Some(strong) = set.upgrade() else { return };
+            let wait = match strong.refresh().await {
+                Ok(()) => {
+                    retry = FIRST_RETRY;
+                    strong.refresh_every
+                }
+                Err(_) => {
+                    let wait = retry.min(strong.refresh_every);
+                    retry = (retry * 2).min(MAX_RETRY);
+                    wait
+                }
+            };
+            let retired = strong.retired.clone();
+            drop(strong);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = retired.cancelled() => return,
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+impl Drop for KeySet {
+    fn drop(&mut self) {
+        self.retired.cancel();
+        let _ = self.metrics.jwks_keys.remove_label_values(&[&self.name]);
+    }
+}
+
+/// Reads `jwks_uri` from an OpenID Connect discovery document.
+async fn discover(client: &reqwest::Client, uri: &reqwest::Url) -> Result<reqwest::Url, JwksError> {
+    #[derive(Deserialize)]
+    struct Discovery {
+        jwks_uri: String,
+    }
+    let body = fetch::get(client, uri).await?;
+    let doc: Discovery = serde_json::from_slice(&body).map_err(|e| JwksError::BadDiscovery(e.to_string()))?;
+    let jwks = reqwest::Url::parse(&doc.jwks_uri).map_err(|e| JwksError::BadDiscovery(e.to_string()))?;
+    // The discovered URL carries keys: the same https-or-loopback rule as configured ones.
+    if !fetch::is_secure(&jwks) {
+        return Err(JwksError::BadDiscovery(format!("{jwks} is not https")));
+    }
+    Ok(jwks)
+}
+
+#[derive(Deserialize)]
+struct Document {
+    keys: Vec<serde_json::Value>,
+}
+
+/// One JWK, with only the members tollgate reads.
+#[derive(Deserialize)]
+struct Jwk {
+    kty: String,
+    kid: Option<String>,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    alg: Option<String>,
+    issuer: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    crv: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+}
+
+/// Parses a JWKS document into usable keys for `algorithms`. Keys that are not for
+/// signatures, lack a `kid`, name another algorithm, or do not parse are left out.
+pub fn parse(body: &[u8], algorithms: &[Algorithm]) -> Result<Keys, JwksError> {
+    let doc: Document = serde_json::from_slice(body).map_err(JwksError::NotJwks)?;
+    let mut by_kid = HashMap::new();
+    let mut found = Vec::new();
+    for value in doc.keys {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(value) else { continue };
+        found.push(format!("{}:{}", jwk.kty, jwk.kid.as_deref().unwrap_or("-")));
+        if let Some(key) = usable(&jwk, algorithms) {
+            by_kid.insert(key.kid.clone(), Arc::new(key));
+        }
+    }
+    if by_kid.is_empty() {
+        return Err(JwksError::NoUsableKey {
+            algorithms: algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(","),
+            found: if found.is_empty() { "none".into() } else { found.join(", ") },
+        });
+    }
+    Ok(Keys {
+        generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+        by_kid,
+    })
+}
+
+fn usable(jwk: &Jwk, algorithms: &[Algorithm]) -> Option<Key> {
+    // An encryption key must never verify a signature.
+    if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+        return None;
+    }
+    let kid = jwk.kid.clone()?;
+    let alg = match &jwk.alg {
+        None => None,
+        Some(name) => Some(Algorithm::from_name(name)?),
+    };
+    let verifiers: Vec<(Algorithm, ParsedPublicKey)> = algorithms
+        .iter()
+        .filter(|a| alg.is_none_or(|own| own == **a))
+        .filter_map(|&a| Some((a, public_key(jwk, a)?)))
+        .collect();
+    if verifiers.is_empty() {
+        return None;
+    }
+    Some(Key {
+        kid,
+        alg,
+        issuer: jwk.issuer.clone(),
+        verifiers,
+    })
+}
+
+/// The aws-lc-rs verification algorithm for a JOSE algorithm. RSA keys under 2048 bits are
+/// refused by these parameters.
+pub fn verification_algorithm(alg: Algorithm) -> &'static dyn VerificationAlgorithm {
+    match alg {
+        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+        Algorithm::EdDSA => &sig::ED25519,
+    }
+}
+
+/// The key in the form aws-lc-rs parses, if the key type fits the algorithm.
+fn public_key(jwk: &Jwk, alg: Algorithm) -> Option<ParsedPublicKey> {
+    let b64 = |s: &Option<String>| URL_SAFE_NO_PAD.decode(s.as_deref()?).ok();
+    let bytes = match (jwk.kty.as_str(), alg) {
+        ("RSA", Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512) => {
+            let n = b64(&jwk.n)?;
+            // 2048 to 8192 bits, as the verification parameters require: refuse at load
+            // time rather than failing every signature later.
+            let bits = n.iter().skip_while(|&&b| b == 0).count() * 8;
+            if !(2048..=8192).contains(&bits) {
+                return None;
+            }
+            rsa_public_key_der(&n, &b64(&jwk.e)?)
+        }
+        ("EC", Algorithm::ES256 | Algorithm::ES384) => {
+            let (curve, len) = if alg == Algorithm::ES256 { ("P-256", 32) } else { ("P-384", 48) };
+            let (x, y) = (b64(&jwk.x)?, b64(&jwk.y)?);
+            if jwk.crv.as_deref() != Some(curve) || x.len() != len || y.len() != len {
+                return None;
+            }
+            [&[0x04][..], &x, &y].concat()
+        }
+        ("OKP", Algorithm::EdDSA) if jwk.crv.as_deref() == Some("Ed25519") => b64(&jwk.x)?,
+        _ => return None,
+    };
+    ParsedPublicKey::new(verification_algorithm(alg), bytes).ok()
+}
+
+/// DER of a PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
+pub fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn integer(bytes: &[u8]) -> Vec<u8> {
+        let trimmed = match bytes.iter().position(|&b| b != 0) {
+            Some(i) => &bytes[i..],
+            None => &[0][..],
+        };
+        // A leading 1 bit would make the integer negative: prefix a zero byte.
+        let pad = trimmed[0] & 0x80 != 0;
+        let mut content = Vec::with_capacity(trimmed.len() + 1);
+        if pad {
+            content.push(0);
+        }
+        content.extend_from_slice(trimmed);
+        tlv(0x02, &content)
+    }
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let len = content.len();
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|&b| b == 0).collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend_from_slice(&bytes);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+    tlv(0x30, &[integer(n), integer(e)].concat())
+}
+
+#[cfg(test)]
+mod tests;
