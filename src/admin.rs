@@ -42,9 +42,16 @@ impl Admin {
             return Some("listeners are not bound yet".into());
         }
         let snapshot = self.live.load();
-        let waiting = snapshot.inbound.as_ref().map(|i| i.issuers.not_ready()).unwrap_or_default();
+        let waiting = snapshot
+            .inbound
+            .as_ref()
+            .map(|i| i.issuers.not_ready())
+            .unwrap_or_default();
         if !waiting.is_empty() {
-            return Some(format!("no signing keys yet for issuer(s) {}", waiting.join(", ")));
+            return Some(format!(
+                "no signing keys yet for issuer(s) {}",
+                waiting.join(", ")
+            ));
         }
         None
     }

@@ -68,7 +68,11 @@ pub async fn get(client: &reqwest::Client, url: &reqwest::Url) -> Result<Bytes, 
         url: url.to_string(),
         source,
     };
-    let mut response = client.get(url.clone()).send().await.map_err(request_error)?;
+    let mut response = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(request_error)?;
     if !response.status().is_success() {
         return Err(FetchError::Status {
             url: url.to_string(),
@@ -78,7 +82,9 @@ pub async fn get(client: &reqwest::Client, url: &reqwest::Url) -> Result<Bytes, 
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(request_error)? {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(FetchError::TooLarge { url: url.to_string() });
+            return Err(FetchError::TooLarge {
+                url: url.to_string(),
+            });
         }
         body.extend_from_slice(&chunk);
     }

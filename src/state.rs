@@ -76,7 +76,11 @@ pub enum BuildError {
 impl Snapshot {
     /// Builds a snapshot, reusing what `previous` already holds when its settings did not
     /// change (the upstream connection pool, say).
-    pub fn build(config: Config, previous: Option<&Snapshot>, cx: &BuildContext<'_>) -> Result<Snapshot, BuildError> {
+    pub fn build(
+        config: Config,
+        previous: Option<&Snapshot>,
+        cx: &BuildContext<'_>,
+    ) -> Result<Snapshot, BuildError> {
         let inbound = match &config.server {
             None => None,
             Some(server) => {
@@ -129,16 +133,24 @@ impl Snapshot {
 
 /// The issuers of a configuration. A key set is reused when its issuer's key settings did not
 /// change, so a reload does not refetch every JWKS; a new one starts its refresh task.
-fn issuers(settings: &[config::Issuer], previous: Option<&Issuers>, cx: &BuildContext<'_>) -> Result<Issuers, BuildError> {
+fn issuers(
+    settings: &[config::Issuer],
+    previous: Option<&Issuers>,
+    cx: &BuildContext<'_>,
+) -> Result<Issuers, BuildError> {
     let mut out = Vec::with_capacity(settings.len());
     for issuer in settings {
-        let reused = previous.and_then(|p| p.iter().find(|old| old.keys.serves(issuer))).map(|old| old.keys.clone());
+        let reused = previous
+            .and_then(|p| p.iter().find(|old| old.keys.serves(issuer)))
+            .map(|old| old.keys.clone());
         let keys = match reused {
             Some(keys) => keys,
             None => {
-                let keys = KeySet::new(issuer, cx.metrics.clone()).map_err(|source| BuildError::Issuer {
-                    issuer: issuer.name.clone(),
-                    source,
+                let keys = KeySet::new(issuer, cx.metrics.clone()).map_err(|source| {
+                    BuildError::Issuer {
+                        issuer: issuer.name.clone(),
+                        source,
+                    }
                 })?;
                 if let Some((tracker, stop)) = cx.tasks {
                     tracker.spawn(KeySet::run(Arc::downgrade(&keys), stop.clone()));

@@ -51,7 +51,13 @@ pub enum Reloaded {
 
 impl Reloader {
     /// A reloader for `path`, whose current content is what `live` was built from.
-    pub fn new(path: PathBuf, env: SharedEnv, live: Live, metrics: Arc<Metrics>, tasks: (TaskTracker, CancellationToken)) -> Self {
+    pub fn new(
+        path: PathBuf,
+        env: SharedEnv,
+        live: Live,
+        metrics: Arc<Metrics>,
+        tasks: (TaskTracker, CancellationToken),
+    ) -> Self {
         let applied = Mutex::new(watch::digest(&path));
         Reloader {
             path,

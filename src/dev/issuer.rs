@@ -59,12 +59,25 @@ impl SigningKey {
     /// A fresh key for `alg` (RSA 2048 for RS*/PS*, P-256/P-384, Ed25519).
     pub fn generate(alg: Algorithm, kid: &str) -> Result<SigningKey, KeyError> {
         let inner = match alg {
-            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => {
                 Inner::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Crypto)?)
             }
-            Algorithm::ES256 => Inner::Ec(EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| KeyError::Crypto)?),
-            Algorithm::ES384 => Inner::Ec(EcdsaKeyPair::generate(&sig::ECDSA_P384_SHA384_FIXED_SIGNING).map_err(|_| KeyError::Crypto)?),
-            Algorithm::EdDSA => Inner::Ed(Ed25519KeyPair::generate().map_err(|_| KeyError::Crypto)?),
+            Algorithm::ES256 => Inner::Ec(
+                EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING)
+                    .map_err(|_| KeyError::Crypto)?,
+            ),
+            Algorithm::ES384 => Inner::Ec(
+                EcdsaKeyPair::generate(&sig::ECDSA_P384_SHA384_FIXED_SIGNING)
+                    .map_err(|_| KeyError::Crypto)?,
+            ),
+            Algorithm::EdDSA => {
+                Inner::Ed(Ed25519KeyPair::generate().map_err(|_| KeyError::Crypto)?)
+            }
         };
         Ok(SigningKey {
             kid: kid.to_owned(),
@@ -77,12 +90,27 @@ impl SigningKey {
     pub fn to_pem(&self) -> Result<String, KeyError> {
         let der = match &self.inner {
             Inner::Rsa(k) => k.as_der().map_err(|_| KeyError::Crypto)?.as_ref().to_vec(),
-            Inner::Ec(k) => k.to_pkcs8v1().map_err(|_| KeyError::Crypto)?.as_ref().to_vec(),
-            Inner::Ed(k) => k.to_pkcs8().map_err(|_| KeyError::Crypto)?.as_ref().to_vec(),
+            Inner::Ec(k) => k
+                .to_pkcs8v1()
+                .map_err(|_| KeyError::Crypto)?
+                .as_ref()
+                .to_vec(),
+            Inner::Ed(k) => k
+                .to_pkcs8()
+                .map_err(|_| KeyError::Crypto)?
+                .as_ref()
+                .to_vec(),
         };
         let body = STANDARD.encode(der);
-        let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
-        Ok(format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n")))
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+            .collect();
+        Ok(format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            lines.join("\n")
+        ))
     }
 
     /// Reads a key written by [`SigningKey::to_pem`].
@@ -95,9 +123,17 @@ impl SigningKey {
             .collect();
         let der = STANDARD.decode(body.trim()).map_err(|_| KeyError::NoPem)?;
         let inner = match alg {
-            Algorithm::ES256 => Inner::Ec(EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &der).map_err(|_| KeyError::Crypto)?),
-            Algorithm::ES384 => Inner::Ec(EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P384_SHA384_FIXED_SIGNING, &der).map_err(|_| KeyError::Crypto)?),
-            Algorithm::EdDSA => Inner::Ed(Ed25519KeyPair::from_pkcs8(&der).map_err(|_| KeyError::Crypto)?),
+            Algorithm::ES256 => Inner::Ec(
+                EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+                    .map_err(|_| KeyError::Crypto)?,
+            ),
+            Algorithm::ES384 => Inner::Ec(
+                EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P384_SHA384_FIXED_SIGNING, &der)
+                    .map_err(|_| KeyError::Crypto)?,
+            ),
+            Algorithm::EdDSA => {
+                Inner::Ed(Ed25519KeyPair::from_pkcs8(&der).map_err(|_| KeyError::Crypto)?)
+            }
             _ => Inner::Rsa(RsaKeyPair::from_pkcs8(&der).map_err(|_| KeyError::Crypto)?),
         };
         Ok(SigningKey {
@@ -122,7 +158,11 @@ impl SigningKey {
             Inner::Ec(k) => {
                 let point = k.public_key().as_ref();
                 let half = (point.len() - 1) / 2;
-                let crv = if self.alg == Algorithm::ES256 { "P-256" } else { "P-384" };
+                let crv = if self.alg == Algorithm::ES256 {
+                    "P-256"
+                } else {
+                    "P-384"
+                };
                 json!({
                     "kty": "EC", "use": "sig", "kid": self.kid, "alg": self.alg.as_str(), "crv": crv,
                     "x": b64(&point[1..1 + half]), "y": b64(&point[1 + half..]),
@@ -149,10 +189,15 @@ impl SigningKey {
                     _ => &sig::RSA_PKCS1_SHA256,
                 };
                 let mut out = vec![0; k.public_modulus_len()];
-                k.sign(padding, &rng, message, &mut out).map_err(|_| KeyError::Crypto)?;
+                k.sign(padding, &rng, message, &mut out)
+                    .map_err(|_| KeyError::Crypto)?;
                 Ok(out)
             }
-            Inner::Ec(k) => Ok(k.sign(&rng, message).map_err(|_| KeyError::Crypto)?.as_ref().to_vec()),
+            Inner::Ec(k) => Ok(k
+                .sign(&rng, message)
+                .map_err(|_| KeyError::Crypto)?
+                .as_ref()
+                .to_vec()),
             Inner::Ed(k) => Ok(k.sign(message).as_ref().to_vec()),
         }
     }
@@ -166,7 +211,11 @@ impl SigningKey {
                 h.insert(k.clone(), v.clone());
             }
         }
-        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
         let signature = self.sign(input.as_bytes())?;
         Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
@@ -202,14 +251,21 @@ impl TokenSpec {
             "exp": now + self.lifetime.as_secs(), "ver": "2.0",
             "uti": format!("dev-{now}"),
         });
-        let Some(map) = claims.as_object_mut() else { return claims };
+        let Some(map) = claims.as_object_mut() else {
+            return claims;
+        };
         if !self.roles.is_empty() {
             map.insert("roles".into(), json!(self.roles));
         }
         if !self.scopes.is_empty() {
             map.insert("scp".into(), json!(self.scopes.join(" ")));
         }
-        for (name, value) in [("tid", &self.tenant), ("oid", &self.object_id), ("sub", &self.object_id), ("azp", &self.client_app)] {
+        for (name, value) in [
+            ("tid", &self.tenant),
+            ("oid", &self.object_id),
+            ("sub", &self.object_id),
+            ("azp", &self.client_app),
+        ] {
             if let Some(v) = value {
                 map.insert(name.into(), json!(v));
             }
@@ -254,7 +310,8 @@ impl LocalIssuer {
 
     /// A token for `spec`, signed now.
     pub fn mint(&self, spec: &TokenSpec) -> Result<String, KeyError> {
-        self.signing_key().mint(&spec.claims(&self.issuer, SystemTime::now()), &json!({}))
+        self.signing_key()
+            .mint(&spec.claims(&self.issuer, SystemTime::now()), &json!({}))
     }
 
     /// The JWKS document.
@@ -281,7 +338,12 @@ impl LocalIssuer {
     }
 
     /// Serves discovery and JWKS on `addr` until `stop`.
-    pub async fn serve(self: &Arc<Self>, addr: SocketAddr, stop: CancellationToken, tracker: &TaskTracker) -> std::io::Result<SocketAddr> {
+    pub async fn serve(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        stop: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> std::io::Result<SocketAddr> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let issuer = self.clone();
@@ -310,12 +372,17 @@ impl LocalIssuer {
 fn json_response(body: Option<Value>) -> Response<Full<Bytes>> {
     let (status, body) = match body {
         Some(v) => (StatusCode::OK, v.to_string()),
-        None => (StatusCode::NOT_FOUND, "{\"error\":\"not_found\"}".to_owned()),
+        None => (
+            StatusCode::NOT_FOUND,
+            "{\"error\":\"not_found\"}".to_owned(),
+        ),
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 

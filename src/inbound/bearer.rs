@@ -28,11 +28,19 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(AuthError::TokenTooLarge);
     }
-    if token.is_empty() || !token.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'=')) {
-        return Err(AuthError::Malformed("the token contains characters outside base64url"));
+    if token.is_empty()
+        || !token
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
+    {
+        return Err(AuthError::Malformed(
+            "the token contains characters outside base64url",
+        ));
     }
     // All bytes were checked to be ASCII.
-    std::str::from_utf8(token).map(Some).map_err(|_| AuthError::Malformed("the token is not ASCII"))
+    std::str::from_utf8(token)
+        .map(Some)
+        .map_err(|_| AuthError::Malformed("the token is not ASCII"))
 }
 
 #[cfg(test)]
@@ -52,13 +60,28 @@ mod tests {
         assert_eq!(extract(&headers(&[])).unwrap(), None);
         assert_eq!(extract(&headers(&["Bearer a.b.c"])).unwrap(), Some("a.b.c"));
         assert_eq!(extract(&headers(&["bearer a.b.c"])).unwrap(), Some("a.b.c"));
-        assert_eq!(extract(&headers(&["BEARER   a.b.c  "])).unwrap(), Some("a.b.c"));
+        assert_eq!(
+            extract(&headers(&["BEARER   a.b.c  "])).unwrap(),
+            Some("a.b.c")
+        );
         assert_eq!(extract(&headers(&["Basic dXNlcjpw"])).unwrap(), None);
         assert_eq!(extract(&headers(&["Bearerx"])).unwrap(), None);
-        assert!(matches!(extract(&headers(&["Bearer a.b.c", "Bearer d.e.f"])), Err(AuthError::MultipleAuthorization)));
-        assert!(matches!(extract(&headers(&["Bearer "])), Err(AuthError::Malformed(_))));
-        assert!(matches!(extract(&headers(&["Bearer a b"])), Err(AuthError::Malformed(_))));
+        assert!(matches!(
+            extract(&headers(&["Bearer a.b.c", "Bearer d.e.f"])),
+            Err(AuthError::MultipleAuthorization)
+        ));
+        assert!(matches!(
+            extract(&headers(&["Bearer "])),
+            Err(AuthError::Malformed(_))
+        ));
+        assert!(matches!(
+            extract(&headers(&["Bearer a b"])),
+            Err(AuthError::Malformed(_))
+        ));
         let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
-        assert!(matches!(extract(&headers(&[&big])), Err(AuthError::TokenTooLarge)));
+        assert!(matches!(
+            extract(&headers(&[&big])),
+            Err(AuthError::TokenTooLarge)
+        ));
     }
 }

@@ -3,6 +3,11 @@
 
 use serde_json::{Map, Value};
 
+/// A date claim that is present but not a JSON number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the claim is not a number")]
+pub struct NotANumber;
+
 /// A token's claims (the JSON payload), parsed once per request.
 #[derive(Clone, Debug, Default)]
 pub struct Claims(Map<String, Value>);
@@ -36,7 +41,11 @@ impl Claims {
     pub fn strings<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
         let value = self.0.get(name);
         let one = value.and_then(Value::as_str);
-        let many = value.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str);
+        let many = value
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str);
         one.into_iter().chain(many)
     }
 
@@ -47,7 +56,9 @@ impl Claims {
 
     /// `scp`: delegated scopes, space separated.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.str("scp").into_iter().flat_map(str::split_ascii_whitespace)
+        self.str("scp")
+            .into_iter()
+            .flat_map(str::split_ascii_whitespace)
     }
 
     /// The calling application: `azp` (v2 tokens) or `appid` (v1).
@@ -72,10 +83,10 @@ impl Claims {
 
     /// A NumericDate claim (`exp`, `nbf`, `iat`): `Ok(None)` when absent, `Err` when present
     /// but not a number.
-    pub fn numeric_date(&self, name: &str) -> Result<Option<f64>, ()> {
+    pub fn numeric_date(&self, name: &str) -> Result<Option<f64>, NotANumber> {
         match self.0.get(name) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or(()),
+            Some(v) => v.as_f64().map(Some).ok_or(NotANumber),
         }
     }
 
@@ -86,7 +97,9 @@ impl Claims {
             match value {
                 Value::String(s) => allowed.iter().any(|a| a == s),
                 Value::Number(n) => allowed.iter().any(|a| *a == n.to_string()),
-                Value::Bool(b) => allowed.iter().any(|a| a == if *b { "true" } else { "false" }),
+                Value::Bool(b) => allowed
+                    .iter()
+                    .any(|a| a == if *b { "true" } else { "false" }),
                 Value::Array(items) => items.iter().any(|v| !v.is_array() && one(v, allowed)),
                 Value::Null | Value::Object(_) => false,
             }
@@ -129,11 +142,16 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeys {
         f.write_str("a JSON object with unique member names")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut access: A,
+    ) -> Result<Self::Value, A::Error> {
         let mut map = Map::new();
         while let Some((key, value)) = access.next_entry::<String, Value>()? {
             if map.contains_key(&key) {
-                return Err(serde::de::Error::custom(format_args!("duplicate claim {key}")));
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate claim {key}"
+                )));
             }
             map.insert(key, value);
         }
@@ -151,14 +169,16 @@ mod tests {
 
     #[test]
     fn accessors() {
-        let c = claims(r#"{"roles":["a","b"],"scp":"read  write","appid":"app1","tid":"t","oid":"o","exp":17.5,"nbf":"x","n":2,"ok":true}"#);
+        let c = claims(
+            r#"{"roles":["a","b"],"scp":"read  write","appid":"app1","tid":"t","oid":"o","exp":17.5,"nbf":"x","n":2,"ok":true}"#,
+        );
         assert_eq!(c.roles().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(c.scopes().collect::<Vec<_>>(), ["read", "write"]);
         assert_eq!(c.client_app(), Some("app1"));
         assert_eq!((c.tenant(), c.object_id()), (Some("t"), Some("o")));
         assert_eq!(c.numeric_date("exp"), Ok(Some(17.5)));
         assert_eq!(c.numeric_date("iat"), Ok(None));
-        assert_eq!(c.numeric_date("nbf"), Err(()));
+        assert_eq!(c.numeric_date("nbf"), Err(NotANumber));
         assert!(c.matches("n", &["2".into()]));
         assert!(c.matches("ok", &["true".into()]));
         assert!(c.matches("roles", &["x".into(), "b".into()]));

@@ -57,7 +57,10 @@ pub fn identity_headers(claims: &Claims, identity: &Identity) -> IdentityHeaders
         }
     };
     if identity.easy_auth_headers {
-        add(&PRINCIPAL, Some(STANDARD.encode(principal(claims).to_string())));
+        add(
+            &PRINCIPAL,
+            Some(STANDARD.encode(principal(claims).to_string())),
+        );
         add(&PRINCIPAL_ID, principal_id(claims).map(str::to_owned));
         add(&PRINCIPAL_NAME, principal_name(claims).map(str::to_owned));
         add(&PRINCIPAL_IDP, Some(IDP.to_owned()));
@@ -187,12 +190,26 @@ mod tests {
             claims: vec![(HeaderName::from_static("x-user-roles"), "roles".into())],
         };
         let computed = identity_headers(&claims, &identity);
-        let get = |n: &str| computed.set.iter().find(|(k, _)| k == n).map(|(_, v)| v.to_str().unwrap().to_owned());
+        let get = |n: &str| {
+            computed
+                .set
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.to_str().unwrap().to_owned())
+        };
         assert_eq!(get("x-ms-client-principal-id").as_deref(), Some("o-1"));
-        assert_eq!(get("x-ms-client-principal-name").as_deref(), Some("ana@contoso.com"));
+        assert_eq!(
+            get("x-ms-client-principal-name").as_deref(),
+            Some("ana@contoso.com")
+        );
         assert_eq!(get("x-ms-client-principal-idp").as_deref(), Some("aad"));
         assert_eq!(get("x-user-roles").as_deref(), Some("a,b"));
-        let decoded: Value = serde_json::from_slice(&STANDARD.decode(get("x-ms-client-principal").unwrap()).unwrap()).unwrap();
+        let decoded: Value = serde_json::from_slice(
+            &STANDARD
+                .decode(get("x-ms-client-principal").unwrap())
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(decoded["auth_typ"], "aad");
         assert_eq!(decoded["role_typ"], "roles");
         let roles: Vec<&str> = decoded["claims"]
@@ -203,19 +220,31 @@ mod tests {
             .map(|c| c["val"].as_str().unwrap())
             .collect();
         assert_eq!(roles, ["a", "b"], "array claims are repeated entries");
-        assert!(decoded["claims"].as_array().unwrap().iter().any(|c| c["typ"] == "exp" && c["val"] == "5"));
+        assert!(
+            decoded["claims"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["typ"] == "exp" && c["val"] == "5")
+        );
 
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer t"));
         inject(&mut headers, computed, &identity);
-        assert!(headers.get(AUTHORIZATION).is_none(), "forward_token = false removes the token");
+        assert!(
+            headers.get(AUTHORIZATION).is_none(),
+            "forward_token = false removes the token"
+        );
     }
 
     #[test]
     fn values_are_encoded_and_oversized_ones_dropped() {
         assert_eq!(header_value("plain value").unwrap(), "plain value");
         assert_eq!(header_value("José\n").unwrap(), "Jos%C3%A9%0A");
-        let long = format!(r#"{{"big":"{}","small":"x"}}"#, "a".repeat(MAX_IDENTITY_HEADER_BYTES + 1));
+        let long = format!(
+            r#"{{"big":"{}","small":"x"}}"#,
+            "a".repeat(MAX_IDENTITY_HEADER_BYTES + 1)
+        );
         let claims = Claims::parse(long.as_bytes()).unwrap();
         let identity = Identity {
             easy_auth_headers: false,

@@ -97,12 +97,16 @@ impl Issuer {
         match &self.pattern {
             IssuerPattern::Exact(e) => (e == iss).then_some(true),
             IssuerPattern::Template { prefix, suffix } => {
-                let middle = iss.strip_prefix(prefix.as_str())?.strip_suffix(suffix.as_str())?;
+                let middle = iss
+                    .strip_prefix(prefix.as_str())?
+                    .strip_suffix(suffix.as_str())?;
                 if middle.is_empty() || middle.contains('/') {
                     return None;
                 }
                 // The tenant in `iss` must be the token's own `tid`, a GUID, and allowed.
-                let allowed = tid == Some(middle) && is_guid(middle) && self.tenants.iter().any(|t| t.eq_ignore_ascii_case(middle));
+                let allowed = tid == Some(middle)
+                    && is_guid(middle)
+                    && self.tenants.iter().any(|t| t.eq_ignore_ascii_case(middle));
                 Some(allowed)
             }
         }
@@ -139,7 +143,11 @@ impl Issuers {
                 None => {}
             }
         }
-        if shape_matched { IssuerMatch::TenantNotAllowed } else { IssuerMatch::Unknown }
+        if shape_matched {
+            IssuerMatch::TenantNotAllowed
+        } else {
+            IssuerMatch::Unknown
+        }
     }
 
     /// Every issuer.
@@ -159,7 +167,11 @@ impl Issuers {
 
     /// Names of issuers still without keys.
     pub fn not_ready(&self) -> Vec<&str> {
-        self.0.iter().filter(|i| !i.keys.is_ready()).map(|i| i.name.as_str()).collect()
+        self.0
+            .iter()
+            .filter(|i| !i.keys.is_ready())
+            .map(|i| i.name.as_str())
+            .collect()
     }
 }
 
@@ -174,7 +186,11 @@ mod tests {
         let t = "https://login.microsoftonline.com/{tenantid}/v2.0";
         let iss = format!("https://login.microsoftonline.com/{T1}/v2.0");
         assert!(template_matches(t, Some(T1), &iss));
-        assert!(template_matches("https://x/{TenantId}/", Some(T1), &format!("https://x/{T1}/")));
+        assert!(template_matches(
+            "https://x/{TenantId}/",
+            Some(T1),
+            &format!("https://x/{T1}/")
+        ));
         assert!(!template_matches(t, Some("other"), &iss));
         assert!(!template_matches(t, None, &iss));
         assert!(template_matches("https://x/", None, "https://x/"));

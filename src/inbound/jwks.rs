@@ -17,8 +17,8 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::fetch::{self, FetchError};
 use crate::config::{self, Algorithm, KeySource};
+use crate::fetch::{self, FetchError};
 use crate::telemetry::metrics::Metrics;
 
 /// A token naming an unknown `kid` refetches the key set at most this often per issuer,
@@ -49,7 +49,10 @@ pub struct Key {
 impl Key {
     /// The verifier for `alg`, if this key can verify it.
     pub fn verifier(&self, alg: Algorithm) -> Option<&ParsedPublicKey> {
-        self.verifiers.iter().find(|(a, _)| *a == alg).map(|(_, k)| k)
+        self.verifiers
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, k)| k)
     }
 }
 
@@ -75,7 +78,11 @@ impl Keys {
 
     /// The only key, for tokens without a `kid` from issuers with a single key.
     pub fn single(&self) -> Option<&Arc<Key>> {
-        if self.by_kid.len() == 1 { self.by_kid.values().next() } else { None }
+        if self.by_kid.len() == 1 {
+            self.by_kid.values().next()
+        } else {
+            None
+        }
     }
 
     /// How many usable keys there are.
@@ -151,7 +158,11 @@ impl KeySet {
 
     /// A key set holding the keys of a JWKS document, never fetched (`tollgate explain
     /// --jwks`, tests and benches).
-    pub fn from_document(issuer: &config::Issuer, jwks: &[u8], metrics: Arc<Metrics>) -> Result<Arc<KeySet>, JwksError> {
+    pub fn from_document(
+        issuer: &config::Issuer,
+        jwks: &[u8],
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<KeySet>, JwksError> {
         let set = KeySet::new(issuer, metrics)?;
         set.store(parse(jwks, &issuer.algorithms)?);
         Ok(set)
@@ -182,7 +193,10 @@ impl KeySet {
     }
 
     fn store(&self, keys: Keys) {
-        self.metrics.jwks_keys.with_label_values(&[&self.name]).set(keys.len() as i64);
+        self.metrics
+            .jwks_keys
+            .with_label_values(&[&self.name])
+            .set(keys.len() as i64);
         self.current.store(Arc::new(keys));
     }
 
@@ -190,7 +204,10 @@ impl KeySet {
     pub async fn refresh(&self) -> Result<(), JwksError> {
         let result = self.fetch().await;
         let label = if result.is_ok() { "success" } else { "error" };
-        self.metrics.jwks_refresh.with_label_values(&[&self.name, label]).inc();
+        self.metrics
+            .jwks_refresh
+            .with_label_values(&[&self.name, label])
+            .inc();
         match result {
             Ok(keys) => {
                 let old = self.keys();
@@ -276,8 +293,10 @@ async fn discover(client: &reqwest::Client, uri: &reqwest::Url) -> Result<reqwes
         jwks_uri: String,
     }
     let body = fetch::get(client, uri).await?;
-    let doc: Discovery = serde_json::from_slice(&body).map_err(|e| JwksError::BadDiscovery(e.to_string()))?;
-    let jwks = reqwest::Url::parse(&doc.jwks_uri).map_err(|e| JwksError::BadDiscovery(e.to_string()))?;
+    let doc: Discovery =
+        serde_json::from_slice(&body).map_err(|e| JwksError::BadDiscovery(e.to_string()))?;
+    let jwks =
+        reqwest::Url::parse(&doc.jwks_uri).map_err(|e| JwksError::BadDiscovery(e.to_string()))?;
     // The discovered URL carries keys: the same https-or-loopback rule as configured ones.
     if !fetch::is_secure(&jwks) {
         return Err(JwksError::BadDiscovery(format!("{jwks} is not https")));
@@ -313,7 +332,9 @@ pub fn parse(body: &[u8], algorithms: &[Algorithm]) -> Result<Keys, JwksError> {
     let mut by_kid = HashMap::new();
     let mut found = Vec::new();
     for value in doc.keys {
-        let Ok(jwk) = serde_json::from_value::<Jwk>(value) else { continue };
+        let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
+            continue;
+        };
         found.push(format!("{}:{}", jwk.kty, jwk.kid.as_deref().unwrap_or("-")));
         if let Some(key) = usable(&jwk, algorithms) {
             by_kid.insert(key.kid.clone(), Arc::new(key));
@@ -321,8 +342,16 @@ pub fn parse(body: &[u8], algorithms: &[Algorithm]) -> Result<Keys, JwksError> {
     }
     if by_kid.is_empty() {
         return Err(JwksError::NoUsableKey {
-            algorithms: algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(","),
-            found: if found.is_empty() { "none".into() } else { found.join(", ") },
+            algorithms: algorithms
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            found: if found.is_empty() {
+                "none".into()
+            } else {
+                found.join(", ")
+            },
         });
     }
     Ok(Keys {
@@ -377,7 +406,15 @@ pub fn verification_algorithm(alg: Algorithm) -> &'static dyn VerificationAlgori
 fn public_key(jwk: &Jwk, alg: Algorithm) -> Option<ParsedPublicKey> {
     let b64 = |s: &Option<String>| URL_SAFE_NO_PAD.decode(s.as_deref()?).ok();
     let bytes = match (jwk.kty.as_str(), alg) {
-        ("RSA", Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512) => {
+        (
+            "RSA",
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512,
+        ) => {
             let n = b64(&jwk.n)?;
             // 2048 to 8192 bits, as the verification parameters require: refuse at load
             // time rather than failing every signature later.
@@ -388,7 +425,11 @@ fn public_key(jwk: &Jwk, alg: Algorithm) -> Option<ParsedPublicKey> {
             rsa_public_key_der(&n, &b64(&jwk.e)?)
         }
         ("EC", Algorithm::ES256 | Algorithm::ES384) => {
-            let (curve, len) = if alg == Algorithm::ES256 { ("P-256", 32) } else { ("P-384", 48) };
+            let (curve, len) = if alg == Algorithm::ES256 {
+                ("P-256", 32)
+            } else {
+                ("P-384", 48)
+            };
             let (x, y) = (b64(&jwk.x)?, b64(&jwk.y)?);
             if jwk.crv.as_deref() != Some(curve) || x.len() != len || y.len() != len {
                 return None;
@@ -423,7 +464,11 @@ pub fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
         if len < 0x80 {
             out.push(len as u8);
         } else {
-            let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|&b| b == 0).collect();
+            let bytes: Vec<u8> = len
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|&b| b == 0)
+                .collect();
             out.push(0x80 | bytes.len() as u8);
             out.extend_from_slice(&bytes);
         }

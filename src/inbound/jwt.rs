@@ -120,13 +120,21 @@ impl AuthError {
     /// The verification step that failed, for `tollgate explain`.
     pub fn step(&self) -> Step {
         match self {
-            AuthError::MultipleAuthorization | AuthError::TokenTooLarge | AuthError::Malformed(_) => Step::Format,
-            AuthError::DisallowedAlgorithm(_) | AuthError::BadType(_) | AuthError::UnsupportedCritical => Step::Header,
+            AuthError::MultipleAuthorization
+            | AuthError::TokenTooLarge
+            | AuthError::Malformed(_) => Step::Format,
+            AuthError::DisallowedAlgorithm(_)
+            | AuthError::BadType(_)
+            | AuthError::UnsupportedCritical => Step::Header,
             AuthError::BadIssuer(_) => Step::Issuer,
-            AuthError::UnknownKey { .. } | AuthError::KeyMismatch(_) | AuthError::KeysUnavailable(_) => Step::Key,
+            AuthError::UnknownKey { .. }
+            | AuthError::KeyMismatch(_)
+            | AuthError::KeysUnavailable(_) => Step::Key,
             AuthError::BadSignature => Step::Signature,
             AuthError::BadAudience => Step::Audience,
-            AuthError::MissingExpiry | AuthError::Expired | AuthError::NotYetValid => Step::Lifetime,
+            AuthError::MissingExpiry | AuthError::Expired | AuthError::NotYetValid => {
+                Step::Lifetime
+            }
         }
     }
 }
@@ -171,7 +179,9 @@ impl Step {
             Step::Key => "key: kid in the issuer's JWKS, fitting alg",
             Step::Signature => "signature",
             Step::Audience => "aud: one of the issuer's audiences",
-            Step::Lifetime => "lifetime: exp present and not past, nbf/iat not in the future (with clock skew)",
+            Step::Lifetime => {
+                "lifetime: exp present and not past, nbf/iat not in the future (with clock skew)"
+            }
         }
     }
 }
@@ -203,13 +213,18 @@ pub fn verify<'i>(
     cache: Option<&SignatureCache>,
     now: SystemTime,
 ) -> Result<Verified<'i>, AuthError> {
-    let (signing_input, signature_b64) = token.rsplit_once('.').ok_or(AuthError::Malformed("not three segments"))?;
-    let (header_b64, payload_b64) = signing_input.split_once('.').ok_or(AuthError::Malformed("not three segments"))?;
+    let (signing_input, signature_b64) = token
+        .rsplit_once('.')
+        .ok_or(AuthError::Malformed("not three segments"))?;
+    let (header_b64, payload_b64) = signing_input
+        .split_once('.')
+        .ok_or(AuthError::Malformed("not three segments"))?;
     if payload_b64.contains('.') {
         return Err(AuthError::Malformed("more than three segments"));
     }
     let header: Header = decode_json(header_b64)?;
-    let alg = Algorithm::from_name(&header.alg).ok_or_else(|| AuthError::DisallowedAlgorithm(header.alg.clone()))?;
+    let alg = Algorithm::from_name(&header.alg)
+        .ok_or_else(|| AuthError::DisallowedAlgorithm(header.alg.clone()))?;
     if let Some(typ) = &header.typ {
         // RFC 9068 access tokens say at+jwt, Entra says JWT; a "typ" of id-token or
         // logout+jwt is a different kind of token replayed as an access token.
@@ -221,14 +236,21 @@ pub fn verify<'i>(
     if header.crit.is_some() {
         return Err(AuthError::UnsupportedCritical);
     }
-    let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| AuthError::Malformed("payload is not base64url"))?;
-    let claims = Claims::parse(&payload).ok_or(AuthError::Malformed("payload is not a JSON object"))?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload_b64)
+        .map_err(|_| AuthError::Malformed("payload is not base64url"))?;
+    let claims =
+        Claims::parse(&payload).ok_or(AuthError::Malformed("payload is not a JSON object"))?;
 
-    let iss = claims.issuer().ok_or_else(|| AuthError::BadIssuer(String::new()))?;
+    let iss = claims
+        .issuer()
+        .ok_or_else(|| AuthError::BadIssuer(String::new()))?;
     let tid = claims.tenant();
     let issuer = match issuers.find(iss, tid) {
         IssuerMatch::Trusted(issuer) => issuer,
-        IssuerMatch::TenantNotAllowed | IssuerMatch::Unknown => return Err(AuthError::BadIssuer(iss.to_owned())),
+        IssuerMatch::TenantNotAllowed | IssuerMatch::Unknown => {
+            return Err(AuthError::BadIssuer(iss.to_owned()));
+        }
     };
     if !issuer.algorithms.contains(&alg) {
         return Err(AuthError::DisallowedAlgorithm(header.alg));
@@ -259,9 +281,13 @@ pub fn verify<'i>(
         return Err(AuthError::BadIssuer(iss.to_owned()));
     }
 
-    let now_secs = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs_f64();
+    let now_secs = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64();
     let digest = cache.map(|_| SignatureCache::digest(token));
-    let cached = matches!((cache, &digest), (Some(c), Some(d)) if c.contains(d, keys.generation, now_secs));
+    let cached =
+        matches!((cache, &digest), (Some(c), Some(d)) if c.contains(d, keys.generation, now_secs));
     if !cached {
         let signature = URL_SAFE_NO_PAD
             .decode(signature_b64)
@@ -288,7 +314,8 @@ fn decode_json<T: for<'de> Deserialize<'de>>(segment: &str) -> Result<T, AuthErr
     let bytes = URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| AuthError::Malformed("header is not base64url"))?;
-    serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed("header is not a JSON object with alg"))
+    serde_json::from_slice(&bytes)
+        .map_err(|_| AuthError::Malformed("header is not a JSON object with alg"))
 }
 
 fn check_audience(claims: &Claims, issuer: &Issuer) -> Result<(), AuthError> {
@@ -297,7 +324,10 @@ fn check_audience(claims: &Claims, issuer: &Issuer) -> Result<(), AuthError> {
         Some(_) => return Err(AuthError::Malformed("aud is not a string or an array")),
         None => return Err(AuthError::BadAudience),
     }
-    if claims.strings("aud").any(|aud| issuer.audiences.iter().any(|a| a == aud)) {
+    if claims
+        .strings("aud")
+        .any(|aud| issuer.audiences.iter().any(|a| a == aud))
+    {
         Ok(())
     } else {
         Err(AuthError::BadAudience)
@@ -307,7 +337,11 @@ fn check_audience(claims: &Claims, issuer: &Issuer) -> Result<(), AuthError> {
 /// Checks `exp`, `nbf` and `iat`; returns `exp` (seconds).
 fn check_lifetime(claims: &Claims, issuer: &Issuer, now: f64) -> Result<f64, AuthError> {
     let skew = issuer.clock_skew.as_secs_f64();
-    let date = |name| claims.numeric_date(name).map_err(|()| AuthError::Malformed("a date claim is not a number"));
+    let date = |name| {
+        claims
+            .numeric_date(name)
+            .map_err(|_| AuthError::Malformed("a date claim is not a number"))
+    };
     let exp = date("exp")?.ok_or(AuthError::MissingExpiry)?;
     if now >= exp + skew {
         return Err(AuthError::Expired);

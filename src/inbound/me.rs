@@ -23,7 +23,9 @@ pub fn response(verified: &Verified<'_>) -> Response<Body> {
         "issuer": verified.issuer.name,
     }]);
     let mut r = Response::new(full(body.to_string()));
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }

@@ -108,7 +108,11 @@ struct Outcome<'s> {
 const NO_ROUTE: &str = "none";
 
 /// Serves one inbound request. Never fails: every error becomes a response here.
-pub async fn serve(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Result<Response<Body>, Infallible> {
+pub async fn serve(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    shared: &Shared,
+) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let snapshot = shared.live.load();
     let method = req.method().clone();
@@ -129,20 +133,39 @@ pub async fn serve(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> 
             response
         }
     };
-    record(&shared.metrics, &method, &uri, &outcome, response.status(), started);
+    record(
+        &shared.metrics,
+        &method,
+        &uri,
+        &outcome,
+        response.status(),
+        started,
+    );
     Ok(response)
 }
 
 /// Every rejection becomes a response here, with its error code and failure metric.
-fn rescue(reject: Reject, outcome: &Outcome<'_>, metrics: &Metrics) -> (Response<Body>, &'static str) {
+fn rescue(
+    reject: Reject,
+    outcome: &Outcome<'_>,
+    metrics: &Metrics,
+) -> (Response<Body>, &'static str) {
     let count = |reason: &str| metrics.auth_failures.with_label_values(&[reason]).inc();
     match reject {
         Reject::BadPath(e) => (
-            reject::json_error(StatusCode::BAD_REQUEST, "invalid_request", path_description(e)),
+            reject::json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                path_description(e),
+            ),
             "invalid_path",
         ),
         Reject::NoRoute => (
-            reject::json_error(StatusCode::FORBIDDEN, "forbidden", "no route allows this request"),
+            reject::json_error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "no route allows this request",
+            ),
             "no_route",
         ),
         Reject::MissingToken => {
@@ -157,7 +180,8 @@ fn rescue(reject: Reject, outcome: &Outcome<'_>, metrics: &Metrics) -> (Response
                 "temporarily_unavailable",
                 "signing keys are not available yet",
             );
-            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
             (r, "keys_unavailable")
         }
         Reject::Unauthenticated(e) => {
@@ -195,6 +219,10 @@ async fn handle<'s>(
     let inbound = snapshot.inbound.as_ref().ok_or(Reject::InboundDisabled)?;
     // Strip before anything can branch, so anonymous routes and error paths are covered too.
     identity::strip_spoofable(req.headers_mut(), &inbound.claim_headers);
+    // Hop-by-hop headers go now, before identity headers are added: a client naming
+    // X-MS-CLIENT-PRINCIPAL-ID in Connection must not get tollgate's own header removed.
+    let upgrade =
+        headers::strip_hop_by_hop(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
     let uri = req.uri().clone();
     let normalised = path::normalise(uri.path()).map_err(Reject::BadPath)?;
     if let std::borrow::Cow::Owned(p) = &normalised.path {
@@ -202,7 +230,9 @@ async fn handle<'s>(
     }
     if normalised.path == me::PATH && req.method() == Method::GET {
         outcome.route = me::PATH;
-        let verified = authenticate(&req, inbound).await.map_err(Reject::Unauthenticated)?;
+        let verified = authenticate(&req, inbound)
+            .await
+            .map_err(Reject::Unauthenticated)?;
         let verified = verified.ok_or(Reject::MissingToken)?;
         outcome.decision = Decision::Allowed;
         return Ok(me::response(&verified));
@@ -221,35 +251,70 @@ async fn handle<'s>(
             .ok_or(Reject::MissingToken)?;
         outcome.issuer = Some(&verified.issuer.name);
         outcome.decision = authorize(route, &verified, outcome)?;
+        if outcome.decision == Decision::Audit {
+            // Counted as the denial it would have been.
+            shared
+                .metrics
+                .auth_failures
+                .with_label_values(&["forbidden"])
+                .inc();
+        }
         Some(verified)
     };
     if let Some(verified) = &verified {
         let computed = identity::identity_headers(&verified.claims, &inbound.identity);
         for name in &computed.dropped {
-            shared.metrics.identity_headers_dropped.with_label_values(&[name.as_str()]).inc();
+            shared
+                .metrics
+                .identity_headers_dropped
+                .with_label_values(&[name.as_str()])
+                .inc();
             tracing::warn!(header = %name, route = outcome.route, "identity header over 8 KiB left out");
         }
         identity::inject(req.headers_mut(), computed, &inbound.identity);
     }
-    forward(req, conn, shared, inbound, &normalised.path, uri.query(), outcome).await
+    let target = Target {
+        path: &normalised.path,
+        query: uri.query(),
+        upgrade,
+    };
+    forward(req, conn, shared, inbound, target, outcome).await
+}
+
+/// Where a request goes upstream, and the protocol it asks to upgrade to.
+struct Target<'a> {
+    path: &'a str,
+    query: Option<&'a str>,
+    upgrade: Option<HeaderValue>,
 }
 
 /// The verified token of a request, `Ok(None)` when it carries none. An unknown `kid`
 /// triggers the issuer's throttled refetch, then one more attempt.
-async fn authenticate<'s>(req: &Request<Incoming>, inbound: &'s InboundState) -> Result<Option<Verified<'s>>, AuthError> {
+async fn authenticate<'s>(
+    req: &Request<Incoming>,
+    inbound: &'s InboundState,
+) -> Result<Option<Verified<'s>>, AuthError> {
     let Some(token) = bearer::extract(req.headers())? else {
         return Ok(None);
     };
     let cache = inbound.signature_cache.as_deref();
     match jwt::verify(token, &inbound.issuers, cache, SystemTime::now()) {
-        Err(AuthError::UnknownKey { issuer, kid, generation }) => {
+        Err(AuthError::UnknownKey {
+            issuer,
+            kid,
+            generation,
+        }) => {
             let keys = inbound.issuers.by_name(&issuer).map(|i| i.keys.clone());
             if let Some(keys) = keys
                 && keys.refetch_for_unknown_kid(generation).await
             {
                 return jwt::verify(token, &inbound.issuers, cache, SystemTime::now()).map(Some);
             }
-            Err(AuthError::UnknownKey { issuer, kid, generation })
+            Err(AuthError::UnknownKey {
+                issuer,
+                kid,
+                generation,
+            })
         }
         other => other.map(Some),
     }
@@ -258,7 +323,11 @@ async fn authenticate<'s>(req: &Request<Incoming>, inbound: &'s InboundState) ->
 /// An anonymous route: a valid token still identifies the caller (as Easy Auth does when
 /// unauthenticated requests are allowed); an invalid one is dropped, not forwarded, so the
 /// upstream cannot mistake it for a checked one.
-async fn anonymous<'s>(req: &mut Request<Incoming>, inbound: &'s InboundState, outcome: &mut Outcome<'s>) -> Option<Verified<'s>> {
+async fn anonymous<'s>(
+    req: &mut Request<Incoming>,
+    inbound: &'s InboundState,
+    outcome: &mut Outcome<'s>,
+) -> Option<Verified<'s>> {
     outcome.decision = Decision::Anonymous;
     match authenticate(req, inbound).await {
         Ok(verified) => {
@@ -266,7 +335,11 @@ async fn anonymous<'s>(req: &mut Request<Incoming>, inbound: &'s InboundState, o
             verified
         }
         Err(error) => {
-            tracing::debug!(route = outcome.route, reason = error.reason(), "invalid token on an anonymous route: dropped");
+            tracing::debug!(
+                route = outcome.route,
+                reason = error.reason(),
+                "invalid token on an anonymous route: dropped"
+            );
             req.headers_mut().remove(http::header::AUTHORIZATION);
             None
         }
@@ -274,7 +347,11 @@ async fn anonymous<'s>(req: &mut Request<Incoming>, inbound: &'s InboundState, o
 }
 
 /// Applies the route's requirements: allowed, audited, or forbidden.
-fn authorize(route: &Route, verified: &Verified<'_>, outcome: &Outcome<'_>) -> Result<Decision, Reject> {
+fn authorize(
+    route: &Route,
+    verified: &Verified<'_>,
+    outcome: &Outcome<'_>,
+) -> Result<Decision, Reject> {
     let decision = policy::authorize(route, &verified.claims, &verified.issuer.name);
     let Some(failed) = decision.first_failure() else {
         return Ok(Decision::Allowed);
@@ -298,18 +375,21 @@ async fn forward(
     conn: &ConnInfo,
     shared: &Shared,
     inbound: &InboundState,
-    path: &str,
-    query: Option<&str>,
+    target: Target<'_>,
     outcome: &mut Outcome<'_>,
 ) -> Result<Response<Body>, Reject> {
     let upstream = &inbound.upstream;
-    let upgrade = headers::strip_hop_by_hop(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
-    let client_host = req
-        .headers()
-        .get(HOST)
-        .cloned()
-        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-    headers::set_forwarded(req.headers_mut(), &conn.peer_ip, conn.scheme(), client_host.clone());
+    let client_host = req.headers().get(HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    headers::set_forwarded(
+        req.headers_mut(),
+        &conn.peer_ip,
+        conn.scheme(),
+        client_host.clone(),
+    );
     let host = match (inbound.preserve_host, client_host) {
         (true, Some(host)) => Some(host),
         _ => HeaderValue::from_str(upstream.authority().as_str()).ok(),
@@ -317,23 +397,34 @@ async fn forward(
     if let Some(host) = host {
         req.headers_mut().insert(HOST, host);
     }
-    *req.uri_mut() = upstream.uri(path, query).map_err(Reject::Upstream)?;
+    *req.uri_mut() = upstream
+        .uri(target.path, target.query)
+        .map_err(Reject::Upstream)?;
     *req.version_mut() = Version::HTTP_11;
-    let client_upgrade = upgrade.map(|protocol| {
+    let client_upgrade = target.upgrade.map(|protocol| {
         headers::restore_upgrade(req.headers_mut(), protocol);
         hyper::upgrade::on(&mut req)
     });
 
     let started = Instant::now();
     let result = upstream.send(req).await;
-    shared.metrics.upstream_duration.observe(started.elapsed().as_secs_f64());
+    shared
+        .metrics
+        .upstream_duration
+        .observe(started.elapsed().as_secs_f64());
     let mut response = result.map_err(Reject::Upstream)?;
     outcome.upstream_status = Some(response.status());
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let client_upgrade = client_upgrade.ok_or(Reject::Upstream(ForwardError::UnexpectedUpgrade))?;
+        let client_upgrade =
+            client_upgrade.ok_or(Reject::Upstream(ForwardError::UnexpectedUpgrade))?;
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        upgrade::splice(client_upgrade, upstream_upgrade, &shared.life.tracker, shared.life.abort.clone());
+        upgrade::splice(
+            client_upgrade,
+            upstream_upgrade,
+            &shared.life.tracker,
+            shared.life.abort.clone(),
+        );
         // 101 keeps Connection and Upgrade: they are the point of the response.
         return Ok(response.map(Body::Left));
     }
@@ -357,14 +448,23 @@ pub fn upstream_error(e: &ForwardError) -> (Response<Body>, &'static str) {
         ForwardError::Timeout(_) => ("upstream_timeout", "the upstream did not answer in time"),
         ForwardError::Connect(_) => ("upstream_unreachable", "the upstream could not be reached"),
         ForwardError::Failed(_) => ("upstream_failed", "the upstream connection failed"),
-        ForwardError::UnexpectedUpgrade => ("upstream_failed", "the upstream switched protocols unasked"),
+        ForwardError::UnexpectedUpgrade => {
+            ("upstream_failed", "the upstream switched protocols unasked")
+        }
         ForwardError::BadUri(_) => ("invalid_request", "the request target is not valid"),
     };
     (reject::json_error(e.status(), error, description), error)
 }
 
 /// Records the request metric and the access-log line, once per request.
-fn record(metrics: &Metrics, method: &Method, uri: &http::Uri, outcome: &Outcome<'_>, status: StatusCode, started: Instant) {
+fn record(
+    metrics: &Metrics,
+    method: &Method,
+    uri: &http::Uri,
+    outcome: &Outcome<'_>,
+    status: StatusCode,
+    started: Instant,
+) {
     let elapsed = started.elapsed();
     metrics
         .requests

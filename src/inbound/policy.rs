@@ -104,16 +104,38 @@ pub fn authorize<'r>(route: &'r Route, claims: &Claims, issuer: &str) -> Decisio
             });
         }
     };
-    check(Requirement::RolesAny, &q.roles_any, &|w| claims.roles().any(|r| w.iter().any(|x| x == r)));
-    check(Requirement::RolesAll, &q.roles_all, &|w| w.iter().all(|x| claims.roles().any(|r| r == x)));
-    check(Requirement::ScopesAny, &q.scopes_any, &|w| claims.scopes().any(|s| w.iter().any(|x| x == s)));
-    check(Requirement::ClientApps, &q.client_apps, &|w| claims.client_app().is_some_and(|a| w.iter().any(|x| x == a)));
+    check(Requirement::RolesAny, &q.roles_any, &|w| {
+        claims.roles().any(|r| w.iter().any(|x| x == r))
+    });
+    check(Requirement::RolesAll, &q.roles_all, &|w| {
+        w.iter().all(|x| claims.roles().any(|r| r == x))
+    });
+    check(Requirement::ScopesAny, &q.scopes_any, &|w| {
+        claims.scopes().any(|s| w.iter().any(|x| x == s))
+    });
+    check(Requirement::ClientApps, &q.client_apps, &|w| {
+        claims
+            .client_app()
+            .is_some_and(|a| w.iter().any(|x| x == a))
+    });
     // Tenant ids are GUIDs; compare them the way Entra does, ignoring case.
-    check(Requirement::Tenants, &q.tenants, &|w| claims.tenant().is_some_and(|t| w.iter().any(|x| x.eq_ignore_ascii_case(t))));
-    check(Requirement::Principals, &q.principals, &|w| claims.object_id().is_some_and(|o| w.iter().any(|x| x.eq_ignore_ascii_case(o))));
-    check(Requirement::Issuers, &q.issuers, &|w| w.iter().any(|x| x == issuer));
+    check(Requirement::Tenants, &q.tenants, &|w| {
+        claims
+            .tenant()
+            .is_some_and(|t| w.iter().any(|x| x.eq_ignore_ascii_case(t)))
+    });
+    check(Requirement::Principals, &q.principals, &|w| {
+        claims
+            .object_id()
+            .is_some_and(|o| w.iter().any(|x| x.eq_ignore_ascii_case(o)))
+    });
+    check(Requirement::Issuers, &q.issuers, &|w| {
+        w.iter().any(|x| x == issuer)
+    });
     for (name, allowed) in &q.claims {
-        check(Requirement::Claim(name), allowed, &|w| claims.matches(name, w));
+        check(Requirement::Claim(name), allowed, &|w| {
+            claims.matches(name, w)
+        });
     }
     Decision { checks }
 }
@@ -169,24 +191,132 @@ mod tests {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let cases: Vec<(Requirements, bool)> = vec![
             (Requirements::default(), true),
-            (Requirements { roles_any: s(&["admin", "writer"]), ..Default::default() }, true),
-            (Requirements { roles_any: s(&["admin"]), ..Default::default() }, false),
-            (Requirements { roles_all: s(&["reader", "writer"]), ..Default::default() }, true),
-            (Requirements { roles_all: s(&["reader", "admin"]), ..Default::default() }, false),
-            (Requirements { scopes_any: s(&["orders.read"]), ..Default::default() }, true),
-            (Requirements { scopes_any: s(&["orders"]), ..Default::default() }, false),
-            (Requirements { client_apps: s(&["app-1"]), ..Default::default() }, true),
-            (Requirements { client_apps: s(&["app-2"]), ..Default::default() }, false),
-            (Requirements { tenants: s(&["aaaa"]), ..Default::default() }, true),
-            (Requirements { tenants: s(&["bbbb"]), ..Default::default() }, false),
-            (Requirements { principals: s(&["user-1"]), ..Default::default() }, true),
-            (Requirements { principals: s(&["user-2"]), ..Default::default() }, false),
-            (Requirements { issuers: s(&["entra"]), ..Default::default() }, true),
-            (Requirements { issuers: s(&["other"]), ..Default::default() }, false),
-            (Requirements { claims: vec![("azpacr".into(), s(&["2"]))], ..Default::default() }, true),
-            (Requirements { claims: vec![("azpacr".into(), s(&["0", "1"]))], ..Default::default() }, false),
-            (Requirements { claims: vec![("groups".into(), s(&["g2"]))], ..Default::default() }, true),
-            (Requirements { claims: vec![("missing".into(), s(&["x"]))], ..Default::default() }, false),
+            (
+                Requirements {
+                    roles_any: s(&["admin", "writer"]),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                Requirements {
+                    roles_any: s(&["admin"]),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                Requirements {
+                    roles_all: s(&["reader", "writer"]),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                Requirements {
+                    roles_all: s(&["reader", "admin"]),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                Requirements {
+                    scopes_any: s(&["orders.read"]),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                Requirements {
+                    scopes_any: s(&["orders"]),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                Requirements {
+                    client_apps: s(&["app-1"]),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                Requirements {
+                    client_apps: s(&["app-2"]),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                Requirements {
+                    tenants: s(&["aaaa"]),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                Requirements {
+                    tenants: s(&["bbbb"]),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                Requirements {
+                    principals: s(&["user-1"]),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                Requirements {
+                    principals: s(&["user-2"]),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                Requirements {
+                    issuers: s(&["entra"]),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                Requirements {
+                    issuers: s(&["other"]),
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                Requirements {
+                    claims: vec![("azpacr".into(), s(&["2"]))],
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                Requirements {
+                    claims: vec![("azpacr".into(), s(&["0", "1"]))],
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                Requirements {
+                    claims: vec![("groups".into(), s(&["g2"]))],
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                Requirements {
+                    claims: vec![("missing".into(), s(&["x"]))],
+                    ..Default::default()
+                },
+                false,
+            ),
         ];
         for (require, allowed) in cases {
             let route = requiring(require.clone());
@@ -207,7 +337,10 @@ mod tests {
         let d = authorize(&route, &token, "entra");
         assert_eq!(d.checks.len(), 2);
         assert!(!d.checks[0].passed && d.checks[1].passed);
-        assert_eq!(d.first_failure().unwrap().requirement.description(), "a required role is missing");
+        assert_eq!(
+            d.first_failure().unwrap().requirement.description(),
+            "a required role is missing"
+        );
     }
 
     fn route(name: &str, path: PathMatch, methods: Option<Vec<Method>>, ci: bool) -> Route {

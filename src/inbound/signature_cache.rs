@@ -92,7 +92,9 @@ impl SignatureCache {
         }
         shard.order.push_back(digest);
         while shard.map.len() > self.per_shard || shard.order.len() > 2 * self.per_shard {
-            let Some(oldest) = shard.order.pop_front() else { break };
+            let Some(oldest) = shard.order.pop_front() else {
+                break;
+            };
             if oldest != digest {
                 shard.map.remove(&oldest);
             } else {

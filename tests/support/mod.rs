@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod echo;
+pub mod issuer;
 pub mod tls;
 
 use std::collections::HashMap;

@@ -39,10 +39,24 @@ fn parses_usable_keys_and_skips_the_rest() {
     hs["kid"] = "hs".into();
     hs["alg"] = "HS256".into();
     let doc = serde_json::json!({ "keys": [rsa.jwk(), ec.jwk(), enc, nokid, hs, {"kty": "oct", "k": "c2VjcmV0", "kid": "oct"}] });
-    let keys = parse(doc.to_string().as_bytes(), &[Algorithm::RS256, Algorithm::ES256]).unwrap();
+    let keys = parse(
+        doc.to_string().as_bytes(),
+        &[Algorithm::RS256, Algorithm::ES256],
+    )
+    .unwrap();
     assert_eq!(keys.kids(), ["ec", "rsa"]);
-    assert!(keys.get("rsa").unwrap().verifier(Algorithm::RS256).is_some());
-    assert!(keys.get("rsa").unwrap().verifier(Algorithm::ES256).is_none());
+    assert!(
+        keys.get("rsa")
+            .unwrap()
+            .verifier(Algorithm::RS256)
+            .is_some()
+    );
+    assert!(
+        keys.get("rsa")
+            .unwrap()
+            .verifier(Algorithm::ES256)
+            .is_none()
+    );
     assert!(keys.generation > 0);
     // An issuer allowing only ES256 sees no RSA key.
     let only_ec = parse(doc.to_string().as_bytes(), &[Algorithm::ES256]).unwrap();
@@ -51,10 +65,19 @@ fn parses_usable_keys_and_skips_the_rest() {
 
 #[test]
 fn refuses_documents_without_usable_keys() {
-    assert!(matches!(parse(b"not json", &[Algorithm::RS256]), Err(JwksError::NotJwks(_))));
-    assert!(matches!(parse(br#"{"keys":[]}"#, &[Algorithm::RS256]), Err(JwksError::NoUsableKey { .. })));
+    assert!(matches!(
+        parse(b"not json", &[Algorithm::RS256]),
+        Err(JwksError::NotJwks(_))
+    ));
+    assert!(matches!(
+        parse(br#"{"keys":[]}"#, &[Algorithm::RS256]),
+        Err(JwksError::NoUsableKey { .. })
+    ));
     let small = serde_json::json!({"keys": [{"kty":"RSA","kid":"small","n":"AQAB","e":"AQAB"}]});
-    assert!(parse(small.to_string().as_bytes(), &[Algorithm::RS256]).is_err(), "a tiny RSA key is refused");
+    assert!(
+        parse(small.to_string().as_bytes(), &[Algorithm::RS256]).is_err(),
+        "a tiny RSA key is refused"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -62,7 +85,12 @@ async fn unknown_kid_refetch_is_throttled() {
     let set = KeySet::new(&issuer(vec![Algorithm::RS256]), Arc::new(Metrics::new())).unwrap();
     // Nothing listens at https://idp: every fetch fails fast, which is what is counted here.
     let metrics = set.metrics.clone();
-    let errors = || metrics.jwks_refresh.with_label_values(&["idp", "error"]).get();
+    let errors = || {
+        metrics
+            .jwks_refresh
+            .with_label_values(&["idp", "error"])
+            .get()
+    };
     assert!(!set.refetch_for_unknown_kid(0).await);
     assert_eq!(errors(), 1);
     for _ in 0..10 {
