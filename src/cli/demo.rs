@@ -1,20 +1,27 @@
 //! `tollgate demo`: the embedded default configuration in front of a built-in echo backend,
-//! all on loopback, with curl lines that work as printed.
+//! trusting a built-in local issuer, all on loopback, with curl lines that work as printed.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::app::{App, StartOptions};
-use crate::config::{self, LogFormat};
+use crate::config::{self, Algorithm, LogFormat};
 use crate::dev::echo::Echo;
+use crate::dev::issuer::{LocalIssuer, SigningKey, TokenSpec};
 
 /// The demo configuration, also checked by CI as `config/demo.toml`.
 const DEMO_TOML: &str = include_str!("../../config/demo.toml");
+/// The audience the demo's issuer is configured to accept.
+const DEMO_AUDIENCE: &str = "api://tollgate-demo";
 
+/// Arguments of `tollgate demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Inbound port; when taken, any free port is used.
@@ -25,19 +32,33 @@ pub struct DemoArgs {
     admin_port: u16,
 }
 
+/// Runs the demo until Ctrl-C.
 pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let _log = crate::telemetry::init(LogFormat::Text);
     let runtime = super::run::runtime(None)?;
     runtime.block_on(async {
-        let echo = Echo::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let echo = Echo::start(any)
             .await
             .context("starting the echo backend")?;
+        let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let key = SigningKey::generate(Algorithm::RS256, "demo-key")
+            .context("generating the demo signing key")?;
+        let issuer_addr = TcpListener::bind(any)?.local_addr()?;
+        let issuer = LocalIssuer::new(&format!("http://{issuer_addr}/"), key);
+        let issuer_addr = issuer
+            .serve(issuer_addr, stop.clone(), &tracker)
+            .await
+            .context("starting the local issuer")?;
+
         let listen = free_or_any(args.port);
         let admin = free_or_any(args.admin_port);
         let values = [
             ("DEMO_LISTEN", listen.to_string()),
             ("DEMO_UPSTREAM", format!("http://{}", echo.addr)),
             ("DEMO_ADMIN", admin.to_string()),
+            ("DEMO_ISSUER", issuer.issuer.clone()),
+            ("DEMO_JWKS", format!("http://{issuer_addr}/keys")),
         ];
         let env = Arc::new(move |name: &str| {
             values
@@ -55,15 +76,45 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         let app = App::start(loaded, options)
             .await
             .context("starting the demo")?;
+        wait_for_keys(&app).await?;
+        let token = |role: &str| {
+            let spec = TokenSpec {
+                audience: DEMO_AUDIENCE.into(),
+                roles: vec![role.into()],
+                object_id: Some("00000000-0000-0000-0000-00000000de70".into()),
+                lifetime: Duration::from_secs(24 * 3600),
+                ..TokenSpec::default()
+            };
+            issuer.mint(&spec)
+        };
         let inbound = app
             .inbound_addr
             .context("the demo has an inbound listener")?;
-        println!("{}", banner(inbound, app.admin_addr, echo.addr));
+        let tokens = (token("reader")?, token("guest")?);
+        println!("{}", banner(inbound, app.admin_addr, echo.addr, &tokens));
         super::run::wait_for_stop_signal().await?;
         app.shutdown().await;
+        stop.cancel();
         echo.stop().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Waits (briefly) until the local issuer's keys are loaded, so the printed lines work at once.
+async fn wait_for_keys(app: &App) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if app
+            .live()
+            .load()
+            .inbound
+            .as_ref()
+            .is_some_and(|i| i.issuers.all_ready())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    anyhow::bail!("the demo issuer's keys did not load")
 }
 
 /// `127.0.0.1:port` if that port is free now, else `127.0.0.1:0` (any free port).
@@ -75,16 +126,27 @@ fn free_or_any(port: u16) -> SocketAddr {
     }
 }
 
-fn banner(inbound: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> String {
+fn banner(
+    inbound: SocketAddr,
+    admin: SocketAddr,
+    echo: SocketAddr,
+    (reader, guest): &(String, String),
+) -> String {
     [
         String::new(),
         format!("tollgate demo: proxy http://{inbound} -> echo backend http://{echo}"),
         String::new(),
-        "  # 200: an anonymous route; the echo backend shows what it received".into(),
-        format!("  curl -i http://{inbound}/public/hello"),
+        "  # 200: a token with the role \"reader\"; the echo backend shows the identity headers it got".into(),
+        format!("  curl -i -H 'Authorization: Bearer {reader}' http://{inbound}/api/orders"),
         String::new(),
-        "  # 403: no route covers this path".into(),
-        format!("  curl -i http://{inbound}/private"),
+        "  # 401: no token".into(),
+        format!("  curl -i http://{inbound}/api/orders"),
+        String::new(),
+        "  # 403: a valid token without the role".into(),
+        format!("  curl -i -H 'Authorization: Bearer {guest}' http://{inbound}/api/orders"),
+        String::new(),
+        "  # 200 without a token: an anonymous route".into(),
+        format!("  curl -i http://{inbound}/public/hello"),
         String::new(),
         "  # health, readiness and metrics".into(),
         format!("  curl http://{admin}/readyz"),

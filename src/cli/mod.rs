@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 pub mod check;
 mod demo;
+pub mod dev;
+pub mod explain;
 mod run;
 
 /// An authenticating sidecar proxy for Entra ID tokens and managed identities.
@@ -38,18 +40,28 @@ enum Command {
     Run(ConfigArg),
     /// Parse and validate a configuration file; print a summary and warnings.
     Check(ConfigArg),
+    /// Show what tollgate would do with one request: route, token checks, decision, headers.
+    Explain(explain::ExplainArgs),
     /// Run the proxy in front of a built-in echo backend on loopback, with example routes.
     Demo(demo::DemoArgs),
+    /// Local development: mint tokens from the development issuer.
+    Dev {
+        #[command(subcommand)]
+        command: dev::DevCommand,
+    },
 }
 
 /// Runs the command line and returns the process exit code: 0 for success, 1 for a failure
-/// (invalid configuration, a listener that could not be bound), 2 for bad arguments.
+/// (invalid configuration, a listener that could not be bound), 2 for bad arguments, and for
+/// `explain` 3 when the request would be refused.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(&args.config),
         Command::Check(args) => check::check(&args.config),
+        Command::Explain(args) => explain::explain(&args),
         Command::Demo(args) => demo::demo(&args),
+        Command::Dev { command } => dev::dev(&command),
     };
     match result {
         Ok(code) => code,

@@ -29,6 +29,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Algorithm;
 
+/// Where `tollgate dev` serves the local issuer, and the `iss` of its tokens.
+pub const DEV_ISSUER: &str = "http://127.0.0.1:8079/";
+/// The default audience of development tokens.
+pub const DEV_AUDIENCE: &str = "api://tollgate-dev";
+
 /// A private signing key with its `kid`.
 pub struct SigningKey {
     /// Key id, published in the JWKS and written in token headers.
@@ -53,6 +58,38 @@ pub enum KeyError {
     /// The PEM text holds no private key.
     #[error("no PRIVATE KEY block in the PEM text")]
     NoPem,
+    /// The key file could not be written.
+    #[error("writing the key file: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+/// The RFC 7638 thumbprint of a public JWK: SHA-256 over its required members in
+/// lexicographic order, base64url.
+pub fn thumbprint(jwk: &Value) -> String {
+    let members: &[&str] = match jwk["kty"].as_str() {
+        Some("RSA") => &["e", "kty", "n"],
+        Some("EC") => &["crv", "kty", "x", "y"],
+        _ => &["crv", "kty", "x"],
+    };
+    let fields: Vec<String> = members
+        .iter()
+        .map(|m| format!("\"{m}\":{}", jwk[*m]))
+        .collect();
+    let canonical = format!("{{{}}}", fields.join(","));
+    URL_SAFE_NO_PAD.encode(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()).as_ref(),
+    )
 }
 
 impl SigningKey {
@@ -141,6 +178,24 @@ impl SigningKey {
             alg,
             inner,
         })
+    }
+
+    /// Reads the key at `path`, or creates one there (mode 0600) if the file does not exist,
+    /// so tokens minted today still verify tomorrow. Its `kid` is its RFC 7638 thumbprint.
+    pub fn load_or_create(path: &std::path::Path, alg: Algorithm) -> Result<SigningKey, KeyError> {
+        let mut key = match std::fs::read_to_string(path) {
+            Ok(pem) => SigningKey::from_pem(&pem, alg, "")?,
+            Err(_) => {
+                let key = SigningKey::generate(alg, "")?;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(KeyError::Io)?;
+                }
+                write_private(path, key.to_pem()?.as_bytes()).map_err(KeyError::Io)?;
+                key
+            }
+        };
+        key.kid = thumbprint(&key.jwk());
+        Ok(key)
     }
 
     /// The public key as a JWK (`use: sig`, with `kid` and `alg`).
@@ -389,6 +444,35 @@ fn json_response(body: Option<Value>) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc7638_thumbprint() {
+        // The example of RFC 7638 §3.1.
+        let jwk = json!({
+            "kty": "RSA",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+            "e": "AQAB", "alg": "RS256", "kid": "2011-04-29"
+        });
+        assert_eq!(
+            thumbprint(&jwk),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn a_created_key_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/dev.pem");
+        let first = SigningKey::load_or_create(&path, Algorithm::RS256).unwrap();
+        let again = SigningKey::load_or_create(&path, Algorithm::RS256).unwrap();
+        assert_eq!(first.jwk(), again.jwk());
+        assert_eq!(first.kid, thumbprint(&first.jwk()));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
 
     #[test]
     fn pem_round_trip_keeps_the_public_key() {
