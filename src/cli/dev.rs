@@ -15,7 +15,7 @@ use crate::dev::issuer::{DEV_AUDIENCE, DEV_ISSUER, LocalIssuer, SigningKey, Toke
 #[derive(Debug, clap::Subcommand)]
 pub enum DevCommand {
     /// Mint a token from the local development issuer.
-    Token(TokenArgs),
+    Token(Box<TokenArgs>),
     /// Print the local development issuer's JWKS (for `tollgate explain --jwks`).
     Jwks(KeyArgs),
 }
