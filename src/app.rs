@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, Admin, Health};
 use crate::config::reload::{self, ReloadError, Reloaded, Reloader, SharedEnv};
 use crate::config::{Config, Loaded};
+use crate::egress::{self, token_cache::TokenCache};
 use crate::inbound;
 use crate::proxy::ConnInfo;
 use crate::proxy::listener::{self, Lifecycle, Limits};
@@ -63,6 +64,8 @@ pub enum StartError {
 pub struct App {
     /// The inbound listener's address, when there is a `[server]`.
     pub inbound_addr: Option<SocketAddr>,
+    /// The egress listener's address, when there is an `[egress]`.
+    pub egress_addr: Option<SocketAddr>,
     /// The admin listener's address.
     pub admin_addr: SocketAddr,
     live: Live,
@@ -83,14 +86,23 @@ impl App {
         }
         let metrics = Arc::new(Metrics::new());
         let config = loaded.config.clone();
-        let live = Live::new(Snapshot::build(loaded.config, None)?);
-        let health = Arc::new(Health::default());
         let life = Lifecycle {
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
         };
         let background = CancellationToken::new();
+        // The egress listener is bound at start only, so the token cache exists only then.
+        let tokens = config.egress.is_some().then(|| {
+            TokenCache::new(
+                options.env.clone(),
+                metrics.clone(),
+                life.tracker.clone(),
+                background.clone(),
+            )
+        });
+        let live = Live::new(Snapshot::build_with(loaded.config, None, tokens.clone())?);
+        let health = Arc::new(Health::default());
         let reloader = Arc::new(Reloader::new(
             options.config_path.clone(),
             options.env.clone(),
@@ -108,6 +120,20 @@ impl App {
                 Some(addr)
             }
             None => None,
+        };
+        let egress_addr = match (&config.egress, tokens) {
+            (Some(e), Some(tokens)) => {
+                let listener = bind("egress", e.listen).await?;
+                let addr = local_addr(&listener, e.listen);
+                let shared = egress::Shared {
+                    live: live.clone(),
+                    metrics: metrics.clone(),
+                };
+                egress::spawn(listener, shared, &life);
+                life.tracker.spawn(tokens.run());
+                Some(addr)
+            }
+            _ => None,
         };
         let admin = Arc::new(Admin {
             live: live.clone(),
@@ -142,6 +168,7 @@ impl App {
         health.bound.store(true, Ordering::Release);
         tracing::info!(
             inbound = ?inbound_addr,
+            egress = ?egress_addr,
             admin = %admin_addr,
             upstream = ?config.server.as_ref().map(|s| s.upstream.to_string()),
             routes = config.routes.len(),
@@ -149,6 +176,7 @@ impl App {
         );
         Ok(App {
             inbound_addr,
+            egress_addr,
             admin_addr,
             live,
             metrics,

@@ -10,6 +10,8 @@ use arc_swap::ArcSwap;
 use http::HeaderName;
 
 use crate::config::{Config, Identity};
+use crate::egress::EgressState;
+use crate::egress::token_cache::TokenCache;
 use crate::inbound::policy::Routes;
 use crate::proxy::forward::Upstream;
 use crate::proxy::tls::TlsError;
@@ -20,6 +22,10 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     /// The inbound side; `None` when the file has no `[server]`.
     pub inbound: Option<InboundState>,
+    /// The egress side; `None` when the file has no `[egress]` (or tollgate started without).
+    pub egress: Option<EgressState>,
+    /// The egress token cache, handed from snapshot to snapshot so tokens survive reloads.
+    tokens: Option<Arc<TokenCache>>,
 }
 
 /// The compiled inbound side.
@@ -42,12 +48,26 @@ pub enum BuildError {
     /// The upstream's extra CA file is unusable.
     #[error("upstream trust: {0}")]
     UpstreamTls(#[source] TlsError),
+    /// An egress credential or target is unusable.
+    #[error(transparent)]
+    Egress(#[from] crate::egress::BuildError),
 }
 
 impl Snapshot {
     /// Builds a snapshot, reusing what `previous` already holds when its settings did not
-    /// change (the upstream connection pool, say).
+    /// change (the upstream connection pool, say, and the egress tokens).
     pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
+        let tokens = previous.and_then(|p| p.tokens.clone());
+        Snapshot::build_with(config, previous, tokens)
+    }
+
+    /// [`Snapshot::build`] with the egress token cache: the first snapshot gets it from
+    /// [`crate::app::App::start`]; without one, the egress side is off.
+    pub fn build_with(
+        config: Config,
+        previous: Option<&Snapshot>,
+        tokens: Option<Arc<TokenCache>>,
+    ) -> Result<Snapshot, BuildError> {
         let inbound = match &config.server {
             None => None,
             Some(server) => {
@@ -84,9 +104,19 @@ impl Snapshot {
                 })
             }
         };
+        let egress = match (&config.egress, &tokens) {
+            (Some(_), Some(cache)) => Some(EgressState::build(
+                &config,
+                previous.and_then(|p| p.egress.as_ref()),
+                cache,
+            )?),
+            _ => None,
+        };
         Ok(Snapshot {
             config: Arc::new(config),
             inbound,
+            egress,
+            tokens,
         })
     }
 }
