@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 pub mod check;
 mod demo;
 mod run;
+pub mod token;
 
 /// An authenticating sidecar proxy for Entra ID tokens and managed identities.
 #[derive(Debug, Parser)]
@@ -40,6 +41,8 @@ enum Command {
     Check(ConfigArg),
     /// Run the proxy in front of a built-in echo backend on loopback, with example routes.
     Demo(demo::DemoArgs),
+    /// Acquire an egress target's token once; print its expiry and claims.
+    Token(token::TokenArgs),
 }
 
 /// Runs the command line and returns the process exit code: 0 for success, 1 for a failure
@@ -50,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&args.config),
         Command::Check(args) => check::check(&args.config),
         Command::Demo(args) => demo::demo(&args),
+        Command::Token(args) => token::token(&args),
     };
     match result {
         Ok(code) => code,
