@@ -34,7 +34,8 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// How long a 410 keeps being retried: IMDS promises to be back within 70 s.
     pub gone_window: Duration,
-    /// The step between 410 retries. Defaults to 10 s.
+    /// The step between 410 retries. Defaults to 5 s: shorter than a request's wait for a
+    /// token, so IMDS coming back is noticed while the request still waits.
     pub gone_step: Duration,
 }
 
@@ -45,7 +46,7 @@ impl Default for RetryPolicy {
             base: Duration::from_secs(1),
             max_delay: Duration::from_secs(30),
             gone_window: Duration::from_secs(70),
-            gone_step: Duration::from_secs(10),
+            gone_step: Duration::from_secs(5),
         }
     }
 }
@@ -160,10 +161,10 @@ mod tests {
             (3, Retry::After(Some(s(1))), 7, Some(s(8))),
             // Longer than max_delay: give up now; the next fetch honours it.
             (0, Retry::After(Some(s(120))), 0, None),
-            // 410: every 10 s until the 70 s window is covered, whatever the count.
-            (0, Retry::Gone(None), 0, Some(s(10))),
-            (6, Retry::Gone(None), 60, Some(s(10))),
-            (7, Retry::Gone(None), 69, Some(s(10))),
+            // 410: every 5 s until the 70 s window is covered, whatever the count.
+            (0, Retry::Gone(None), 0, Some(s(5))),
+            (12, Retry::Gone(None), 60, Some(s(5))),
+            (13, Retry::Gone(None), 69, Some(s(5))),
             (8, Retry::Gone(None), 70, None),
             (0, Retry::Gone(Some(s(20))), 0, Some(s(20))),
         ];
