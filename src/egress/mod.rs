@@ -111,25 +111,7 @@ impl EgressState {
                     name: credential.name.clone(),
                     source,
                 })?;
-            let reusable = previous
-                .and_then(|p| p.targets.iter().find(|o| o.config.url == t.url))
-                .filter(|o| {
-                    o.config.ca_file.is_none()
-                        && t.ca_file.is_none()
-                        && o.config.request_timeout == t.request_timeout
-                })
-                .map(|o| o.upstream.clone());
-            let upstream = match reusable {
-                Some(u) => u,
-                None => Arc::new(
-                    Upstream::new(&t.url, t.ca_file.as_deref(), t.request_timeout).map_err(
-                        |source| BuildError::TargetTls {
-                            name: t.name.clone(),
-                            source,
-                        },
-                    )?,
-                ),
-            };
+            let upstream = upstream_for(t, previous)?;
             targets.push(EgressTarget {
                 name: t.name.clone(),
                 upstream,
@@ -151,6 +133,32 @@ impl EgressState {
     pub fn targets(&self) -> &[EgressTarget] {
         &self.targets
     }
+}
+
+/// The connection pool for `t`: `previous`'s when the URL, trust and deadline are the same
+/// (a CA file is always reloaded: its contents may have changed).
+fn upstream_for(
+    t: &crate::config::Target,
+    previous: Option<&EgressState>,
+) -> Result<Arc<Upstream>, BuildError> {
+    let reusable = previous
+        .and_then(|p| p.targets.iter().find(|o| o.config.url == t.url))
+        .filter(|o| {
+            o.config.ca_file.is_none()
+                && t.ca_file.is_none()
+                && o.config.request_timeout == t.request_timeout
+        });
+    if let Some(old) = reusable {
+        return Ok(old.upstream.clone());
+    }
+    let upstream =
+        Upstream::new(&t.url, t.ca_file.as_deref(), t.request_timeout).map_err(|source| {
+            BuildError::TargetTls {
+                name: t.name.clone(),
+                source,
+            }
+        })?;
+    Ok(Arc::new(upstream))
 }
 
 /// What every egress request shares.

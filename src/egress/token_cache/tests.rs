@@ -1,9 +1,14 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::time::SystemTime;
+
+use http::HeaderValue;
+
 use super::*;
 use crate::config::{Credential as CredentialConfig, CredentialKind};
-use crate::egress::credential::{BoxFuture, Endpoint, ErrorDetail};
+use crate::egress::credential::retry;
+use crate::egress::credential::{AccessToken, BoxFuture, Endpoint, ErrorDetail};
 use crate::telemetry::redact::Secret;
 
 fn m(minutes: u64) -> Duration {

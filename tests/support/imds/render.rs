@@ -50,56 +50,14 @@ fn imds_error(status: u16, error: &str, description: &str) -> Answer {
 
 /// The refusal a real service gives before looking at the script, if any.
 pub(crate) fn check(state: &State, l: &Logged) -> Option<Answer> {
-    let metadata = l.header("metadata") == Some("true");
-    let resource = l.param("resource").is_some_and(|r| !r.is_empty());
     match &state.flavor {
-        Flavor::Imds => {
-            if !metadata {
-                return Some(imds_error(
-                    400,
-                    "bad_request_102",
-                    "Required metadata header not specified",
-                ));
-            }
-            if l.param("api-version").is_none_or(|v| v < "2018-02-01") {
-                return Some(imds_error(400, "invalid_request", "Invalid api-version"));
-            }
-            if !resource {
-                return Some(imds_error(
-                    400,
-                    "invalid_request",
-                    "Required query variable 'resource' is missing",
-                ));
-            }
-            let selected = select(
-                l,
-                &[("client_id", 'c'), ("object_id", 'o'), ("msi_res_id", 'r')],
-            );
-            selected_ok(state, selected)
-        }
-        Flavor::Arc { key_dir, key } => {
-            if !metadata {
-                return Some(imds_error(
-                    400,
-                    "bad_request_102",
-                    "Required metadata header not specified",
-                ));
-            }
-            if l.header("authorization") != Some(&format!("Basic {key}")) {
-                let realm = format!("Basic realm={}", key_dir.join("mock.key").display());
-                return Some((
-                    401,
-                    vec![("www-authenticate", realm)],
-                    json!({"error": "unauthorized"}),
-                ));
-            }
-            (!resource).then(|| imds_error(400, "invalid_request", "resource is missing"))
-        }
+        Flavor::Imds => check_imds(state, l),
+        Flavor::Arc { key_dir, key } => check_arc(key_dir, key, l),
         Flavor::AppService { header } => {
             if l.header("x-identity-header") != Some(header) {
                 return Some(app_error(400, "X-IDENTITY-HEADER is missing or invalid"));
             }
-            if l.param("api-version") != Some("2019-08-01") || !resource {
+            if l.param("api-version") != Some("2019-08-01") || !has_resource(l) {
                 return Some(app_error(
                     400,
                     "api-version 2019-08-01 and resource are required",
@@ -117,7 +75,7 @@ pub(crate) fn check(state: &State, l: &Logged) -> Option<Answer> {
             if l.header("secret") != Some(secret) {
                 return Some(app_error(400, "secret header is missing or invalid"));
             }
-            if l.param("api-version") != Some("2017-09-01") || !resource {
+            if l.param("api-version") != Some("2017-09-01") || !has_resource(l) {
                 return Some(app_error(
                     400,
                     "api-version 2017-09-01 and resource are required",
@@ -125,36 +83,90 @@ pub(crate) fn check(state: &State, l: &Logged) -> Option<Answer> {
             }
             selected_ok(state, select(l, &[("clientid", 'c')]))
         }
-        Flavor::ServiceFabric { secret } => {
-            if l.header("secret") != Some(secret) {
-                return Some(nested(
-                    401,
-                    "SecretHeaderNotFound",
-                    "Secret is not found in the request headers.",
-                ));
-            }
-            if l.param("api-version") != Some("2019-07-01-preview") {
-                return Some(nested(
-                    400,
-                    "InvalidApiVersion",
-                    "The api-version '' is not supported. Supported version is '2019-07-01-preview'.",
-                ));
-            }
-            (!resource).then(|| nested(400, "ArgumentNullOrEmpty", "resource is missing"))
-        }
+        Flavor::ServiceFabric { secret } => check_service_fabric(secret, l),
         Flavor::CloudShell => {
             let form_resource = l.field("resource").is_some_and(|r| !r.is_empty());
-            if l.method != "POST" || !metadata || !form_resource {
-                return Some(nested(
+            let metadata = l.header("metadata") == Some("true");
+            (l.method != "POST" || !metadata || !form_resource).then(|| {
+                nested(
                     400,
                     "BadRequest",
                     "POST a form with resource and Metadata: true",
-                ));
-            }
-            None
+                )
+            })
         }
         Flavor::Entra(config) => super::entra::check(state, config, l),
     }
+}
+
+fn has_resource(l: &Logged) -> bool {
+    l.param("resource").is_some_and(|r| !r.is_empty())
+}
+
+fn no_metadata(l: &Logged) -> Option<Answer> {
+    // E.2: the SSRF guard; the lower-case value exactly.
+    (l.header("metadata") != Some("true")).then(|| {
+        imds_error(
+            400,
+            "bad_request_102",
+            "Required metadata header not specified",
+        )
+    })
+}
+
+fn check_imds(state: &State, l: &Logged) -> Option<Answer> {
+    if let Some(refusal) = no_metadata(l) {
+        return Some(refusal);
+    }
+    if l.param("api-version").is_none_or(|v| v < "2018-02-01") {
+        return Some(imds_error(400, "invalid_request", "Invalid api-version"));
+    }
+    if !has_resource(l) {
+        return Some(imds_error(
+            400,
+            "invalid_request",
+            "Required query variable 'resource' is missing",
+        ));
+    }
+    let selected = select(
+        l,
+        &[("client_id", 'c'), ("object_id", 'o'), ("msi_res_id", 'r')],
+    );
+    selected_ok(state, selected)
+}
+
+fn check_arc(key_dir: &std::path::Path, key: &str, l: &Logged) -> Option<Answer> {
+    if let Some(refusal) = no_metadata(l) {
+        return Some(refusal);
+    }
+    // E.6: challenge first; the key file's raw contents are the answer.
+    if l.header("authorization") != Some(&format!("Basic {key}")) {
+        let realm = format!("Basic realm={}", key_dir.join("mock.key").display());
+        return Some((
+            401,
+            vec![("www-authenticate", realm)],
+            json!({"error": "unauthorized"}),
+        ));
+    }
+    (!has_resource(l)).then(|| imds_error(400, "invalid_request", "resource is missing"))
+}
+
+fn check_service_fabric(secret: &str, l: &Logged) -> Option<Answer> {
+    if l.header("secret") != Some(secret) {
+        return Some(nested(
+            401,
+            "SecretHeaderNotFound",
+            "Secret is not found in the request headers.",
+        ));
+    }
+    if l.param("api-version") != Some("2019-07-01-preview") {
+        return Some(nested(
+            400,
+            "InvalidApiVersion",
+            "The api-version '' is not supported. Supported version is '2019-07-01-preview'.",
+        ));
+    }
+    (!has_resource(l)).then(|| nested(400, "ArgumentNullOrEmpty", "resource is missing"))
 }
 
 /// The identity a request selects with this service's parameter names; more than one is an
