@@ -1,7 +1,7 @@
 //! The egress listener's request path: the app sends plain HTTP, tollgate picks the target,
 //! puts the target's access token in `Authorization`, and forwards over TLS.
 //!
-//! [`serve`] loads the snapshot once, calls [`handle`], turns every rejection into a JSON
+//! [`serve`] loads the snapshot once, calls `handle`, turns every rejection into a JSON
 //! response in one exhaustive `match`, and records the metric and access-log line once.
 //! [`target`] picks the target, [`token_cache`] holds the tokens (fetched and refreshed in the
 //! background), and [`credential`] obtains them. A request that gets no token is answered 503
@@ -64,8 +64,9 @@ pub struct EgressTarget {
 /// Why the egress side could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// A credential is unusable (a missing variable, an unreadable certificate).
-    #[error("credential {name:?}: {source}")]
+    /// A credential is unusable (a missing variable, an unreadable certificate). The message
+    /// already names the credential and its kind.
+    #[error("{source}")]
     Credential {
         /// Its name.
         name: String,

@@ -6,8 +6,9 @@
 //! single fetch in flight (starting it if needed) and waits at most [`MAX_TOKEN_WAIT`]. One
 //! background task ([`TokenCache::run`]) starts every slot's first fetch and each refresh when
 //! [`refresh_after`] says so; a fetch that fails (after its own retries) is tried again after
-//! [`retry::failure_backoff`]. Slots live as long as a snapshot refers to them, so a reload
-//! that leaves a credential and scope unchanged keeps the token.
+//! [`failure_backoff`](super::credential::retry::failure_backoff). Slots live as long as a
+//! snapshot refers to them, so a reload that leaves a credential and scope unchanged keeps
+//! the token.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};

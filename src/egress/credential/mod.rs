@@ -5,9 +5,11 @@
 //! lookup) into a credential. [`managed_identity`] speaks the six managed-identity protocols
 //! (App Service 2019 and 2017, Arc, Service Fabric, Cloud Shell, IMDS); [`entra`] is the Entra
 //! ID token endpoint shared by [`workload_identity`], [`client_secret`],
-//! [`client_certificate`] and [`federation`]. [`response`] parses what the endpoints answer,
-//! and [`retry`] decides when to ask again. A credential makes one attempt per
-//! [`Credential::fetch`]; retrying and caching belong to the token cache.
+//! [`client_certificate`] and [`federation`]. `transport` sends the requests (never through a
+//! proxy for local endpoints), [`response`] parses what the endpoints answer, `error`
+//! classifies failures ([`CredentialError`]) and [`retry`] decides when to ask again. A
+//! credential makes one attempt per [`Credential::fetch`]; retrying and caching belong to the
+//! token cache.
 
 use std::future::Future;
 use std::path::Path;

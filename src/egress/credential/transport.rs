@@ -98,7 +98,7 @@ pub fn unreachable(endpoint: Endpoint, error: &reqwest::Error) -> CredentialErro
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by these endpoints).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()

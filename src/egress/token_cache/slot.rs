@@ -131,15 +131,18 @@ impl Slot {
         state.fetching = true;
         let slot = self.clone();
         self.rt.tasks.spawn(async move {
-            let result = tokio::select! {
+            tokio::select! {
                 result = retry::with_retries(
                     &slot.rt.policy,
                     || slot.credential.fetch(&slot.scope),
                     |r| slot.observe(r),
-                ) => result,
-                () = slot.rt.stop.cancelled() => Err(Arc::new(CredentialError::Setup("shutting down".into()))),
-            };
-            slot.finish(result);
+                ) => slot.finish(result),
+                // Shutting down: not a failure to report, but waiters must not hang.
+                () = slot.rt.stop.cancelled() => {
+                    slot.state.lock().fetching = false;
+                    slot.done.send_modify(|g| *g = g.wrapping_add(1));
+                }
+            }
         });
     }
 

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 
+use crate::egress::credential::transport::retry_after;
 use crate::egress::credential::{
-    AccessToken, CredentialError, Endpoint, read_secret_file, request_token, unreachable,
+    AccessToken, CredentialError, Endpoint, read_secret_file, request_token, response, unreachable,
 };
 
 /// Largest key file read; the agent's are far smaller (every SDK checks this first).
@@ -26,7 +27,8 @@ pub async fn fetch(
         // An error status is reported (and retried) like any other; a 2xx without a
         // challenge is not the agent.
         let status = first.status();
-        let detail = super::super::response::parse_error(&first.bytes().await.unwrap_or_default());
+        let retry_after = retry_after(first.headers());
+        let detail = response::parse_error(&first.bytes().await.unwrap_or_default());
         return Err(if status.is_success() {
             CredentialError::InvalidResponse {
                 endpoint: Endpoint::Arc,
@@ -37,7 +39,7 @@ pub async fn fetch(
                 endpoint: Endpoint::Arc,
                 status: status.as_u16(),
                 detail,
-                retry_after: None,
+                retry_after,
             }
         });
     }
