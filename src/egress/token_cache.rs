@@ -39,6 +39,8 @@ pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
 pub const HALF_LIFE_FROM: Duration = Duration::from_secs(2 * 3600);
 /// A token is not sent with less than this left, so it does not expire in transit.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
+/// The log target of token events (acquired, refresh failed, none left).
+pub const LOG_TARGET: &str = "tollgate::egress::token";
 
 /// When to refresh a token that lives `lifetime` from now: 5 minutes before expiry, at
 /// half-life for tokens of 2 h or more, never before half-life (short tokens would otherwise
@@ -148,7 +150,7 @@ impl TokenCache {
             (Some(c), _) | (None, Some(c)) => c,
             (None, None) => {
                 let c = credential::build(credential, &*self.env)?;
-                tracing::info!(credential = %credential.name, source = %c.describe(), "egress credential ready");
+                tracing::info!(target: LOG_TARGET, credential = %credential.name, source = %c.describe(), "egress credential ready");
                 built.insert(credential.name.clone(), c.clone());
                 c
             }

@@ -236,3 +236,17 @@ async fn a_reload_keeps_tokens_of_unchanged_credentials() {
     assert_eq!(imds.served(), 2);
     assert_eq!(imds.log()[1].param("resource"), Some("api://billing"));
 }
+
+#[tokio::test]
+async fn shutdown_stops_the_background_refresh_and_a_fetch_in_flight() {
+    let backend = Backend::start().await;
+    let imds = Mock::imds().hold().start().await;
+    let app = start(&simple(&backend, &imds_credential("mi", &imds, "")), &[]).await;
+    support::eventually("the first fetch is in flight", || async {
+        imds.calls() == 1
+    })
+    .await;
+    let drained = app.proxy.app.shutdown_within(Duration::from_secs(5)).await;
+    assert!(drained, "no background task outlives shutdown");
+    backend.assert_nothing_received();
+}

@@ -221,6 +221,7 @@ impl Slot {
             .with_label_values(&[self.credential_name.as_str(), self.scope.as_str()])
             .set(expiry);
         tracing::info!(
+            target: super::LOG_TARGET,
             credential = %self.credential_name,
             scope = %self.scope,
             token = %fingerprint(token.token.expose().as_bytes()),
@@ -238,9 +239,9 @@ impl Slot {
         failures: u32,
     ) {
         if usable {
-            tracing::warn!(credential = %self.credential_name, scope = %self.scope, %error, retry_in_s = backoff.as_secs(), failures, "token refresh failed; the cached token stays in use");
+            tracing::warn!(target: super::LOG_TARGET, credential = %self.credential_name, scope = %self.scope, %error, retry_in_s = backoff.as_secs(), failures, "token refresh failed; the cached token stays in use");
         } else {
-            tracing::error!(credential = %self.credential_name, scope = %self.scope, %error, retry_in_s = backoff.as_secs(), failures, "no access token: egress requests get 503");
+            tracing::error!(target: super::LOG_TARGET, credential = %self.credential_name, scope = %self.scope, %error, retry_in_s = backoff.as_secs(), failures, "no access token: egress requests get 503");
         }
     }
 }
