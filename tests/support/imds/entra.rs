@@ -113,44 +113,48 @@ pub fn error(status: u16, error: &str, code: u32, text: &str) -> Answer {
 }
 
 pub(crate) fn check(state: &State, c: &EntraConfig, l: &Logged) -> Option<Answer> {
-    if l.method != "POST" || l.path != format!("/{}/oauth2/v2.0/token", c.tenant) {
-        return Some(error(400, "invalid_request", 90002, "Tenant not found."));
-    }
-    if !l
+    check_form(c, l).or_else(|| check_client(state, c, l))
+}
+
+/// The client-credentials form itself (B.1).
+fn check_form(c: &EntraConfig, l: &Logged) -> Option<Answer> {
+    let form = l
         .header("content-type")
-        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"))
-    {
-        return Some(error(
-            400,
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    let refusal = if l.method != "POST" || l.path != format!("/{}/oauth2/v2.0/token", c.tenant) {
+        ("invalid_request", 90002, "Tenant not found.")
+    } else if !form {
+        (
             "invalid_request",
             900144,
             "The request body must be a form.",
-        ));
-    }
-    if l.field("grant_type") != Some("client_credentials") {
-        return Some(error(
-            400,
+        )
+    } else if l.field("grant_type") != Some("client_credentials") {
+        (
             "unsupported_grant_type",
             70003,
             "The app requested an unsupported grant type.",
-        ));
-    }
-    if l.field("client_id") != Some(&c.client_id) {
-        return Some(error(
-            400,
+        )
+    } else if l.field("client_id") != Some(&c.client_id) {
+        (
             "unauthorized_client",
             700016,
             "Application was not found in the directory.",
-        ));
-    }
-    if !l.field("scope").is_some_and(|s| s.ends_with("/.default")) {
-        return Some(error(
-            400,
+        )
+    } else if !l.field("scope").is_some_and(|s| s.ends_with("/.default")) {
+        (
             "invalid_scope",
             70011,
             "The provided value for the input parameter 'scope' is not valid.",
-        ));
-    }
+        )
+    } else {
+        return None;
+    };
+    Some(error(400, refusal.0, refusal.1, refusal.2))
+}
+
+/// The client's proof: a secret (B.2), a federated assertion (B.4) or a certificate (B.3).
+fn check_client(state: &State, c: &EntraConfig, l: &Logged) -> Option<Answer> {
     let assertion = l.field("client_assertion");
     let typed = l.field("client_assertion_type") == Some(JWT_BEARER);
     match &c.auth {
@@ -166,14 +170,8 @@ pub(crate) fn check(state: &State, c: &EntraConfig, l: &Logged) -> Option<Answer
         }
         EntraAuth::Assertion(expected) => {
             let ok = typed && assertion.is_some_and(|a| expected(a));
-            (!ok).then(|| {
-                error(
-                    400,
-                    "invalid_request",
-                    70021,
-                    "No matching federated identity record found for presented assertion.",
-                )
-            })
+            let text = "No matching federated identity record found for presented assertion.";
+            (!ok).then(|| error(400, "invalid_request", 70021, text))
         }
         EntraAuth::Certificate { .. } => {
             let aud = format!("{}{}/oauth2/v2.0/token", state.base_url, c.tenant);
@@ -184,9 +182,8 @@ pub(crate) fn check(state: &State, c: &EntraConfig, l: &Logged) -> Option<Answer
                     "client_assertion_type must be jwt-bearer".to_owned(),
                 )),
             };
-            verdict
-                .err()
-                .map(|(code, text)| error(401, "invalid_client", code, &text))
+            let refusal = verdict.err()?;
+            Some(error(401, "invalid_client", refusal.0, &refusal.1))
         }
     }
 }
@@ -238,6 +235,12 @@ fn verify(assertion: &str, c: &EntraConfig, aud: &str) -> Result<(), (u32, Strin
                 "Client assertion failed signature validation.".to_owned(),
             )
         })?;
+    verify_claims(&claims, c, aud)
+}
+
+/// The claims of a verified assertion (B.3): aud, iss = sub, a fresh jti, a short window.
+fn verify_claims(claims: &Value, c: &EntraConfig, aud: &str) -> Result<(), (u32, String)> {
+    let bad = |code, text: &str| Err((code, text.to_owned()));
     if claims["aud"] != aud {
         return bad(50027, "Invalid JWT token: wrong audience");
     }
