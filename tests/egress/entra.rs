@@ -281,36 +281,9 @@ async fn managed_identity_federation_presents_the_mi_token_as_assertion() {
     assert_eq!(exchange.field("scope"), Some("api://orders/.default"));
 }
 
-/// Log lines written on this thread (a current-thread test runs every task here).
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn logs_never_carry_a_token_secret_or_assertion() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(capture.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let capture = super::capture::start();
 
     let entra = Mock::entra(EntraConfig::new(
         TENANT,
@@ -339,7 +312,7 @@ async fn logs_never_carry_a_token_secret_or_assertion() {
     .await;
     assert_eq!(wrong.get("/api/orders", &[]).await.status, 503);
 
-    let logs = String::from_utf8(capture.0.lock().clone()).unwrap();
+    let logs = capture.text();
     assert!(logs.contains("access token acquired"), "{logs}");
     assert!(
         logs.contains("no access token: egress requests get 503"),

@@ -9,6 +9,7 @@
 mod support;
 
 mod cache;
+mod capture;
 mod cli;
 mod entra;
 mod path;
@@ -68,6 +69,8 @@ async fn start(toml: &str, env: &[(&str, &str)]) -> Running {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    // Before any tollgate code logs: see `capture`.
+    capture::init();
     let proxy = TestProxy::start_with_env(toml, env).await;
     let egress = proxy.app.egress_addr.expect("an egress listener");
     Running { proxy, egress }
