@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, Admin, Health};
 use crate::config::reload::{self, ReloadError, Reloaded, Reloader, SharedEnv};
 use crate::config::{Config, Loaded};
+use crate::egress::{self, token_cache::TokenCache};
 use crate::inbound;
 use crate::proxy::ConnInfo;
 use crate::proxy::listener::{self, Lifecycle, Limits};
@@ -65,6 +66,8 @@ pub struct App {
     pub inbound_addr: Option<SocketAddr>,
     /// The admin listener's address.
     pub admin_addr: SocketAddr,
+    /// The egress listener's address, when there is an `[egress]`.
+    pub egress_addr: Option<SocketAddr>,
     live: Live,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -89,9 +92,19 @@ impl App {
             tracker: TaskTracker::new(),
         };
         let background = CancellationToken::new();
+        // The egress listener is bound at start only, so the token cache exists only then.
+        let tokens = config.egress.is_some().then(|| {
+            TokenCache::new(
+                options.env.clone(),
+                metrics.clone(),
+                life.tracker.clone(),
+                background.clone(),
+            )
+        });
         let cx = BuildContext {
             metrics: &metrics,
             tasks: Some((&life.tracker, &background)),
+            tokens: tokens.clone(),
         };
         let live = Live::new(Snapshot::build(loaded.config, None, &cx)?);
         let health = Arc::new(Health::default());
@@ -113,6 +126,20 @@ impl App {
                 Some(addr)
             }
             None => None,
+        };
+        let egress_addr = match (&config.egress, tokens) {
+            (Some(e), Some(tokens)) => {
+                let listener = bind("egress", e.listen).await?;
+                let addr = local_addr(&listener, e.listen);
+                let shared = egress::Shared {
+                    live: live.clone(),
+                    metrics: metrics.clone(),
+                };
+                egress::spawn(listener, shared, &life);
+                life.tracker.spawn(tokens.run());
+                Some(addr)
+            }
+            _ => None,
         };
         let admin = Arc::new(Admin {
             live: live.clone(),
@@ -147,6 +174,7 @@ impl App {
         health.bound.store(true, Ordering::Release);
         tracing::info!(
             inbound = ?inbound_addr,
+            egress = ?egress_addr,
             admin = %admin_addr,
             upstream = ?config.server.as_ref().map(|s| s.upstream.to_string()),
             routes = config.routes.len(),
@@ -155,6 +183,7 @@ impl App {
         Ok(App {
             inbound_addr,
             admin_addr,
+            egress_addr,
             live,
             metrics,
             health,

@@ -8,6 +8,8 @@
 //! - [`app`]: binds the listeners, starts background tasks, shuts down in order.
 //! - [`inbound`]: the request path in front of the upstream: identity stripping, path
 //!   normalisation, route matching, token checks, forwarding.
+//! - [`egress`]: the egress request path: target selection, token injection, the token
+//!   cache and the credentials (managed identity, workload identity, secret, certificate).
 //! - [`proxy`]: HTTP machinery shared by the listeners: accept loop, TLS, upstream client,
 //!   header rewriting, upgrades.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
@@ -20,6 +22,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod egress;
 pub mod fetch;
 pub mod inbound;
 pub mod proxy;

@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{self, Config, Identity};
+use crate::egress::EgressState;
+use crate::egress::token_cache::TokenCache;
 use crate::fetch::FetchError;
 use crate::inbound::issuer::{Issuer, Issuers};
 use crate::inbound::jwks::KeySet;
@@ -27,6 +29,10 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     /// The inbound side; `None` when the file has no `[server]`.
     pub inbound: Option<InboundState>,
+    /// The egress side; `None` when the file has no `[egress]` (or tollgate started without).
+    pub egress: Option<EgressState>,
+    /// The egress token cache, handed from snapshot to snapshot so tokens survive reloads.
+    tokens: Option<Arc<TokenCache>>,
 }
 
 /// The compiled inbound side.
@@ -54,6 +60,9 @@ pub struct BuildContext<'a> {
     /// Where to run key refresh tasks; `None` builds an offline snapshot (`explain`, benches)
     /// whose key sets are filled by hand.
     pub tasks: Option<(&'a TaskTracker, &'a CancellationToken)>,
+    /// The egress token cache for the first snapshot (later ones take it from the previous
+    /// snapshot); without one, the egress side is off.
+    pub tokens: Option<Arc<TokenCache>>,
 }
 
 /// Why a snapshot could not be built from a valid configuration.
@@ -71,11 +80,14 @@ pub enum BuildError {
         #[source]
         source: FetchError,
     },
+    /// An egress credential or target is unusable.
+    #[error(transparent)]
+    Egress(#[from] crate::egress::BuildError),
 }
 
 impl Snapshot {
     /// Builds a snapshot, reusing what `previous` already holds when its settings did not
-    /// change (the upstream connection pool, say).
+    /// change (the upstream connection pool, the key sets, the egress tokens).
     pub fn build(
         config: Config,
         previous: Option<&Snapshot>,
@@ -124,9 +136,22 @@ impl Snapshot {
                 })
             }
         };
+        let tokens = previous
+            .and_then(|p| p.tokens.clone())
+            .or_else(|| cx.tokens.clone());
+        let egress = match (&config.egress, &tokens) {
+            (Some(_), Some(cache)) => Some(EgressState::build(
+                &config,
+                previous.and_then(|p| p.egress.as_ref()),
+                cache,
+            )?),
+            _ => None,
+        };
         Ok(Snapshot {
             config: Arc::new(config),
             inbound,
+            egress,
+            tokens,
         })
     }
 }

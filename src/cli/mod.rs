@@ -11,6 +11,7 @@ mod demo;
 pub mod dev;
 pub mod explain;
 mod run;
+pub mod token;
 
 /// An authenticating sidecar proxy for Entra ID tokens and managed identities.
 #[derive(Debug, Parser)]
@@ -49,6 +50,8 @@ enum Command {
         #[command(subcommand)]
         command: dev::DevCommand,
     },
+    /// Acquire an egress target's token once; print its expiry and claims.
+    Token(token::TokenArgs),
 }
 
 /// Runs the command line and returns the process exit code: 0 for success, 1 for a failure
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => explain::explain(&args),
         Command::Demo(args) => demo::demo(&args),
         Command::Dev { command } => dev::dev(&command),
+        Command::Token(args) => token::token(&args),
     };
     match result {
         Ok(code) => code,

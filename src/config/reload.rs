@@ -108,6 +108,8 @@ impl Reloader {
         let cx = BuildContext {
             metrics: &self.metrics,
             tasks: Some((&self.tasks.0, &self.tasks.1)),
+            // The token cache passes from the current snapshot.
+            tokens: None,
         };
         let snapshot = Snapshot::build(loaded.config, Some(&current), &cx)?;
         self.live.store(snapshot);

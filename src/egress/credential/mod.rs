@@ -1,0 +1,153 @@
+//! Credentials: how an access token for a scope is obtained, one kind per file behind one
+//! [`Credential`] trait.
+//!
+//! [`build`] turns a `[credentials.NAME]` section (plus the environment, passed in as a
+//! lookup) into a credential. [`managed_identity`] speaks the six managed-identity protocols
+//! (App Service 2019 and 2017, Arc, Service Fabric, Cloud Shell, IMDS); [`entra`] is the Entra
+//! ID token endpoint shared by [`workload_identity`], [`client_secret`],
+//! [`client_certificate`] and [`federation`]. `transport` sends the requests (never through a
+//! proxy for local endpoints), [`response`] parses what the endpoints answer, `error`
+//! classifies failures ([`CredentialError`]) and [`retry`] decides when to ask again. A
+//! credential makes one attempt per [`Credential::fetch`]; retrying and caching belong to the
+//! token cache.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{self, CredentialKind, Lookup};
+use crate::telemetry::redact::Secret;
+
+pub mod client_certificate;
+pub mod client_secret;
+pub mod entra;
+mod error;
+pub mod federation;
+pub mod managed_identity;
+pub mod response;
+pub mod retry;
+mod transport;
+pub mod workload_identity;
+
+pub use error::{CredentialError, Endpoint, ErrorDetail};
+pub use transport::{ATTEMPT_TIMEOUT, client_with_tls, http_client, request_token, unreachable};
+
+/// A boxed future, so that [`Credential`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A source of access tokens.
+pub trait Credential: Send + Sync {
+    /// Makes one attempt to obtain a token for `scope` (`api://x/.default`); no retries.
+    fn fetch<'a>(&'a self, scope: &'a str) -> BoxFuture<'a, Result<AccessToken, CredentialError>>;
+
+    /// What this credential is and where it gets tokens, for logs and `tollgate token`.
+    fn describe(&self) -> String;
+}
+
+/// An access token and when it expires.
+#[derive(Clone, Debug)]
+pub struct AccessToken {
+    /// The token itself; its `Debug` is redacted.
+    pub token: Secret<String>,
+    /// When the token stops being accepted.
+    pub expires_on: SystemTime,
+    /// The issuer's hint of when to refresh (`refresh_in`), counted from receipt.
+    pub refresh_in: Option<Duration>,
+}
+/// Builds the credential a `[credentials.NAME]` section describes. Settings left out are
+/// taken from `env` (the Azure variables); a missing one is an error here, not at the first
+/// request.
+pub fn build(
+    config: &config::Credential,
+    env: Lookup<'_>,
+) -> Result<Arc<dyn Credential>, CredentialError> {
+    let ca = config.ca_file.as_deref();
+    let setup = |e: CredentialError| match e {
+        CredentialError::Setup(m) => CredentialError::Setup(format!(
+            "credential {:?} ({}): {m}",
+            config.name,
+            config.kind.as_str()
+        )),
+        other => other,
+    };
+    let built: Arc<dyn Credential> = match &config.kind {
+        CredentialKind::ManagedIdentity {
+            user_assigned,
+            endpoint,
+        } => Arc::new(
+            managed_identity::ManagedIdentity::new(
+                user_assigned.clone(),
+                endpoint.clone(),
+                ca,
+                env,
+                &managed_identity::source::Platform::detect(),
+            )
+            .map_err(setup)?,
+        ),
+        CredentialKind::WorkloadIdentity { .. } => Arc::new(
+            workload_identity::WorkloadIdentity::new(&config.kind, ca, env).map_err(setup)?,
+        ),
+        CredentialKind::ClientSecret { .. } => {
+            Arc::new(client_secret::ClientSecret::new(&config.kind, ca, env).map_err(setup)?)
+        }
+        CredentialKind::ClientCertificate { .. } => Arc::new(
+            client_certificate::ClientCertificate::new(&config.kind, ca, env).map_err(setup)?,
+        ),
+        CredentialKind::ManagedIdentityFederation { .. } => {
+            Arc::new(federation::Federation::new(&config.kind, ca, env).map_err(setup)?)
+        }
+    };
+    Ok(built)
+}
+
+/// The v1 `resource` a managed-identity endpoint takes for a v2 `scope`: the scope without a
+/// trailing `/.default`, and nothing else changed (A.8).
+pub fn scope_to_resource(scope: &str) -> &str {
+    scope.strip_suffix("/.default").unwrap_or(scope)
+}
+/// Reads a small secret file (token, key, secret), trimmed of surrounding white space.
+pub async fn read_secret_file(path: &Path, what: &str) -> Result<Secret<String>, CredentialError> {
+    let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+        CredentialError::Setup(format!("reading the {what} {}: {e}", path.display()))
+    })?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(CredentialError::Setup(format!(
+            "the {what} {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(trimmed.to_owned()))
+}
+
+/// A non-empty environment variable.
+pub fn env_var(env: Lookup<'_>, name: &str) -> Option<String> {
+    env(name).filter(|v| !v.trim().is_empty())
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_to_resource_strips_only_default() {
+        let cases = [
+            ("api://x/.default", "api://x"),
+            (
+                "https://vault.azure.net/.default",
+                "https://vault.azure.net",
+            ),
+            (
+                "https://management.azure.com//.default",
+                "https://management.azure.com/",
+            ),
+            ("api://AzureADTokenExchange", "api://AzureADTokenExchange"),
+            ("api://x/.default/.default", "api://x/.default"),
+            ("api://x/read", "api://x/read"),
+        ];
+        for (scope, resource) in cases {
+            assert_eq!(scope_to_resource(scope), resource, "{scope}");
+        }
+    }
+}

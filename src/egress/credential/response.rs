@@ -1,0 +1,362 @@
+//! Token and error responses, parsed with every quirk the Azure endpoints are known to emit:
+//! numbers as strings, `expires_on` as an epoch (number or string) or a date string, no
+//! `expires_in`, errors as OAuth bodies, nested `{"error":{"code","message"}}` envelopes or
+//! App Service's `{"statusCode","message"}`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{AccessToken, CredentialError, Endpoint, ErrorDetail};
+use crate::telemetry::redact::Secret;
+
+/// Longest error description kept, in characters: enough for an AADSTS sentence.
+const MAX_DESCRIPTION: usize = 300;
+
+#[derive(Deserialize)]
+struct RawToken {
+    access_token: String,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    expires_on: Option<Value>,
+    #[serde(default)]
+    expires_in: Option<Value>,
+    #[serde(default)]
+    refresh_in: Option<Value>,
+}
+
+/// Parses a successful token response. `requested` is when the request was sent: an
+/// `expires_in` counts from then (A.8), so a slow answer errs towards refreshing early.
+pub fn parse_token(
+    endpoint: Endpoint,
+    body: &[u8],
+    requested: SystemTime,
+) -> Result<AccessToken, CredentialError> {
+    let invalid = |reason: &str| CredentialError::InvalidResponse {
+        endpoint,
+        reason: reason.to_owned(),
+    };
+    let raw: RawToken =
+        serde_json::from_slice(body).map_err(|_| invalid("not a JSON token response"))?;
+    if raw.access_token.is_empty() {
+        return Err(invalid("empty access_token"));
+    }
+    // It goes into an Authorization header: visible ASCII only.
+    if !raw.access_token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid("access_token has characters a header cannot carry"));
+    }
+    if let Some(t) = &raw.token_type
+        && !t.eq_ignore_ascii_case("bearer")
+    {
+        return Err(invalid("token_type is not Bearer"));
+    }
+    // expires_on first (MSAL Go, azure-identity): it is the token's own exp.
+    let expires_on = match (&raw.expires_on, &raw.expires_in) {
+        (Some(on), _) if expires_on(on).is_some() => expires_on(on).map(epoch),
+        (_, Some(secs)) => seconds(secs).map(|s| requested + Duration::from_secs(s)),
+        _ => None,
+    }
+    .ok_or_else(|| invalid("expires_in and expires_on are both missing or invalid"))?;
+    if expires_on <= requested {
+        return Err(invalid("the token has already expired"));
+    }
+    Ok(AccessToken {
+        token: Secret::new(raw.access_token),
+        expires_on,
+        refresh_in: raw
+            .refresh_in
+            .as_ref()
+            .and_then(seconds)
+            .map(Duration::from_secs),
+    })
+}
+
+/// Parses an error response into what can be shown: a code, a one-line description and the
+/// AADSTS number. Never fails: an unreadable body gives an empty detail.
+pub fn parse_error(body: &[u8]) -> ErrorDetail {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return ErrorDetail::default();
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    let (code, description) = match value.get("error") {
+        // Service Fabric and Cloud Shell: {"error":{"code","message"}}.
+        Some(Value::Object(inner)) => (text(inner.get("code")), text(inner.get("message"))),
+        Some(Value::String(code)) => (Some(code.clone()), text(value.get("error_description"))),
+        // App Service: {"statusCode":400,"message":"..."}.
+        _ => (None, text(value.get("message"))),
+    };
+    let description = description.map(|d| one_line(&d));
+    let aadsts = value
+        .get("error_codes")
+        .and_then(Value::as_array)
+        .and_then(|codes| codes.first())
+        .and_then(Value::as_u64)
+        .or_else(|| description.as_deref().and_then(aadsts_in));
+    ErrorDetail {
+        code: code.map(|c| one_line(&c)),
+        description,
+        aadsts: aadsts.and_then(|c| u32::try_from(c).ok()),
+    }
+}
+
+/// Unix seconds from an `expires_on` value: a JSON number, a string of digits, or one of the
+/// date forms App Service 2017 and others emit.
+pub fn expires_on(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => {
+            let s = s.trim();
+            s.parse::<u64>().ok().or_else(|| parse_date(s))
+        }
+        _ => None,
+    }
+}
+
+/// Seconds from a JSON number or a numeric string (`"3599"`).
+pub fn seconds(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Unix seconds from the date strings seen in the wild (A.3, A.8), all UTC unless an offset
+/// is given: `06/20/2019 02:57:58 +00:00`, `1/16/2020 5:24:12 AM +00:00`,
+/// `01/02/2006 15:04:05`, `2006-01-02 15:04:05` and RFC 3339 (`2006-01-02T15:04:05Z`).
+pub fn parse_date(text: &str) -> Option<u64> {
+    let (date, rest) = text.split_once([' ', 'T'])?;
+    let (year, month, day) = if date.contains('/') {
+        let mut p = date.split('/');
+        let (m, d, y) = (p.next()?, p.next()?, p.next()?);
+        (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
+    } else {
+        let mut p = date.split('-');
+        let (y, m, d) = (p.next()?, p.next()?, p.next()?);
+        (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
+    };
+    let mut words = rest.split_whitespace();
+    let clock = words.next()?;
+    let (clock, mut offset) = split_offset(clock);
+    let mut hms = clock.split(':');
+    let (mut hour, minute): (u64, u64) = (hms.next()?.parse().ok()?, hms.next()?.parse().ok()?);
+    let second: u64 = hms.next().map_or(Some(0.0), |s| s.parse::<f64>().ok())? as u64;
+    for word in words {
+        match word.to_ascii_uppercase().as_str() {
+            "AM" if hour == 12 => hour = 0,
+            "PM" if hour < 12 => hour += 12,
+            "AM" | "PM" => {}
+            other => offset = Some(offset_seconds(other)?),
+        }
+    }
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    let local = days_from_civil(year, month, day) * 86_400
+        + i64::try_from(hour * 3600 + minute * 60 + second).ok()?;
+    u64::try_from(local - offset.unwrap_or(0)).ok()
+}
+
+/// Splits an RFC 3339 time into the clock part and its offset (`Z`, `+01:00`).
+fn split_offset(clock: &str) -> (&str, Option<i64>) {
+    if let Some(c) = clock.strip_suffix(['Z', 'z']) {
+        return (c, Some(0));
+    }
+    match clock.rfind(['+', '-']) {
+        Some(i) if i > 0 => match offset_seconds(&clock[i..]) {
+            Some(o) => (&clock[..i], Some(o)),
+            None => (clock, None),
+        },
+        _ => (clock, None),
+    }
+}
+
+/// `+00:00`, `-05:30`, `+0100` as seconds east of UTC.
+fn offset_seconds(text: &str) -> Option<i64> {
+    let sign = match text.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let digits: String = text[1..].chars().filter(|c| *c != ':').collect();
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (h, m): (i64, i64) = (digits[..2].parse().ok()?, digits[2..].parse().ok()?);
+    Some(sign * (h * 3600 + m * 60))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day count since 1970-01-01, as (year, month, day).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A unix time as `2024-05-01T12:00:00Z`.
+pub fn format_utc(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn epoch(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// The number after `AADSTS` in a description, if any.
+fn aadsts_in(text: &str) -> Option<u64> {
+    let at = text.find("AADSTS")? + "AADSTS".len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// The first line of `text`, control characters removed, at most [`MAX_DESCRIPTION`] chars:
+/// Entra appends Trace ID, Correlation ID and Timestamp lines that help no one in a 503.
+fn one_line(text: &str) -> String {
+    let first = text.split(['\r', '\n']).next().unwrap_or_default().trim();
+    first
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_DESCRIPTION)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn expires_on_forms() {
+        let cases: [(Value, Option<u64>); 12] = [
+            (json!(1_506_484_173), Some(1_506_484_173)),
+            (json!("1506484173"), Some(1_506_484_173)),
+            (json!(" 1586984735 "), Some(1_586_984_735)),
+            (json!("06/20/2019 02:57:58 +00:00"), Some(1_560_999_478)),
+            (json!("1/16/2020 5:24:12 AM +00:00"), Some(1_579_152_252)),
+            (json!("1/16/2020 5:24:12 PM +00:00"), Some(1_579_195_452)),
+            (json!("1/16/2020 12:05:00 AM +00:00"), Some(1_579_133_100)),
+            (json!("06/20/2019 04:57:58 +02:00"), Some(1_560_999_478)),
+            (json!("2019-06-20 02:57:58"), Some(1_560_999_478)),
+            (json!("2019-06-20T02:57:58Z"), Some(1_560_999_478)),
+            (json!("soon"), None),
+            (json!(-5), None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(expires_on(&value), want, "{value}");
+        }
+        assert_eq!(parse_date("13/01/2020 00:00:00"), None, "month 13");
+        assert_eq!(parse_date("2020-01-01T00:00:00+0100"), Some(1_577_833_200));
+    }
+
+    #[test]
+    fn dates_round_trip() {
+        for days in [-1, 0, 59, 365, 10_957, 18_262, 19_000, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(format_utc(epoch(1_560_999_478)), "2019-06-20T02:57:58Z");
+    }
+
+    #[test]
+    fn token_shapes() {
+        let now = epoch(1_000);
+        let parse = |v: Value| parse_token(Endpoint::Imds, v.to_string().as_bytes(), now);
+        // IMDS: every value a string.
+        let t = parse(json!({"access_token":"a","expires_in":"3599","expires_on":"5000","token_type":"Bearer","refresh_token":""})).unwrap();
+        assert_eq!(t.expires_on, epoch(5000));
+        // App Service 2019: no expires_in.
+        let t = parse(json!({"access_token":"a","expires_on":"4600","resource":"r"})).unwrap();
+        assert_eq!(t.expires_on, epoch(4600));
+        // Entra v2: numbers, no expires_on.
+        let t = parse(json!({"access_token":"a","expires_in":3599,"ext_expires_in":3599,"token_type":"Bearer","refresh_in":1800})).unwrap();
+        assert_eq!(t.expires_on, epoch(4599));
+        assert_eq!(t.refresh_in, Some(Duration::from_secs(1800)));
+        // An unparseable expires_on falls back to expires_in.
+        let t = parse(json!({"access_token":"a","expires_on":"later","expires_in":"60"})).unwrap();
+        assert_eq!(t.expires_on, epoch(1060));
+        for bad in [
+            json!({"access_token":"a"}),
+            json!({"access_token":"","expires_in":1}),
+            json!({"access_token":"a","expires_in":1,"token_type":"pop"}),
+            json!({"expires_in":1}),
+            json!({"access_token":"a b","expires_in":1}),
+            json!({"access_token":"a","expires_on":"999"}),
+            json!({"access_token":"a","expires_in":"0"}),
+        ] {
+            assert!(matches!(
+                parse(bad.clone()),
+                Err(CredentialError::InvalidResponse { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn error_shapes() {
+        let entra = json!({"error":"invalid_request","error_description":"AADSTS70021: No matching federated identity record found for presented assertion.\r\nTrace ID: x\r\nCorrelation ID: y","error_codes":[70021]});
+        let d = parse_error(entra.to_string().as_bytes());
+        assert_eq!(d.code.as_deref(), Some("invalid_request"));
+        assert_eq!(
+            d.description.as_deref(),
+            Some(
+                "AADSTS70021: No matching federated identity record found for presented assertion."
+            )
+        );
+        assert_eq!(d.aadsts, Some(70021));
+        let imds = json!({"error":"invalid_request","error_description":"Identity not found"});
+        let d = parse_error(imds.to_string().as_bytes());
+        assert_eq!(
+            (d.code.as_deref(), d.aadsts),
+            (Some("invalid_request"), None)
+        );
+        let in_text = json!({"error":"invalid_resource","error_description":"AADSTS50001: The application named x was not found"});
+        assert_eq!(
+            parse_error(in_text.to_string().as_bytes()).aadsts,
+            Some(50001)
+        );
+        let sf = json!({"error":{"code":"SecretHeaderNotFound","message":"Secret is not found in the request headers.","correlationId":"c"}});
+        let d = parse_error(sf.to_string().as_bytes());
+        assert_eq!(d.code.as_deref(), Some("SecretHeaderNotFound"));
+        let app = json!({"statusCode":500,"message":"An unexpected error occured"});
+        assert_eq!(
+            parse_error(app.to_string().as_bytes())
+                .description
+                .as_deref(),
+            Some("An unexpected error occured")
+        );
+        assert_eq!(parse_error(b"<html>"), ErrorDetail::default());
+    }
+}

@@ -1,0 +1,351 @@
+//! The egress listener's request path: the app sends plain HTTP, tollgate picks the target,
+//! puts the target's access token in `Authorization`, and forwards over TLS.
+//!
+//! [`serve`] loads the snapshot once, calls `handle`, turns every rejection into a JSON
+//! response in one exhaustive `match`, and records the metric and access-log line once.
+//! [`target`] picks the target, [`token_cache`] holds the tokens (fetched and refreshed in the
+//! background), and [`credential`] obtains them. A request that gets no token is answered 503
+//! and nothing is sent downstream.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::{AUTHORIZATION, HOST};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::inbound::reject::json_error;
+use crate::proxy::forward::{ForwardError, Upstream};
+use crate::proxy::listener::{self, Lifecycle, Limits};
+use crate::proxy::tls::TlsError;
+use crate::proxy::{Body, ConnInfo, headers};
+use crate::state::Live;
+use crate::telemetry::metrics::Metrics;
+
+pub mod credential;
+pub mod target;
+pub mod token_cache;
+
+use credential::CredentialError;
+use token_cache::{Slot, TokenCache, TokenError};
+
+/// Limits of the egress listener: its client is the app next to it, so no `[server]`-style
+/// settings; these match the inbound defaults.
+const LIMITS: Limits = Limits {
+    max_connections: 10_000,
+    header_read_timeout: std::time::Duration::from_secs(10),
+    max_header_bytes: 64 * 1024,
+};
+/// Label for requests that matched no target.
+const NO_TARGET: &str = "none";
+
+/// The compiled egress side of a snapshot.
+pub struct EgressState {
+    matchers: Vec<target::Matcher>,
+    targets: Vec<EgressTarget>,
+}
+
+/// One target: where it is and whose token it gets.
+pub struct EgressTarget {
+    /// The target's name, its metric label.
+    pub name: String,
+    /// The connection pool to the target.
+    pub upstream: Arc<Upstream>,
+    /// The token slot for the target's (credential, scope).
+    pub slot: Arc<Slot>,
+    config: crate::config::Target,
+}
+
+/// Why the egress side could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A credential is unusable (a missing variable, an unreadable certificate). The message
+    /// already names the credential and its kind.
+    #[error("{source}")]
+    Credential {
+        /// Its name.
+        name: String,
+        /// Why.
+        #[source]
+        source: CredentialError,
+    },
+    /// A target's extra CA file is unusable.
+    #[error("egress target {name:?} trust: {source}")]
+    TargetTls {
+        /// Its name.
+        name: String,
+        /// Why.
+        #[source]
+        source: TlsError,
+    },
+}
+
+impl EgressState {
+    /// Builds the targets of `config`, reusing `previous`'s connection pools and `tokens`'
+    /// live slots (with their tokens) where the settings did not change.
+    pub fn build(
+        config: &Config,
+        previous: Option<&EgressState>,
+        tokens: &TokenCache,
+    ) -> Result<EgressState, BuildError> {
+        let Some(egress) = &config.egress else {
+            return Ok(EgressState {
+                matchers: Vec::new(),
+                targets: Vec::new(),
+            });
+        };
+        let mut built = HashMap::new();
+        let mut targets = Vec::with_capacity(egress.targets.len());
+        for t in &egress.targets {
+            // Validation guarantees the credential exists.
+            let Some(credential) = config.credentials.get(&t.credential) else {
+                continue;
+            };
+            let slot = tokens
+                .slot(credential, &t.scope, &mut built)
+                .map_err(|source| BuildError::Credential {
+                    name: credential.name.clone(),
+                    source,
+                })?;
+            let upstream = upstream_for(t, previous)?;
+            targets.push(EgressTarget {
+                name: t.name.clone(),
+                upstream,
+                slot,
+                config: t.clone(),
+            });
+        }
+        let matchers = targets
+            .iter()
+            .map(|t| target::Matcher {
+                name: t.name.clone(),
+                host: t.config.host.clone(),
+            })
+            .collect();
+        Ok(EgressState { matchers, targets })
+    }
+
+    /// The targets, in file order.
+    pub fn targets(&self) -> &[EgressTarget] {
+        &self.targets
+    }
+}
+
+/// The connection pool for `t`: `previous`'s when the URL, trust and deadline are the same
+/// (a CA file is always reloaded: its contents may have changed).
+fn upstream_for(
+    t: &crate::config::Target,
+    previous: Option<&EgressState>,
+) -> Result<Arc<Upstream>, BuildError> {
+    let reusable = previous
+        .and_then(|p| p.targets.iter().find(|o| o.config.url == t.url))
+        .filter(|o| {
+            o.config.ca_file.is_none()
+                && t.ca_file.is_none()
+                && o.config.request_timeout == t.request_timeout
+        });
+    if let Some(old) = reusable {
+        return Ok(old.upstream.clone());
+    }
+    let upstream =
+        Upstream::new(&t.url, t.ca_file.as_deref(), t.request_timeout).map_err(|source| {
+            BuildError::TargetTls {
+                name: t.name.clone(),
+                source,
+            }
+        })?;
+    Ok(Arc::new(upstream))
+}
+
+/// What every egress request shares.
+pub struct Shared {
+    /// The current configuration snapshot.
+    pub live: Live,
+    /// Metric families.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Accepts egress connections on `listener` until shutdown.
+pub fn spawn(listener: TcpListener, shared: Shared, life: &Lifecycle) {
+    let gauge = shared
+        .metrics
+        .open_connections
+        .with_label_values(&["egress"]);
+    let shared = Arc::new(shared);
+    let make = move |_conn: ConnInfo| {
+        let shared = shared.clone();
+        service_fn(move |req| {
+            let shared = shared.clone();
+            async move { serve(req, &shared).await }
+        })
+    };
+    life.tracker.spawn(listener::serve(
+        listener,
+        None,
+        LIMITS,
+        gauge,
+        make,
+        life.clone(),
+    ));
+}
+
+/// Why a request was not forwarded, or failed at the target.
+#[derive(Debug)]
+enum Reject {
+    /// No target matches: 404.
+    UnknownTarget,
+    /// `CONNECT`: tollgate cannot put a token into a tunnel: 405.
+    Tunnel,
+    /// No token: 503.
+    Token(TokenError),
+    /// The target could not answer: 502, 504.
+    Target(ForwardError),
+    /// The current configuration has no `[egress]`: 503.
+    Disabled,
+}
+
+/// Serves one egress request. Never fails: every error becomes a response here.
+pub async fn serve(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let snapshot = shared.live.load();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut target = NO_TARGET;
+    let result = match &snapshot.egress {
+        Some(egress) => handle(req, egress, &mut target).await,
+        None => Err(Reject::Disabled),
+    };
+    let (response, error) = match result {
+        Ok(response) => (response, None),
+        Err(reject) => {
+            let (response, code) = rejection(reject, target);
+            (response, Some(code))
+        }
+    };
+    record(
+        &shared.metrics,
+        target,
+        &method,
+        &path,
+        response.status(),
+        error,
+        started,
+    );
+    Ok(response)
+}
+
+/// The response for a rejection, and its error code for the log.
+fn rejection(reject: Reject, target: &str) -> (Response<Body>, &'static str) {
+    let (status, error, description) = match reject {
+        Reject::UnknownTarget => (
+            StatusCode::NOT_FOUND,
+            "unknown_target",
+            "no egress target matches: call /<target>/... or a target's host".to_owned(),
+        ),
+        Reject::Tunnel => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "tunnel_refused",
+            "egress does not tunnel: send plain http, tollgate adds the token and the TLS"
+                .to_owned(),
+        ),
+        Reject::Token(e) => {
+            tracing::debug!(egress_target = target, error = %e, "egress request refused: no token");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "token_unavailable",
+                e.to_string(),
+            )
+        }
+        Reject::Target(e) => {
+            tracing::debug!(egress_target = target, error = %e, source = ?std::error::Error::source(&e), "egress target failed");
+            let (error, description) = match e {
+                ForwardError::Timeout(_) => ("target_timeout", "the target did not answer in time"),
+                ForwardError::Connect(_) => {
+                    ("target_unreachable", "the target could not be reached")
+                }
+                ForwardError::Failed(_) | ForwardError::UnexpectedUpgrade => {
+                    ("target_failed", "the target connection failed")
+                }
+                ForwardError::BadUri(_) => ("invalid_request", "the request target is not valid"),
+            };
+            (e.status(), error, description.to_owned())
+        }
+        Reject::Disabled => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "egress is disabled by the current configuration".to_owned(),
+        ),
+    };
+    (json_error(status, error, &description), error)
+}
+
+async fn handle<'s>(
+    mut req: Request<Incoming>,
+    egress: &'s EgressState,
+    label: &mut &'s str,
+) -> Result<Response<Body>, Reject> {
+    if req.method() == Method::CONNECT {
+        return Err(Reject::Tunnel);
+    }
+    let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
+    let (index, path) =
+        target::select(&egress.matchers, req.uri(), host).ok_or(Reject::UnknownTarget)?;
+    let target = &egress.targets[index];
+    *label = &target.name;
+    let uri = target
+        .upstream
+        .uri(path, req.uri().query())
+        .map_err(Reject::Target)?;
+    // The token before anything is sent: without one, nothing goes downstream.
+    let bearer = target.slot.bearer().await.map_err(Reject::Token)?;
+
+    // Upgrades are not carried: the Upgrade header goes with the other hop-by-hop ones.
+    headers::strip_hop_by_hop(req.headers_mut());
+    let h = req.headers_mut();
+    // Replace, never add: the app's own credentials must not reach the target.
+    h.remove(AUTHORIZATION);
+    h.insert(AUTHORIZATION, bearer);
+    if let Ok(authority) = HeaderValue::from_str(target.upstream.authority().as_str()) {
+        h.insert(HOST, authority);
+    }
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    let mut response = target.upstream.send(req).await.map_err(Reject::Target)?;
+    headers::strip_hop_by_hop(response.headers_mut());
+    Ok(response.map(Body::Left))
+}
+
+/// Records the request metrics and the access-log line, once per request.
+fn record(
+    metrics: &Metrics,
+    target: &str,
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    error: Option<&'static str>,
+    started: Instant,
+) {
+    let elapsed = started.elapsed();
+    metrics
+        .egress_requests
+        .with_label_values(&[target, status.as_str()])
+        .inc();
+    metrics
+        .egress_request_duration
+        .with_label_values(&[target])
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "tollgate::egress",
+        egress_target = target,
+        method = %method,
+        path,
+        status = status.as_u16(),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        error,
+    );
+}
