@@ -326,3 +326,231 @@ fn run_refuses_an_invalid_file_with_exit_1() {
         "{stderr}"
     );
 }
+
+mod explain {
+    use serde_json::json;
+    use tollgate::cli::explain::{Keys, report};
+    use tollgate::config::Algorithm;
+    use tollgate::dev::issuer::{LocalIssuer, SigningKey, TokenSpec};
+
+    const CONFIG: &str = r#"
+[server]
+upstream = "http://127.0.0.1:3000"
+[[issuers]]
+name = "dev"
+issuer = "https://issuer.test/"
+jwks_uri = "https://issuer.test/keys"
+audiences = ["api://orders"]
+[identity.claims]
+"X-Roles" = "roles"
+[[routes]]
+prefix = "/public"
+allow_anonymous = true
+[[routes]]
+prefix = "/api"
+roles_any = ["reader"]
+"#;
+
+    fn token(issuer: &LocalIssuer, roles: &[&str], lifetime: u64) -> String {
+        issuer
+            .mint(&TokenSpec {
+                audience: "api://orders".into(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                object_id: Some("oid-1".into()),
+                lifetime: std::time::Duration::from_secs(lifetime),
+                ..TokenSpec::default()
+            })
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn explains_every_decision() {
+        let config = tollgate::config::parse(CONFIG, std::path::Path::new("t.toml"), &|_| None)
+            .unwrap()
+            .config;
+        let issuer = LocalIssuer::new(
+            "https://issuer.test/",
+            SigningKey::generate(Algorithm::RS256, "k1").unwrap(),
+        );
+        let jwks = || Keys::Document(issuer.jwks().to_string().into_bytes());
+        let get = http::Method::GET;
+        let reader = token(&issuer, &["reader"], 600);
+
+        let (text, allowed) =
+            report(&config, Some(&reader), jwks(), &get, "//api/../api/orders").await;
+        assert!(allowed, "{text}");
+        for want in [
+            "path: /api/orders",
+            "route: \"/api\" (prefix /api, t.toml:",
+            "[pass] signature",
+            "[pass] roles_any in [reader]",
+            "decision: allow",
+            "x-roles: reader",
+            "x-ms-client-principal-id: oid-1",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+
+        let (text, allowed) = report(
+            &config,
+            Some(&token(&issuer, &["guest"], 600)),
+            jwks(),
+            &get,
+            "/api",
+        )
+        .await;
+        assert!(
+            !allowed
+                && text.contains("[FAIL] roles_any in [reader]")
+                && text.contains("decision: 403 insufficient_scope"),
+            "{text}"
+        );
+
+        let expired = issuer
+            .signing_key()
+            .mint(
+                &json!({"iss": "https://issuer.test/", "aud": "api://orders", "exp": 1}),
+                &json!({}),
+            )
+            .unwrap();
+        let (text, allowed) = report(&config, Some(&expired), jwks(), &get, "/api").await;
+        assert!(
+            !allowed
+                && text.contains("[FAIL] lifetime")
+                && text.contains("decision: 401 invalid_token: token expired"),
+            "{text}"
+        );
+
+        let (text, allowed) = report(&config, None, jwks(), &get, "/api").await;
+        assert!(!allowed && text.contains("decision: 401"), "{text}");
+        let (text, allowed) = report(&config, None, jwks(), &get, "/public/x").await;
+        assert!(
+            allowed && text.contains("decision: allow (anonymous)"),
+            "{text}"
+        );
+        let (text, allowed) = report(&config, None, jwks(), &get, "/elsewhere").await;
+        assert!(
+            !allowed && text.contains("decision: 403 forbidden"),
+            "{text}"
+        );
+        let (text, allowed) = report(&config, None, jwks(), &get, "/a%2Fb").await;
+        assert!(!allowed && text.contains("decision: 400"), "{text}");
+        assert!(!text.contains(&reader));
+    }
+}
+
+#[test]
+fn dev_token_verifies_with_dev_jwks_through_explain() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("dev.pem");
+    let config = write(
+        dir.path(),
+        "t.toml",
+        "[server]\nupstream = \"http://127.0.0.1:3000\"\n[[issuers]]\nname = \"dev\"\nissuer = \"http://127.0.0.1:8079/\"\njwks_uri = \"http://127.0.0.1:8079/keys\"\naudiences = [\"api://orders\"]\n[[routes]]\nprefix = \"/\"\nroles_any = [\"reader\"]\n",
+    );
+    let mint = |role: &str| {
+        let out = Command::new(BIN)
+            .args([
+                "dev",
+                "token",
+                "--aud",
+                "api://orders",
+                "--role",
+                role,
+                "--exp",
+                "5m",
+                "--key",
+            ])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (reader, guest) = (mint("reader"), mint("guest"));
+    let jwks = Command::new(BIN)
+        .args(["dev", "jwks", "--key"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let jwks_file = write(
+        dir.path(),
+        "jwks.json",
+        &String::from_utf8(jwks.stdout).unwrap(),
+    );
+    let explain = |token: &str| {
+        Command::new(BIN)
+            .args(["explain", "--config"])
+            .arg(&config)
+            .arg("--jwks")
+            .arg(&jwks_file)
+            .args(["--token", token, "GET", "/orders"])
+            .output()
+            .unwrap()
+    };
+    let allowed = explain(&reader);
+    assert_eq!(
+        allowed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&allowed.stdout)
+    );
+    let refused = explain(&guest);
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    // @file works too.
+    let token_file = write(dir.path(), "token.txt", &format!("{reader}\n"));
+    let from_file = explain(&format!("@{}", token_file.display()));
+    assert_eq!(from_file.status.code(), Some(0));
+}
+
+/// `tollgate demo`'s printed curl lines, run as printed: 200, 401, 403, then 200 anonymous.
+#[test]
+fn demo_curl_lines_answer_as_printed() {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(["demo", "--port", "0", "--admin-port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut curls = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+        if line.trim_start().starts_with("curl -i") {
+            curls.push(line);
+        }
+    }
+    let statuses: Vec<u16> = curls.iter().map(|c| curl(c)).collect();
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let status = child.wait().unwrap();
+    assert_eq!(statuses, [200, 401, 403, 200], "{curls:#?}");
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Runs one printed `curl -i [-H 'Name: value'] URL` line with a plain HTTP/1.1 request.
+fn curl(line: &str) -> u16 {
+    let header = line.split('\'').nth(1);
+    let url = line.split_whitespace().last().unwrap();
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
+    if let Some(h) = header {
+        request.push_str(&format!("{h}\r\n"));
+    }
+    request.push_str("\r\n");
+    let response = http_request(host.parse().unwrap(), &request).unwrap();
+    response.split_whitespace().nth(1).unwrap().parse().unwrap()
+}

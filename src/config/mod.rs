@@ -67,8 +67,8 @@ pub struct Server {
     pub max_header_bytes: usize,
     /// Entries in the verified-signature cache; 0 turns it off. Defaults to 10000.
     pub token_cache_entries: usize,
-    /// Longest time a client may take to send a request head, against slow-header attacks.
-    /// Defaults to 10 s.
+    /// Longest time a client may take to send a request head, against slow-header attacks;
+    /// also how long an idle keep-alive connection is kept. Defaults to 30 s.
     pub header_read_timeout: Duration,
     /// Concurrent client connections; further connections wait in the listen backlog.
     /// Defaults to 10000.
