@@ -24,15 +24,8 @@ pub const DENIED: u8 = 3;
 /// Arguments of `tollgate explain`.
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
-    /// Configuration file.
-    #[arg(
-        long,
-        short,
-        env = "TOLLGATE_CONFIG",
-        default_value = "tollgate.toml",
-        value_name = "FILE"
-    )]
-    config: PathBuf,
+    #[command(flatten)]
+    config: super::ConfigArg,
     /// The bearer token, or @FILE to read it from a file.
     #[arg(long)]
     token: Option<String>,
@@ -55,7 +48,7 @@ pub enum Keys {
 
 /// Runs `tollgate explain`, printing the report.
 pub fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
-    let loaded = match config::load(&args.config, &config::process_env) {
+    let loaded = match config::load(&args.config.config, &config::process_env) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
