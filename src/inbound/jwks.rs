@@ -182,9 +182,10 @@ impl KeySet {
             && self.refresh_every == issuer.jwks_refresh
     }
 
-    /// The current keys. Cheap: one atomic load.
-    pub fn keys(&self) -> Arc<Keys> {
-        self.current.load_full()
+    /// The current keys, for the duration of one synchronous check: a guard, not a reference
+    /// count, so the request path pays no shared-counter traffic for it.
+    pub fn keys(&self) -> arc_swap::Guard<Arc<Keys>> {
+        self.current.load()
     }
 
     /// True once keys were fetched at least once.
