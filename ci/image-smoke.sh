@@ -50,7 +50,8 @@ else
     trap 'rm -rf "$root"' EXIT
     mkdir -p "$root/etc/tollgate" "$root/var/run/secrets/azure/tokens"
     cp "$bin" "$root/tollgate"
-    python3 - "$root" <<'EOF'
+    venv=$(ci_venv "${CI_PY_PINS[@]}")
+    "$venv/bin/python" - "$root" <<'EOF'
 import sys, yaml
 root = sys.argv[1]
 cm = yaml.safe_load(open("deploy/kubernetes/configmap.yaml"))
