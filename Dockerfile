@@ -51,9 +51,9 @@ LABEL org.opencontainers.image.title="tollgate" \
 
 COPY --from=build /tollgate /tollgate
 
-# The configuration file. `tollgate check`, `token` and a bare `run` read $TOLLGATE_CONFIG;
-# the default CMD names the same file explicitly (an explicit --config wins over the
-# variable). Mount it read-only, e.g. from a ConfigMap; tollgate reloads it on change.
+# The configuration file, read by every subcommand unless --config names another. Mount it
+# read-only, e.g. from a ConfigMap; tollgate reloads it on change. Override the variable to
+# move it.
 ENV TOLLGATE_CONFIG=/etc/tollgate/tollgate.toml
 
 # 8080: inbound listener ([server] listen). 9090: admin /healthz /readyz /metrics
@@ -65,4 +65,4 @@ EXPOSE 8080 9090
 USER 65532:65532
 
 ENTRYPOINT ["/tollgate"]
-CMD ["run", "--config", "/etc/tollgate/tollgate.toml"]
+CMD ["run"]
