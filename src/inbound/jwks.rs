@@ -261,7 +261,7 @@ impl KeySet {
             let wait = match strong.refresh().await {
                 Ok(()) => {
                     retry = FIRST_RETRY;
-                    strong.refresh_every
+                    jittered(strong.refresh_every, random_u16())
                 }
                 Err(_) => {
                     let wait = retry.min(strong.refresh_every);
@@ -285,6 +285,21 @@ impl Drop for KeySet {
         self.retired.cancel();
         let _ = self.metrics.jwks_keys.remove_label_values(&[&self.name]);
     }
+}
+
+/// `period` shortened by up to a tenth, by `random`: a fleet of sidecars started together
+/// (a deployment rollout) spreads its refreshes instead of hitting the identity provider in
+/// the same second every hour.
+pub fn jittered(period: Duration, random: u16) -> Duration {
+    let tenth = period / 10;
+    period - tenth.mul_f64(f64::from(random) / f64::from(u16::MAX))
+}
+
+fn random_u16() -> u16 {
+    let mut bytes = [0u8; 2];
+    // A failure leaves zeros: no jitter, which is still correct.
+    let _ = aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes);
+    u16::from_le_bytes(bytes)
 }
 
 /// Reads `jwks_uri` from an OpenID Connect discovery document.

@@ -101,3 +101,12 @@ async fn unknown_kid_refetch_is_throttled() {
     assert!(!set.refetch_for_unknown_kid(0).await);
     assert_eq!(errors(), 2);
 }
+
+#[test]
+fn refresh_jitter_stays_within_a_tenth() {
+    let hour = Duration::from_secs(3600);
+    assert_eq!(jittered(hour, 0), hour);
+    assert_eq!(jittered(hour, u16::MAX), Duration::from_secs(3240));
+    let mid = jittered(hour, u16::MAX / 2);
+    assert!(mid > Duration::from_secs(3240) && mid < hour);
+}
