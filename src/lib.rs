@@ -14,7 +14,8 @@
 //!   header rewriting, upgrades.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`telemetry`]: logging, metric families, redaction of secrets.
-//! - [`dev`]: the echo backend (and local issuer) behind `tollgate demo` and the tests.
+//! - [`dev`]: the echo backend, local issuer and identity endpoint behind `tollgate demo`,
+//!   `tollgate dev` and the tests.
 //! - [`cli`]: the command line; the only module that knows about the process.
 
 pub mod admin;

@@ -554,3 +554,91 @@ fn curl(line: &str) -> u16 {
     let response = http_request(host.parse().unwrap(), &request).unwrap();
     response.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+#[test]
+fn dev_serves_both_protocols_prints_its_environment_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("dev-issuer.pem");
+    let addr = free_port();
+    let child = Command::new(BIN)
+        .args(["dev", "--role", "Orders.Read", "--port"])
+        .arg(addr.port().to_string())
+        .arg("--key")
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let jwks = loop {
+        match http_get(addr, "/keys") {
+            Some(reply) if reply.starts_with("HTTP/1.1 200") => break reply,
+            _ if Instant::now() > deadline => panic!("tollgate dev did not start"),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let imds = http_request(
+        addr,
+        "GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=api://x HTTP/1.1\r\nhost: x\r\nmetadata: true\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert!(imds.starts_with("HTTP/1.1 200"), "{imds}");
+    let access_token = imds
+        .split("\"access_token\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let app_service = http_get(addr, "/msi/token?api-version=2019-08-01&resource=api://x").unwrap();
+    assert!(app_service.starts_with("HTTP/1.1 400"), "{app_service}");
+
+    // `dev token` signs with the same key: its kid is the one served.
+    let minted = Command::new(BIN)
+        .args(["dev", "token", "--key"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(minted.status.success());
+    let header = String::from_utf8(minted.stdout).unwrap();
+    let header = header.split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        jwks.contains(&format!("\"kid\":{}", header["kid"])),
+        "{jwks}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for line in [
+        format!("export IDENTITY_ENDPOINT=http://{addr}/msi/token"),
+        format!("export AZURE_POD_IDENTITY_AUTHORITY_HOST=http://{addr}"),
+        format!("discovery = \"http://{addr}/.well-known/openid-configuration\""),
+        format!("endpoint = \"http://{addr}\""),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("export IDENTITY_HEADER="))
+        .unwrap();
+    assert_eq!(
+        text.matches(secret).count(),
+        1,
+        "IDENTITY_HEADER is printed once, never logged"
+    );
+    assert!(!text.contains(&access_token), "a token in the output");
+    assert!(
+        text.contains("token for api://x (system-assigned)"),
+        "{text}"
+    );
+}

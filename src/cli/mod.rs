@@ -45,11 +45,9 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Run the proxy in front of a built-in echo backend on loopback, with example routes.
     Demo(demo::DemoArgs),
-    /// Local development: mint tokens from the development issuer.
-    Dev {
-        #[command(subcommand)]
-        command: dev::DevCommand,
-    },
+    /// Local development without Azure: a local issuer and an identity endpoint speaking the
+    /// IMDS and App Service protocols; `dev token` mints a token from the same issuer.
+    Dev(dev::DevArgs),
     /// Acquire an egress target's token once; print its expiry and claims.
     Token(token::TokenArgs),
 }
@@ -64,7 +62,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::check(&args.config),
         Command::Explain(args) => explain::explain(&args),
         Command::Demo(args) => demo::demo(&args),
-        Command::Dev { command } => dev::dev(&command),
+        Command::Dev(args) => dev::dev(&args),
         Command::Token(args) => token::token(&args),
     };
     match result {

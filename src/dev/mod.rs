@@ -1,5 +1,10 @@
-//! Built-in stand-ins for local work and tests: an echo backend that reports what it received
-//! (and the local token issuer, with `tollgate dev`).
+//! Built-in stand-ins for local work and tests: an echo backend that reports what it received,
+//! the local token issuer, and the managed-identity endpoint that `tollgate dev` serves.
+//!
+//! [`issuer`] holds the signing key and mints tokens; [`identity`] answers IMDS and App
+//! Service token requests with them; [`server`] puts both on one loopback port.
 
 pub mod echo;
+pub mod identity;
 pub mod issuer;
+pub mod server;

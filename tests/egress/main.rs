@@ -1,7 +1,7 @@
 //! Egress end to end: the app calls the egress listener in plain HTTP and the target (the echo
 //! backend) receives `Bearer <token from the mock>`. One test binary, one module per concern:
 //! the request path, the managed-identity sources, the Entra credentials, the token cache's
-//! timing (paused time), and `tollgate token`.
+//! timing (paused time), `tollgate token`, and tokens from `tollgate dev`'s identity endpoint.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,6 +11,7 @@ mod support;
 mod cache;
 mod capture;
 mod cli;
+mod dev;
 mod entra;
 mod path;
 mod sources;

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Interop: the real Python azure-identity ManagedIdentityCredential against `tollgate dev`.
+#
+# 1. installs azure-identity into a venv under target/ (once; later runs reuse it);
+# 2. builds tollgate and starts `tollgate dev` on a free port with a throwaway key;
+# 3. starts `tollgate run` protecting a small upstream, trusting the [[issuers]] block that
+#    `tollgate dev` printed, on a route that needs the role `tollgate dev --role` grants;
+# 4. with only the App Service variables it printed, then with only the IMDS override, gets
+#    tokens with ManagedIdentityCredential (system- and user-assigned) and
+#    DefaultAzureCredential, checks their claims, and sends each through tollgate: 200, while
+#    no token and a forged signature get 401;
+# 5. starts an egress-only tollgate with the printed [credentials.mi] block and calls the
+#    protected upstream through it.
+#
+# Exits non-zero on any failure and stops every process it started.
+# Environment: AZURE_IDENTITY_SPEC (pip requirement, default azure-identity==1.27.0),
+# TOLLGATE_BIN (skip the build and use this binary), PYTHON (default python3).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+here=tests/interop
+venv=target/interop/venv
+spec=${AZURE_IDENTITY_SPEC:-azure-identity==1.27.0}
+role=Interop.Read
+pids=()
+work=$(mktemp -d)
+
+cleanup() {
+    local status=$?
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$status" -ne 0 ]; then
+        # The logs help; IDENTITY_HEADER is a secret even here, so it is left out.
+        for log in "$work"/*.log; do
+            [ -f "$log" ] || continue
+            echo "--- $(basename "$log")" >&2
+            grep -v '^export IDENTITY_HEADER=' "$log" | tail -n 40 >&2 || true
+        done
+        echo "interop: FAILED" >&2
+    fi
+    rm -rf "$work"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+    echo "interop: $*" >&2
+    exit 1
+}
+
+step() {
+    echo "== $*"
+}
+
+step "azure-identity in $venv"
+if [ ! -x "$venv/bin/python" ]; then
+    "${PYTHON:-python3}" -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check "$spec"
+py="$venv/bin/python"
+"$py" -c 'import azure.identity, msal; print("   azure-identity", azure.identity.__version__, "msal", msal.__version__)'
+check=("$py" "$here/azure_identity.py")
+
+if [ -n "${TOLLGATE_BIN:-}" ]; then
+    bin=$TOLLGATE_BIN
+else
+    step "cargo build --bin tollgate"
+    cargo build --quiet --bin tollgate
+    bin=target/debug/tollgate
+fi
+
+# A clean environment for every child: nothing Azure-related leaks in from the caller.
+clean=(env -i "PATH=$PATH" "HOME=$work" "RUST_LOG=info")
+
+step "tollgate dev"
+"${clean[@]}" "$bin" dev --port 0 --role "$role" --key "$work/dev-issuer.pem" >"$work/dev.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 150); do
+    grep -q '^export AZURE_POD_IDENTITY_AUTHORITY_HOST=' "$work/dev.log" && break
+    kill -0 "${pids[0]}" 2>/dev/null || fail "tollgate dev exited"
+    sleep 0.2
+done
+value() { sed -n "s/^export $1=//p" "$work/dev.log"; }
+identity_endpoint=$(value IDENTITY_ENDPOINT)
+identity_header=$(value IDENTITY_HEADER)
+imds_host=$(value AZURE_POD_IDENTITY_AUTHORITY_HOST)
+[ -n "$identity_endpoint" ] && [ -n "$identity_header" ] && [ -n "$imds_host" ] ||
+    fail "tollgate dev did not print its environment"
+echo "   $imds_host"
+block() { sed -n "/^$1\$/,/^\$/p" "$work/dev.log"; }
+
+read -r api_port admin_port up_port egress_port egress_admin_port <<<"$("${check[@]}" free-ports 5)"
+
+step "upstream and tollgate trusting the printed [[issuers]] block"
+mkdir "$work/www"
+printf 'interop-ok' >"$work/www/orders"
+"${clean[@]}" "$py" -m http.server --bind 127.0.0.1 --directory "$work/www" "$up_port" \
+    >"$work/upstream.log" 2>&1 &
+pids+=($!)
+cat >"$work/api.toml" <<EOF
+[server]
+listen = "127.0.0.1:$api_port"
+upstream = "http://127.0.0.1:$up_port"
+
+[admin]
+listen = "127.0.0.1:$admin_port"
+
+[log]
+format = "text"
+
+$(block '\[\[issuers\]\]')
+
+[[routes]]
+prefix = "/"
+roles_any = ["$role"]
+EOF
+"${clean[@]}" "$bin" check --config "$work/api.toml" >"$work/check.log" 2>&1 ||
+    fail "tollgate check refused the configuration built from the printed block"
+"${clean[@]}" "$bin" run --config "$work/api.toml" >"$work/api.log" 2>&1 &
+pids+=($!)
+"${check[@]}" wait "http://127.0.0.1:$admin_port/readyz"
+proxy="http://127.0.0.1:$api_port/orders"
+
+count() { grep -c "protocol=\"$1\" status=200" "$work/dev.log" || true; }
+
+step "App Service style: IDENTITY_ENDPOINT and IDENTITY_HEADER only"
+before=$(count app_service)
+"${clean[@]}" "IDENTITY_ENDPOINT=$identity_endpoint" "IDENTITY_HEADER=$identity_header" \
+    "${check[@]}" token --mode app_service --proxy "$proxy" --role "$role"
+[ "$(count app_service)" -ge $((before + 3)) ] ||
+    fail "the App Service tokens did not come from the App Service protocol"
+
+step "IMDS style: AZURE_POD_IDENTITY_AUTHORITY_HOST only"
+before=$(count imds)
+"${clean[@]}" "AZURE_POD_IDENTITY_AUTHORITY_HOST=$imds_host" \
+    "${check[@]}" token --mode imds --proxy "$proxy" --role "$role"
+[ "$(count imds)" -ge $((before + 3)) ] ||
+    fail "the IMDS tokens did not come from the IMDS protocol"
+
+step "tollgate egress with the printed [credentials.mi] block"
+cat >"$work/egress.toml" <<EOF
+[admin]
+listen = "127.0.0.1:$egress_admin_port"
+
+[log]
+format = "text"
+
+[egress]
+listen = "127.0.0.1:$egress_port"
+
+[[egress.targets]]
+name = "api"
+url = "http://127.0.0.1:$api_port"
+scope = "api://tollgate-dev/.default"
+credential = "mi"
+
+$(block '\[credentials\.mi\]')
+EOF
+"${clean[@]}" "$bin" run --config "$work/egress.toml" >"$work/egress.log" 2>&1 &
+pids+=($!)
+"${check[@]}" wait "http://127.0.0.1:$egress_admin_port/readyz"
+"${check[@]}" get "http://127.0.0.1:$egress_port/api/orders" interop-ok
+
+# Secrets stay out of every log; the only place IDENTITY_HEADER may appear is the export line.
+for log in "$work"/*.log; do
+    if grep -v '^export IDENTITY_HEADER=' "$log" | grep -qF -- "$identity_header"; then
+        fail "IDENTITY_HEADER appeared in $(basename "$log")"
+    fi
+    if grep -q 'eyJ' "$log"; then
+        fail "a token appeared in $(basename "$log")"
+    fi
+done
+
+echo "interop: azure-identity and tollgate agree on tollgate dev (App Service and IMDS)"
