@@ -354,3 +354,32 @@ async fn tls_with_h2_by_alpn_and_certificate_reload() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn https_upstream_is_trusted_through_ca_file() {
+    let backend = Backend::start().await;
+    let ca = support::tls::TestCa::new();
+    let front = support::tls::tls_front(&ca, backend.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    let toml = |ca_line: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nupstream = \"https://{front}\"\n{ca_line}\n[admin]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n"
+        )
+    };
+    let proxy = TestProxy::start(&toml(&format!(
+        "ca_file = \"{}/ca.pem\"",
+        dir.path().display()
+    )))
+    .await;
+    let reply = proxy.get("/over-tls").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(backend.only().path, "/over-tls");
+
+    // Without the CA, the upstream's certificate is not trusted: 502, nothing delivered.
+    backend.clear();
+    let untrusting = TestProxy::start(&toml("")).await;
+    let reply = untrusting.get("/over-tls").await;
+    assert_eq!(reply.status, 502);
+    backend.assert_nothing_received();
+}

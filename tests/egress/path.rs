@@ -72,33 +72,12 @@ async fn the_imds_mock_refuses_requests_without_the_metadata_header() {
     assert_eq!(imds.served(), 0);
 }
 
-/// A TLS front for the echo backend, with a certificate from `ca` for 127.0.0.1.
-async fn tls_front(ca: &TestCa, backend: SocketAddr) -> SocketAddr {
-    let (cert, key) = ca.issue(&["127.0.0.1"]);
-    let acceptor = support::imds::acceptor(&cert, &key);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let mut plain = tokio::net::TcpStream::connect(backend).await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn https_targets_are_trusted_through_ca_file_only() {
     let backend = Backend::start().await;
     let imds = Mock::imds().start().await;
     let ca = TestCa::new();
-    let front = tls_front(&ca, backend.addr()).await;
+    let front = support::tls::tls_front(&ca, backend.addr()).await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();

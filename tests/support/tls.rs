@@ -120,3 +120,29 @@ pub async fn try_get_h2(
     };
     Some((reply, served))
 }
+
+/// A TLS front for a plain backend (the echo backend, say), with a certificate from `ca` for
+/// 127.0.0.1: what an https upstream or target looks like to tollgate.
+pub async fn tls_front(ca: &TestCa, backend: SocketAddr) -> SocketAddr {
+    let (cert, key) = ca.issue(&["127.0.0.1"]);
+    let acceptor = super::imds::acceptor(&cert, &key);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr
+}
