@@ -1,8 +1,6 @@
 //! The request path: token injection, the app's own Authorization replaced, path prefix
 //! stripped, Host and absolute-form matching, https targets, unknown targets and tunnels.
 
-use std::net::SocketAddr;
-
 use super::*;
 use support::client::raw_status;
 use support::tls::TestCa;
