@@ -642,3 +642,23 @@ fn dev_serves_both_protocols_prints_its_environment_and_exits_0_on_sigterm() {
         "{text}"
     );
 }
+
+/// Every configuration the README shows as a whole file (the quick start and the recipes)
+/// passes `tollgate check`, so the documentation cannot drift from the schema.
+#[test]
+fn readme_configurations_check() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut checked = 0;
+    for block in readme.split("```toml\n").skip(1) {
+        let text = block.split("```").next().unwrap();
+        if !text.contains("[server]") && !text.contains("[egress]") {
+            continue; // a fragment, not a whole file
+        }
+        let env = |name: &str| Some(format!("{}-value", name.to_ascii_lowercase()));
+        let result = tollgate::config::parse(text, Path::new("README.md"), &env);
+        assert!(result.is_ok(), "{text}\n{}", result.err().unwrap());
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} whole configurations found");
+}
