@@ -173,11 +173,13 @@ impl App {
         }
         health.bound.store(true, Ordering::Release);
         tracing::info!(
-            inbound = ?inbound_addr,
-            egress = ?egress_addr,
+            inbound = inbound_addr.map(|a| a.to_string()).as_deref(),
+            egress = egress_addr.map(|a| a.to_string()).as_deref(),
             admin = %admin_addr,
-            upstream = ?config.server.as_ref().map(|s| s.upstream.to_string()),
+            upstream = config.server.as_ref().map(|s| s.upstream.to_string()).as_deref(),
             routes = config.routes.len(),
+            issuers = config.issuers.len(),
+            egress_targets = config.egress.as_ref().map_or(0, |e| e.targets.len()),
             "tollgate started"
         );
         Ok(App {
