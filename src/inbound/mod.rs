@@ -125,7 +125,7 @@ pub async fn serve(
         error: None,
         issuer: None,
     };
-    let response = match handle(req, conn, shared, &snapshot, &mut outcome).await {
+    let response = match handle(req, &uri, conn, shared, &snapshot, &mut outcome).await {
         Ok(response) => response,
         Err(reject) => {
             let (response, error) = rescue(reject, &outcome, &shared.metrics);
@@ -211,6 +211,7 @@ fn rescue(
 
 async fn handle<'s>(
     mut req: Request<Incoming>,
+    uri: &http::Uri,
     conn: &ConnInfo,
     shared: &Shared,
     snapshot: &'s Snapshot,
@@ -223,7 +224,6 @@ async fn handle<'s>(
     // X-MS-CLIENT-PRINCIPAL-ID in Connection must not get tollgate's own header removed.
     let upgrade =
         headers::strip_hop_by_hop(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
-    let uri = req.uri().clone();
     let normalised = path::normalise(uri.path()).map_err(Reject::BadPath)?;
     if let std::borrow::Cow::Owned(p) = &normalised.path {
         outcome.normalised = Some(p.clone());
@@ -245,33 +245,10 @@ async fn handle<'s>(
     let verified = if route.allow_anonymous {
         anonymous(&mut req, inbound, outcome).await
     } else {
-        let verified = authenticate(&req, inbound)
-            .await
-            .map_err(Reject::Unauthenticated)?
-            .ok_or(Reject::MissingToken)?;
-        outcome.issuer = Some(&verified.issuer.name);
-        outcome.decision = authorize(route, &verified, outcome)?;
-        if outcome.decision == Decision::Audit {
-            // Counted as the denial it would have been.
-            shared
-                .metrics
-                .auth_failures
-                .with_label_values(&["forbidden"])
-                .inc();
-        }
-        Some(verified)
+        Some(protected(&req, route, shared, inbound, outcome).await?)
     };
     if let Some(verified) = &verified {
-        let computed = identity::identity_headers(&verified.claims, &inbound.identity);
-        for name in &computed.dropped {
-            shared
-                .metrics
-                .identity_headers_dropped
-                .with_label_values(&[name.as_str()])
-                .inc();
-            tracing::warn!(header = %name, route = outcome.route, "identity header over 8 KiB left out");
-        }
-        identity::inject(req.headers_mut(), computed, &inbound.identity);
+        add_identity(&mut req, verified, shared, inbound, outcome.route);
     }
     let target = Target {
         path: &normalised.path,
@@ -279,6 +256,52 @@ async fn handle<'s>(
         upgrade,
     };
     forward(req, conn, shared, inbound, target, outcome).await
+}
+
+/// A protected route: a valid token is required, and the route's requirements are applied
+/// (or, in audit mode, only counted).
+async fn protected<'s>(
+    req: &Request<Incoming>,
+    route: &Route,
+    shared: &Shared,
+    inbound: &'s InboundState,
+    outcome: &mut Outcome<'s>,
+) -> Result<Verified<'s>, Reject> {
+    let verified = authenticate(req, inbound)
+        .await
+        .map_err(Reject::Unauthenticated)?
+        .ok_or(Reject::MissingToken)?;
+    outcome.issuer = Some(&verified.issuer.name);
+    outcome.decision = authorize(route, &verified, outcome)?;
+    if outcome.decision == Decision::Audit {
+        // Counted as the denial it would have been.
+        shared
+            .metrics
+            .auth_failures
+            .with_label_values(&["forbidden"])
+            .inc();
+    }
+    Ok(verified)
+}
+
+/// Adds the caller's identity headers; one too large is left out, logged and counted.
+fn add_identity(
+    req: &mut Request<Incoming>,
+    verified: &Verified<'_>,
+    shared: &Shared,
+    inbound: &InboundState,
+    route: &str,
+) {
+    let computed = identity::identity_headers(&verified.claims, &inbound.identity);
+    for name in &computed.dropped {
+        shared
+            .metrics
+            .identity_headers_dropped
+            .with_label_values(&[name.as_str()])
+            .inc();
+        tracing::warn!(header = %name, route, "identity header over 8 KiB left out");
+    }
+    identity::inject(req.headers_mut(), computed, &inbound.identity);
 }
 
 /// Where a request goes upstream, and the protocol it asks to upgrade to.
