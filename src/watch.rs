@@ -5,6 +5,7 @@
 //! watched, any event in it wakes the caller, and the caller decides by content whether
 //! anything changed.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,9 +26,13 @@ impl FileWatch {
     /// Starts watching the parent directory of each file.
     pub fn new(files: &[&Path]) -> notify::Result<Self> {
         let (tx, events) = mpsc::channel(1);
+        let names: Vec<OsString> = files
+            .iter()
+            .filter_map(|f| f.file_name().map(OsStr::to_owned))
+            .collect();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
+                if event.is_ok_and(|e| e.paths.iter().any(|p| concerns(p, &names))) {
                     // A full channel already holds a wake-up: nothing is lost by dropping this one.
                     let _ = tx.try_send(());
                 }
@@ -61,9 +66,39 @@ impl FileWatch {
     }
 }
 
+/// Whether an event on `path` can change one of the watched files: the file itself (written,
+/// or renamed into place by an editor), or one of the kubelet's `..data` / `..<timestamp>`
+/// entries behind a ConfigMap or Secret mount. Other files in the directory (a log written
+/// next to the configuration, say) do not wake anyone.
+fn concerns(path: &Path, names: &[OsString]) -> bool {
+    path.file_name().is_some_and(|name| {
+        names.iter().any(|n| n == name) || name.as_encoded_bytes().starts_with(b"..")
+    })
+}
+
 /// A digest of a file's bytes, to tell a real change from a touch. `None` if unreadable.
 pub fn digest(path: &Path) -> Option<[u8; 32]> {
     let bytes = std::fs::read(path).ok()?;
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
     d.as_ref().try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_watched_files_and_kubelet_entries_concern_us() {
+        let names = vec![OsString::from("tollgate.toml")];
+        for (path, relevant) in [
+            ("/etc/tollgate/tollgate.toml", true),
+            ("/etc/tollgate/..data", true),
+            ("/etc/tollgate/..2026_11_22_10_00_00.123", true),
+            ("/etc/tollgate/..data_tmp", true),
+            ("/etc/tollgate/access.log", false),
+            ("/etc/tollgate/.tollgate.toml.swp", false),
+        ] {
+            assert_eq!(concerns(Path::new(path), &names), relevant, "{path}");
+        }
+    }
 }
