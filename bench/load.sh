@@ -101,6 +101,7 @@ TMP=""
 cleanup() {
     local status=$? name
     trap - EXIT INT TERM
+    ((status == 0)) || log "failed (status $status, line ${BASH_LINENO[0]:-?})"
     for name in "${!PID[@]}"; do stop_bg "$name"; done
     if [[ -n $TMP && -d $TMP ]]; then
         if ((KEEP_TMP)); then log "kept $TMP"; else rm -rf "$TMP"; fi
@@ -188,9 +189,12 @@ case_nginx_stop() { stop_bg nginx; }
 case_tollgate_start() {
     local mode=$1 level=warn
     [[ $mode == on ]] && level=info
-    render "$HERE/tollgate.toml.in" "$TMP/tollgate.toml"
+    # tollgate watches the directory of its configuration file and wakes on every change in
+    # it, so the file gets a directory of its own: the logs written to $TMP would wake it.
+    mkdir -p "$TMP/tollgate"
+    render "$HERE/tollgate.toml.in" "$TMP/tollgate/tollgate.toml"
     # Standard output carries the access log (JSON lines) in "on" mode.
-    start_bg tollgate "$PROXY_CPU" env RUST_LOG="$level" "$TOLLGATE" run --config "$TMP/tollgate.toml"
+    start_bg tollgate "$PROXY_CPU" env RUST_LOG="$level" "$TOLLGATE" run --config "$TMP/tollgate/tollgate.toml"
     wait_http tollgate "$TOLLGATE_PORT"
     URL[tollgate]="http://127.0.0.1:$TOLLGATE_PORT/"
 }
@@ -204,7 +208,8 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # Prints "pid ticks" (utime + stime) for every such foreign process.
 foreign_snapshot() {
-    cat /proc/[0-9]*/stat 2>/dev/null | awk -v me=$$ '
+    # Processes may exit between the glob and the read: cat then fails, harmlessly.
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v me=$$ '
         { pid = $1; rest = $0; sub(/^[0-9]+ \(.*\) /, "", rest); split(rest, f, " ")
           ppid[pid] = f[2]; ticks[pid] = f[12] + f[13] }
         END {
