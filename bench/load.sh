@@ -9,7 +9,8 @@
 # Knobs (environment): DURATION (10s), WARMUP (3s), CONNECTIONS (32), THREADS (1), ROUNDS (3),
 # MODES ("off on": access logs off, then on), PROXY_CPU (0), LOAD_CPU (1), PORT_BASE (18400),
 # NGINX_LOG_BUFFER (64k; empty for one write per line), KEEP_TMP (1 keeps the temp dir),
-# NOISE_LIMIT (5 %), NOISE_TRIES (4), QUIET_TIMEOUT (600 s): see "Noise" below.
+# NOISE_LIMIT (5 %), NOISE_TRIES (4), QUIET_TIMEOUT (600 s): see "Noise" below;
+# TOLLGATE_B (another tollgate binary, measured as the extra case "tollgate_b", for A/B).
 #
 # Adding a case (say, an authenticated route): write case_NAME_start MODE (start what it needs
 # with start_bg, wait_http, then set URL[NAME] and optionally HDR[NAME]) and
@@ -48,6 +49,11 @@ TOLLGATE_ADMIN_PORT=$((PORT_BASE + 3))
 # Cases in measuring order (rotated each round), and the pairs compared as A/B.
 CASES=(direct nginx tollgate)
 COMPARE=(tollgate:nginx)
+TOLLGATE_B=${TOLLGATE_B:-}
+if [[ -n $TOLLGATE_B ]]; then
+    CASES+=(tollgate_b)
+    COMPARE+=(tollgate_b:tollgate tollgate_b:nginx)
+fi
 declare -A URL=() HDR=() PID=()
 
 REPORT=""
@@ -150,8 +156,9 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 render() {
     local template=$1 out=$2 kv args=()
     shift 2
-    for kv in "TMP=$TMP" "BACKEND_PORT=$BACKEND_PORT" "NGINX_PORT=$NGINX_PORT" \
-        "TOLLGATE_PORT=$TOLLGATE_PORT" "TOLLGATE_ADMIN_PORT=$TOLLGATE_ADMIN_PORT" "$@"; do
+    # The KEY=VALUE arguments come first, so they override the defaults after them.
+    for kv in "$@" "TMP=$TMP" "BACKEND_PORT=$BACKEND_PORT" "NGINX_PORT=$NGINX_PORT" \
+        "TOLLGATE_PORT=$TOLLGATE_PORT" "TOLLGATE_ADMIN_PORT=$TOLLGATE_ADMIN_PORT"; do
         args+=(-e "s|@${kv%%=*}@|${kv#*=}|g")
     done
     sed "${args[@]}" "$template" >"$out"
@@ -186,19 +193,28 @@ case_nginx_start() {
 }
 case_nginx_stop() { stop_bg nginx; }
 
-case_tollgate_start() {
-    local mode=$1 level=warn
+# start_tollgate NAME BINARY PORT ADMIN_PORT MODE
+start_tollgate() {
+    local name=$1 binary=$2 port=$3 admin=$4 mode=$5 level=warn
     [[ $mode == on ]] && level=info
     # tollgate watches the directory of its configuration file and wakes on every change in
     # it, so the file gets a directory of its own: the logs written to $TMP would wake it.
-    mkdir -p "$TMP/tollgate"
-    render "$HERE/tollgate.toml.in" "$TMP/tollgate/tollgate.toml"
+    mkdir -p "$TMP/$name"
+    render "$HERE/tollgate.toml.in" "$TMP/$name/tollgate.toml" \
+        "TOLLGATE_PORT=$port" "TOLLGATE_ADMIN_PORT=$admin"
     # Standard output carries the access log (JSON lines) in "on" mode.
-    start_bg tollgate "$PROXY_CPU" env RUST_LOG="$level" "$TOLLGATE" run --config "$TMP/tollgate/tollgate.toml"
-    wait_http tollgate "$TOLLGATE_PORT"
-    URL[tollgate]="http://127.0.0.1:$TOLLGATE_PORT/"
+    start_bg "$name" "$PROXY_CPU" env RUST_LOG="$level" "$binary" run --config "$TMP/$name/tollgate.toml"
+    wait_http "$name" "$port"
+    URL[$name]="http://127.0.0.1:$port/"
 }
+
+case_tollgate_start() { start_tollgate tollgate "$TOLLGATE" "$TOLLGATE_PORT" "$TOLLGATE_ADMIN_PORT" "$1"; }
 case_tollgate_stop() { stop_bg tollgate; }
+
+# A/B: TOLLGATE_B=/path/to/another/tollgate adds the case "tollgate_b" (that binary, same
+# configuration), compared with "tollgate".
+case_tollgate_b_start() { start_tollgate tollgate_b "$TOLLGATE_B" "$((PORT_BASE + 4))" "$((PORT_BASE + 5))" "$1"; }
+case_tollgate_b_stop() { stop_bg tollgate_b; }
 
 # ---------------------------------------------------------------------------------------------
 # Noise: CPU time used by processes that are neither this script's descendants (the backend,
@@ -308,7 +324,7 @@ run_mode() {
             measure "$mode" "${CASES[$(((i + round - 1) % n))]}" "$round"
         done
         # The access logs grow by tens of MB a run; they were opened for appending.
-        for name in nginx-access.log tollgate.out; do [[ -f $TMP/$name ]] && : >"$TMP/$name"; done
+        for name in nginx-access.log tollgate.out tollgate_b.out; do [[ -f $TMP/$name ]] && : >"$TMP/$name"; done
     done
     for name in "${CASES[@]}"; do "case_${name}_stop"; done
 }
@@ -395,7 +411,8 @@ main() {
     trap cleanup EXIT
     trap 'exit 130' INT TERM
     local port
-    for port in "$BACKEND_PORT" "$NGINX_PORT" "$TOLLGATE_PORT" "$TOLLGATE_ADMIN_PORT"; do
+    for port in "$BACKEND_PORT" "$NGINX_PORT" "$TOLLGATE_PORT" "$TOLLGATE_ADMIN_PORT" \
+        "$((PORT_BASE + 4))" "$((PORT_BASE + 5))"; do
         port_free "$port" || die "port $port is in use (set PORT_BASE)"
     done
     : >"$TMP/results.tsv"
