@@ -6,7 +6,7 @@
 #
 #   bench/load.sh [--report FILE] [--no-build] [--help]
 #
-# Knobs (environment): DURATION (10s), WARMUP (3s), CONNECTIONS (32), THREADS (1), ROUNDS (3),
+# Knobs (environment): DURATION (10s), WARMUP (3s), CONNECTIONS (32), THREADS (1), ROUNDS (5),
 # MODES ("off on": access logs off, then on), PROXY_CPU (0), LOAD_CPU (1), PORT_BASE (18400),
 # NGINX_LOG_BUFFER (64k; empty for one write per line), KEEP_TMP (1 keeps the temp dir),
 # NOISE_LIMIT (5 %), NOISE_TRIES (4), QUIET_TIMEOUT (600 s): see "Noise" below;
@@ -24,7 +24,7 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 MODES=${MODES:-off on}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -267,15 +267,16 @@ wait_quiet() {
 # ---------------------------------------------------------------------------------------------
 # Measuring
 
-# Busy and total jiffies of one CPU, from /proc/stat.
+# Busy, total and stolen jiffies of one CPU, from /proc/stat. Steal is time the hypervisor
+# gave to other guests while this one wanted the CPU.
 cpu_jiffies() {
-    awk -v cpu="cpu$1" '$1 == cpu { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6 }' /proc/stat
+    awk -v cpu="cpu$1" '$1 == cpu { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6, $9 }' /proc/stat
 }
 
 # measure MODE CASE ROUND: warm up, run wrk pinned to the load CPU, append one TSV row.
 # Repeated while other processes disturbed it (see Noise).
 measure() {
-    local mode=$1 name=$2 round=$3 url=${URL[$2]} out line try t0 t1 other
+    local mode=$1 name=$2 round=$3 url=${URL[$2]} out line try t0 t1 other steal
     local args=(-t "$THREADS" -c "$CONNECTIONS")
     [[ -n ${HDR[$name]:-} ]] && args+=(-H "${HDR[$name]}")
     local p0 l0 p1 l1
@@ -292,8 +293,9 @@ measure() {
         read -r -a l1 <<<"$(cpu_jiffies "$LOAD_CPU")"
         foreign_snapshot >"$TMP/noise.1"
         other=$(foreign_percent "$TMP/noise.0" "$TMP/noise.1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
-        ((other >= NOISE_LIMIT && try < NOISE_TRIES)) || break
-        log "$name: other processes used ${other}% of a core during the run; measuring again"
+        steal=$(((p1[2] - p0[2] + l1[2] - l0[2]) * 100 / (p1[1] - p0[1] > 0 ? p1[1] - p0[1] : 1)))
+        ((other + steal >= NOISE_LIMIT && try < NOISE_TRIES)) || break
+        log "$name: other processes used ${other}% of a core and the hypervisor stole ${steal}% during the run; measuring again"
     done
     printf '%s\n' "$out" >>"$TMP/wrk.txt"
     line=$(grep '^BENCH ' <<<"$out") || die "no result from wrk for $name: $out"
@@ -308,11 +310,11 @@ measure() {
     local proxy_busy load_busy
     proxy_busy=$(((p1[0] - p0[0]) * 100 / (p1[1] - p0[1] > 0 ? p1[1] - p0[1] : 1)))
     load_busy=$(((l1[0] - l0[0]) * 100 / (l1[1] - l0[1] > 0 ? l1[1] - l0[1] : 1)))
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$name" "$round" "${r[rps]}" \
-        "${r[p50_us]}" "${r[p99_us]}" "$proxy_busy" "$load_busy" "$other" >>"$TMP/results.tsv"
-    log "$(printf 'mode=%-3s round=%s %-9s %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu%s %3s%%  cpu%s %3s%%  other %s%%' \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$name" "$round" "${r[rps]}" \
+        "${r[p50_us]}" "${r[p99_us]}" "$proxy_busy" "$load_busy" "$other" "$steal" >>"$TMP/results.tsv"
+    log "$(printf 'mode=%-3s round=%s %-9s %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu%s %3s%%  cpu%s %3s%%  other %s%%  steal %s%%' \
         "$mode" "$round" "$name" "${r[rps]}" "$(awk -v u="${r[p50_us]}" 'BEGIN{print u/1000}')" \
-        "$(awk -v u="${r[p99_us]}" 'BEGIN{print u/1000}')" "$PROXY_CPU" "$proxy_busy" "$LOAD_CPU" "$load_busy" "$other")"
+        "$(awk -v u="${r[p99_us]}" 'BEGIN{print u/1000}')" "$PROXY_CPU" "$proxy_busy" "$LOAD_CPU" "$load_busy" "$other" "$steal")"
 }
 
 run_mode() {
@@ -353,7 +355,8 @@ report() {
     echo "Pinning: proxy (nginx worker, tollgate worker_threads = 1) on CPU $PROXY_CPU; backend and wrk on CPU $LOAD_CPU."
     echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency after a $WARMUP warm-up; median of $ROUNDS interleaved rounds."
     echo "CPU busy: share of each core busy during the measurement (user+system+irq+softirq); other load: CPU"
-    echo "used meanwhile by processes outside the benchmark, in % of one core (runs above $NOISE_LIMIT% were repeated)."
+    echo "used meanwhile by processes outside the benchmark, and steal: CPU time the hypervisor gave other guests,"
+    echo "both in % of one core (runs where they added up to $NOISE_LIMIT% or more were repeated, up to $NOISE_TRIES times)."
     for mode in $MODES; do
         echo
         if [[ $mode == on ]]; then
@@ -370,14 +373,14 @@ report() {
                 return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
             }
             $1 == mode { rps[$2] = rps[$2] " " $4; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
-                         pb[$2] = pb[$2] " " $7; lb[$2] = lb[$2] " " $8; ot[$2] = ot[$2] " " $9; all[$2] = all[$2] sprintf(" %.0f", $4) }
+                         pb[$2] = pb[$2] " " $7; lb[$2] = lb[$2] " " $8; ot[$2] = ot[$2] " " $9; st[$2] = st[$2] " " $10; all[$2] = all[$2] sprintf(" %.0f", $4) }
             END {
                 n = split(cases, c, " ")
-                printf "| case | requests/s | p50 ms | p99 ms | CPU %s busy | CPU %s busy | other load | requests/s per round |\n", pcpu, lcpu
-                print "|---|--:|--:|--:|--:|--:|--:|---|"
+                printf "| case | requests/s | p50 ms | p99 ms | CPU %s busy | CPU %s busy | other load | steal | requests/s per round |\n", pcpu, lcpu
+                print "|---|--:|--:|--:|--:|--:|--:|--:|---|"
                 for (i = 1; i <= n; i++) {
                     k = c[i]; R[k] = median(rps[k]); P50[k] = median(p50[k]); P99[k] = median(p99[k])
-                    printf "| %s | %.0f | %.3f | %.3f | %d%% | %d%% | %d%% |%s |\n", k, R[k], P50[k] / 1000, P99[k] / 1000, median(pb[k]), median(lb[k]), median(ot[k]), all[k]
+                    printf "| %s | %.0f | %.3f | %.3f | %d%% | %d%% | %d%% | %d%% |%s |\n", k, R[k], P50[k] / 1000, P99[k] / 1000, median(pb[k]), median(lb[k]), median(ot[k]), median(st[k]), all[k]
                 }
                 print ""
                 print "| ratio | requests/s | p50 | p99 |"
