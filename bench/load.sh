@@ -96,7 +96,9 @@ build_tollgate() {
         log "cargo build --release (incremental; the first build takes minutes)"
         (cd "$ROOT" && cargo build --release --locked >&2)
     fi
-    TOLLGATE=$ROOT/target/release/tollgate
+    local target=${CARGO_TARGET_DIR:-target}
+    [[ $target == /* ]] || target=$ROOT/$target
+    TOLLGATE=$target/release/tollgate
     [[ -x $TOLLGATE ]] || die "$TOLLGATE is missing"
 }
 
