@@ -138,18 +138,19 @@ stop_bg() {
     wait "$pid" 2>/dev/null || true
 }
 
-# wait_http NAME PORT: until GET / answers 200 (the process must stay alive meanwhile).
+# wait_http NAME PORT [PATH] [STATUS]: until GET PATH (/) answers STATUS (200); the process
+# must stay alive meanwhile. An authenticated route is ready when it answers 401.
 wait_http() {
-    local name=$1 port=$2 i
+    local name=$1 port=$2 path=${3:-/} status=${4:-200} i
     for i in $(seq 100); do
-        if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true) == 200 ]]; then
+        if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port$path" || true) == "$status" ]]; then
             return 0
         fi
         kill -0 "${PID[$name]}" 2>/dev/null || { cat "$TMP/$name.out" >&2; die "$name exited"; }
         sleep 0.1
     done
     cat "$TMP/$name.out" >&2
-    die "$name did not answer 200 on port $port"
+    die "$name did not answer $status to GET $path on port $port"
 }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
