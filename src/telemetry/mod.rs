@@ -4,6 +4,7 @@
 //! [`metrics::Metrics`] is created by the application and passed down as `Arc<Metrics>`.
 //! [`redact`] keeps secrets out of both.
 
+mod json;
 pub mod metrics;
 pub mod redact;
 
@@ -24,10 +25,11 @@ pub fn init(format: LogFormat) -> Option<LogGuard> {
         .with_env_filter(filter)
         .with_writer(writer);
     let installed = match format {
+        // The lines of `.json().flatten_event(true).with_current_span(false)`, written by a
+        // formatter several times cheaper (see `json`).
         LogFormat::Json => builder
             .json()
-            .flatten_event(true)
-            .with_current_span(false)
+            .event_format(json::JsonLines::default())
             .try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };

@@ -1,0 +1,437 @@
+#!/usr/bin/env bash
+# Whole-proxy load benchmark: the same static backend reached directly, through nginx as a
+# plain reverse proxy, and through tollgate on an anonymous route, in one run with one CPU
+# pinning. Prints requests/s, p50 and p99 per case (median of interleaved rounds) and the
+# ratios. See bench/README-section.md for what it measures and why.
+#
+#   bench/load.sh [--report FILE] [--no-build] [--help]
+#
+# Knobs (environment): DURATION (10s), WARMUP (3s), CONNECTIONS (32), THREADS (1), ROUNDS (5),
+# MODES ("off on": access logs off, then on), PROXY_CPU (0), LOAD_CPU (1), PORT_BASE (18400),
+# NGINX_LOG_BUFFER (64k; empty for one write per line), KEEP_TMP (1 keeps the temp dir),
+# NOISE_LIMIT (5 %), NOISE_TRIES (4), QUIET_TIMEOUT (600 s): see "Noise" below;
+# TOLLGATE_B (another tollgate binary, measured as the extra case "tollgate_b", for A/B).
+#
+# Adding a case (say, an authenticated route): write case_NAME_start MODE (start what it needs
+# with start_bg, wait_http, then set URL[NAME] and optionally HDR[NAME]) and
+# case_NAME_stop (usually stop_bg), append NAME to CASES and a pair to COMPARE.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-3s}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+ROUNDS=${ROUNDS:-5}
+MODES=${MODES:-off on}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+PORT_BASE=${PORT_BASE:-18400}
+NGINX_LOG_BUFFER=${NGINX_LOG_BUFFER-64k}
+KEEP_TMP=${KEEP_TMP:-0}
+# The machine may be shared: a measurement during which other processes used more than
+# NOISE_LIMIT % of a core is repeated (up to NOISE_TRIES times); before each, the script waits
+# up to QUIET_TIMEOUT seconds for the machine to be quiet.
+NOISE_LIMIT=${NOISE_LIMIT:-5}
+NOISE_TRIES=${NOISE_TRIES:-4}
+QUIET_TIMEOUT=${QUIET_TIMEOUT:-600}
+# Targets of issue 2, for the verdict line: tollgate/nginx requests/s >= 1, p99 <= 1.2.
+TARGET_RPS_RATIO=1.0
+TARGET_P99_RATIO=1.2
+
+BACKEND_PORT=$((PORT_BASE + 0))
+NGINX_PORT=$((PORT_BASE + 1))
+TOLLGATE_PORT=$((PORT_BASE + 2))
+TOLLGATE_ADMIN_PORT=$((PORT_BASE + 3))
+
+# Cases in measuring order (rotated each round), and the pairs compared as A/B.
+CASES=(direct nginx tollgate)
+COMPARE=(tollgate:nginx)
+TOLLGATE_B=${TOLLGATE_B:-}
+if [[ -n $TOLLGATE_B ]]; then
+    CASES+=(tollgate_b)
+    COMPARE+=(tollgate_b:tollgate tollgate_b:nginx)
+fi
+declare -A URL=() HDR=() PID=()
+
+REPORT=""
+BUILD=1
+while (($#)); do
+    case $1 in
+        --report) REPORT=$2; shift 2 ;;
+        --no-build) BUILD=0; shift ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+log() { printf '[load.sh] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+
+as_root() { if ((EUID == 0)); then "$@"; else sudo "$@"; fi; }
+
+install_tools() {
+    local missing=()
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v nginx >/dev/null || missing+=(nginx-light)
+    command -v taskset >/dev/null || missing+=(util-linux)
+    command -v curl >/dev/null || missing+=(curl)
+    ((${#missing[@]})) || return 0
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! as_root apt-get install -y --no-install-recommends "${missing[@]}" >&2; then
+        as_root apt-get update >&2
+        as_root apt-get install -y --no-install-recommends "${missing[@]}" >&2
+    fi
+}
+
+build_tollgate() {
+    command -v cargo >/dev/null || die "cargo is needed to build tollgate"
+    if ((BUILD)); then
+        log "cargo build --release (incremental; the first build takes minutes)"
+        (cd "$ROOT" && cargo build --release --locked >&2)
+    fi
+    local target=${CARGO_TARGET_DIR:-target}
+    [[ $target == /* ]] || target=$ROOT/$target
+    TOLLGATE=$target/release/tollgate
+    [[ -x $TOLLGATE ]] || die "$TOLLGATE is missing"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Processes: everything started is registered and torn down on exit.
+
+TMP=""
+cleanup() {
+    local status=$? name
+    trap - EXIT INT TERM
+    ((status == 0)) || log "failed (status $status, line ${BASH_LINENO[0]:-?})"
+    for name in "${!PID[@]}"; do stop_bg "$name"; done
+    if [[ -n $TMP && -d $TMP ]]; then
+        if ((KEEP_TMP)); then log "kept $TMP"; else rm -rf "$TMP"; fi
+    fi
+    exit "$status"
+}
+
+# start_bg NAME CPU COMMAND... : runs COMMAND pinned to CPU, output appended to $TMP/NAME.out.
+start_bg() {
+    local name=$1 cpu=$2
+    shift 2
+    taskset -c "$cpu" "$@" >>"$TMP/$name.out" 2>&1 &
+    PID[$name]=$!
+}
+
+stop_bg() {
+    local name=$1 pid=${PID[$1]:-} i
+    [[ -n $pid ]] || return 0
+    unset "PID[$name]"
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for i in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# wait_http NAME PORT [PATH] [STATUS]: until GET PATH (/) answers STATUS (200); the process
+# must stay alive meanwhile. An authenticated route is ready when it answers 401.
+wait_http() {
+    local name=$1 port=$2 path=${3:-/} status=${4:-200} i
+    for i in $(seq 100); do
+        if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port$path" || true) == "$status" ]]; then
+            return 0
+        fi
+        kill -0 "${PID[$name]}" 2>/dev/null || { cat "$TMP/$name.out" >&2; die "$name exited"; }
+        sleep 0.1
+    done
+    cat "$TMP/$name.out" >&2
+    die "$name did not answer $status to GET $path on port $port"
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# render TEMPLATE OUT [KEY=VALUE...]: substitutes @TMP@, the ports and every @KEY@ given.
+render() {
+    local template=$1 out=$2 kv args=()
+    shift 2
+    # The KEY=VALUE arguments come first, so they override the defaults after them.
+    for kv in "$@" "TMP=$TMP" "BACKEND_PORT=$BACKEND_PORT" "NGINX_PORT=$NGINX_PORT" \
+        "TOLLGATE_PORT=$TOLLGATE_PORT" "TOLLGATE_ADMIN_PORT=$TOLLGATE_ADMIN_PORT"; do
+        args+=(-e "s|@${kv%%=*}@|${kv#*=}|g")
+    done
+    sed "${args[@]}" "$template" >"$out"
+    if grep -q '@[A-Z_]*@' "$out"; then die "unrendered placeholder in $out"; fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# The backend, shared by every case: one nginx worker on the load CPU answering "ok".
+
+start_backend() {
+    render "$HERE/nginx-backend.conf.in" "$TMP/backend.conf"
+    start_bg backend "$LOAD_CPU" nginx -p "$TMP" -c "$TMP/backend.conf"
+    wait_http backend "$BACKEND_PORT"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Cases. MODE is "off" (no access log) or "on" (one access-log line per request).
+
+case_direct_start() { URL[direct]="http://127.0.0.1:$BACKEND_PORT/"; }
+case_direct_stop() { :; }
+
+case_nginx_start() {
+    local mode=$1 access="access_log off;"
+    if [[ $mode == on ]]; then
+        access="access_log $TMP/nginx-access.log bench${NGINX_LOG_BUFFER:+ buffer=$NGINX_LOG_BUFFER flush=1s};"
+    fi
+    render "$HERE/nginx-proxy.conf.in" "$TMP/nginx-proxy.conf" \
+        "ACCESS_LOG=$access" "UPSTREAM_KEEPALIVE=$((CONNECTIONS * 2))"
+    start_bg nginx "$PROXY_CPU" nginx -p "$TMP" -c "$TMP/nginx-proxy.conf"
+    wait_http nginx "$NGINX_PORT"
+    URL[nginx]="http://127.0.0.1:$NGINX_PORT/"
+}
+case_nginx_stop() { stop_bg nginx; }
+
+# start_tollgate NAME BINARY PORT ADMIN_PORT MODE
+start_tollgate() {
+    local name=$1 binary=$2 port=$3 admin=$4 mode=$5 level=warn
+    [[ $mode == on ]] && level=info
+    # tollgate watches the directory of its configuration file and wakes on every change in
+    # it, so the file gets a directory of its own: the logs written to $TMP would wake it.
+    mkdir -p "$TMP/$name"
+    render "$HERE/tollgate.toml.in" "$TMP/$name/tollgate.toml" \
+        "TOLLGATE_PORT=$port" "TOLLGATE_ADMIN_PORT=$admin"
+    # Standard output carries the access log (JSON lines) in "on" mode.
+    start_bg "$name" "$PROXY_CPU" env RUST_LOG="$level" "$binary" run --config "$TMP/$name/tollgate.toml"
+    wait_http "$name" "$port"
+    URL[$name]="http://127.0.0.1:$port/"
+}
+
+case_tollgate_start() { start_tollgate tollgate "$TOLLGATE" "$TOLLGATE_PORT" "$TOLLGATE_ADMIN_PORT" "$1"; }
+case_tollgate_stop() { stop_bg tollgate; }
+
+# A/B: TOLLGATE_B=/path/to/another/tollgate adds the case "tollgate_b" (that binary, same
+# configuration), compared with "tollgate".
+case_tollgate_b_start() { start_tollgate tollgate_b "$TOLLGATE_B" "$((PORT_BASE + 4))" "$((PORT_BASE + 5))" "$1"; }
+case_tollgate_b_stop() { stop_bg tollgate_b; }
+
+# ---------------------------------------------------------------------------------------------
+# Noise: CPU time used by processes that are neither this script's descendants (the backend,
+# the proxies, wrk) nor kernel threads (loopback softirq work is the benchmark's own).
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# Prints "pid ticks" (utime + stime) for every such foreign process.
+foreign_snapshot() {
+    # Processes may exit between the glob and the read: cat then fails, harmlessly.
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v me=$$ '
+        { pid = $1; rest = $0; sub(/^[0-9]+ \(.*\) /, "", rest); split(rest, f, " ")
+          ppid[pid] = f[2]; ticks[pid] = f[12] + f[13] }
+        END {
+            for (p in ticks) {
+                q = p; ours = 0
+                for (d = 0; d < 64 && q > 1; d++) { if (q == me || q == 2) { ours = 1; break }; q = ppid[q] }
+                if (!ours) print p, ticks[p]
+            }
+        }'
+}
+
+# foreign_percent BEFORE AFTER SECONDS: share of one core the foreign processes used between two
+# snapshots (processes that started in between count from zero).
+foreign_percent() {
+    awk -v secs="$3" -v hz="$CLK_TCK" 'FNR == NR { before[$1] = $2; next }
+        { d = $2 - before[$1]; if (d > 0) sum += d }
+        END { printf "%d", sum * 100 / hz / secs }' "$1" "$2"
+}
+
+# Waits until foreign processes use less than NOISE_LIMIT % of a core over a second.
+wait_quiet() {
+    local waited=0 busy
+    while :; do
+        foreign_snapshot >"$TMP/quiet.0"
+        sleep 1
+        foreign_snapshot >"$TMP/quiet.1"
+        busy=$(foreign_percent "$TMP/quiet.0" "$TMP/quiet.1" 1)
+        ((busy >= NOISE_LIMIT)) || return 0
+        if ((waited >= QUIET_TIMEOUT)); then
+            log "warning: other processes still use ${busy}% of a core; measuring anyway"
+            return 0
+        fi
+        ((waited % 60)) || log "other processes use ${busy}% of a core; waiting for a quiet machine"
+        sleep 4
+        waited=$((waited + 5))
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+
+# Busy, total and stolen jiffies of one CPU, from /proc/stat. Steal is time the hypervisor
+# gave to other guests while this one wanted the CPU.
+cpu_jiffies() {
+    awk -v cpu="cpu$1" '$1 == cpu { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6, $9 }' /proc/stat
+}
+
+# measure MODE CASE ROUND: warm up, run wrk pinned to the load CPU, append one TSV row.
+# Repeated while other processes disturbed it (see Noise).
+measure() {
+    local mode=$1 name=$2 round=$3 url=${URL[$2]} out line try t0 t1 other steal
+    local args=(-t "$THREADS" -c "$CONNECTIONS")
+    [[ -n ${HDR[$name]:-} ]] && args+=(-H "${HDR[$name]}")
+    local p0 l0 p1 l1
+    for ((try = 1; ; try++)); do
+        wait_quiet
+        taskset -c "$LOAD_CPU" wrk "${args[@]}" -d "$WARMUP" "$url" >/dev/null
+        foreign_snapshot >"$TMP/noise.0"
+        read -r -a p0 <<<"$(cpu_jiffies "$PROXY_CPU")"
+        read -r -a l0 <<<"$(cpu_jiffies "$LOAD_CPU")"
+        t0=$(date +%s.%N)
+        out=$(taskset -c "$LOAD_CPU" wrk "${args[@]}" -d "$DURATION" --latency -s "$HERE/report.lua" "$url")
+        t1=$(date +%s.%N)
+        read -r -a p1 <<<"$(cpu_jiffies "$PROXY_CPU")"
+        read -r -a l1 <<<"$(cpu_jiffies "$LOAD_CPU")"
+        foreign_snapshot >"$TMP/noise.1"
+        other=$(foreign_percent "$TMP/noise.0" "$TMP/noise.1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
+        steal=$(((p1[2] - p0[2] + l1[2] - l0[2]) * 100 / (p1[1] - p0[1] > 0 ? p1[1] - p0[1] : 1)))
+        ((other + steal >= NOISE_LIMIT && try < NOISE_TRIES)) || break
+        log "$name: other processes used ${other}% of a core and the hypervisor stole ${steal}% during the run; measuring again"
+    done
+    printf '%s\n' "$out" >>"$TMP/wrk.txt"
+    line=$(grep '^BENCH ' <<<"$out") || die "no result from wrk for $name: $out"
+    local -A r=()
+    local kv
+    for kv in ${line#BENCH }; do r[${kv%%=*}]=${kv#*=}; done
+    if ((r[err_status] + r[err_connect] > 0)); then
+        die "$name: ${r[err_status]} non-2xx responses, ${r[err_connect]} connect errors"
+    fi
+    ((r[err_read] + r[err_write] + r[err_timeout] == 0)) ||
+        log "warning: $name: read/write/timeout errors ${r[err_read]}/${r[err_write]}/${r[err_timeout]}"
+    local proxy_busy load_busy
+    proxy_busy=$(((p1[0] - p0[0]) * 100 / (p1[1] - p0[1] > 0 ? p1[1] - p0[1] : 1)))
+    load_busy=$(((l1[0] - l0[0]) * 100 / (l1[1] - l0[1] > 0 ? l1[1] - l0[1] : 1)))
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$name" "$round" "${r[rps]}" \
+        "${r[p50_us]}" "${r[p99_us]}" "$proxy_busy" "$load_busy" "$other" "$steal" >>"$TMP/results.tsv"
+    log "$(printf 'mode=%-3s round=%s %-9s %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu%s %3s%%  cpu%s %3s%%  other %s%%  steal %s%%' \
+        "$mode" "$round" "$name" "${r[rps]}" "$(awk -v u="${r[p50_us]}" 'BEGIN{print u/1000}')" \
+        "$(awk -v u="${r[p99_us]}" 'BEGIN{print u/1000}')" "$PROXY_CPU" "$proxy_busy" "$LOAD_CPU" "$load_busy" "$other" "$steal")"
+}
+
+run_mode() {
+    local mode=$1 round i n=${#CASES[@]} name
+    for name in "${CASES[@]}"; do "case_${name}_start" "$mode"; done
+    for ((round = 1; round <= ROUNDS; round++)); do
+        # Rotate the order each round, so no case always runs first or last.
+        for ((i = 0; i < n; i++)); do
+            measure "$mode" "${CASES[$(((i + round - 1) % n))]}" "$round"
+        done
+        # The access logs grow by tens of MB a run; they were opened for appending.
+        for name in nginx-access.log tollgate.out tollgate_b.out; do [[ -f $TMP/$name ]] && : >"$TMP/$name"; done
+    done
+    for name in "${CASES[@]}"; do "case_${name}_stop"; done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+machine() {
+    local model hv os
+    model=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+    hv=$(lscpu | sed -n 's/^Hypervisor vendor: *//p' | head -1)
+    # shellcheck disable=SC1091
+    os=$(. /etc/os-release && echo "$PRETTY_NAME")
+    echo "- CPU: $model, $(nproc) CPUs online${hv:+, $hv guest}"
+    echo "- Memory: $(free -g | awk '/^Mem:/ {print $2}') GiB; OS: $os; kernel: $(uname -sr)"
+    echo "- nginx $(nginx -v 2>&1 | sed 's|^nginx version: nginx/||'); wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'); $(rustc -V 2>/dev/null || echo 'rustc ?')"
+    echo "- tollgate: commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (modified)'), release build"
+}
+
+report() {
+    local mode
+    echo "## Load benchmark, $(date -u +%Y-%m-%d)"
+    echo
+    machine
+    echo
+    echo "Pinning: proxy (nginx worker, tollgate worker_threads = 1) on CPU $PROXY_CPU; backend and wrk on CPU $LOAD_CPU."
+    echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency after a $WARMUP warm-up; median of $ROUNDS interleaved rounds."
+    echo "CPU busy: share of each core busy during the measurement (user+system+irq+softirq); other load: CPU"
+    echo "used meanwhile by processes outside the benchmark, and steal: CPU time the hypervisor gave other guests,"
+    echo "both in % of one core (runs where they added up to $NOISE_LIMIT% or more were repeated, up to $NOISE_TRIES times)."
+    for mode in $MODES; do
+        echo
+        if [[ $mode == on ]]; then
+            echo "### Access logs on (one JSON line per request; nginx buffer=${NGINX_LOG_BUFFER:-none}, tollgate RUST_LOG=info)"
+        else
+            echo "### Access logs off (nginx access_log off, tollgate RUST_LOG=warn)"
+        fi
+        echo
+        awk -F'\t' -v mode="$mode" -v cases="${CASES[*]}" -v compare="${COMPARE[*]}" \
+            -v pcpu="$PROXY_CPU" -v lcpu="$LOAD_CPU" -v trps="$TARGET_RPS_RATIO" -v tp99="$TARGET_P99_RATIO" '
+            function median(list,    a, n, i, j, t) {
+                n = split(list, a, " ")
+                for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+                return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+            }
+            $1 == mode { rps[$2] = rps[$2] " " $4; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
+                         pb[$2] = pb[$2] " " $7; lb[$2] = lb[$2] " " $8; ot[$2] = ot[$2] " " $9; st[$2] = st[$2] " " $10; all[$2] = all[$2] sprintf(" %.0f", $4) }
+            END {
+                n = split(cases, c, " ")
+                printf "| case | requests/s | p50 ms | p99 ms | CPU %s busy | CPU %s busy | other load | steal | requests/s per round |\n", pcpu, lcpu
+                print "|---|--:|--:|--:|--:|--:|--:|--:|---|"
+                for (i = 1; i <= n; i++) {
+                    k = c[i]; R[k] = median(rps[k]); P50[k] = median(p50[k]); P99[k] = median(p99[k])
+                    printf "| %s | %.0f | %.3f | %.3f | %d%% | %d%% | %d%% | %d%% |%s |\n", k, R[k], P50[k] / 1000, P99[k] / 1000, median(pb[k]), median(lb[k]), median(ot[k]), median(st[k]), all[k]
+                }
+                print ""
+                print "| ratio | requests/s | p50 | p99 |"
+                print "|---|--:|--:|--:|"
+                m = split(compare, pairs, " ")
+                for (i = 1; i <= m; i++) {
+                    split(pairs[i], ab, ":"); a = ab[1]; b = ab[2]
+                    printf "| %s / %s | %.2f | %.2f | %.2f |\n", a, b, R[a] / R[b], P50[a] / P50[b], P99[a] / P99[b]
+                }
+                for (i = 1; i <= n; i++) if (c[i] != "direct")
+                    printf "| %s / direct | %.2f | %.2f | %.2f |\n", c[i], R[c[i]] / R["direct"], P50[c[i]] / P50["direct"], P99[c[i]] / P99["direct"]
+                if ("tollgate" in R && "nginx" in R) {
+                    rr = R["tollgate"] / R["nginx"]; pr = P99["tollgate"] / P99["nginx"]
+                    printf "\nTarget (tollgate/nginx requests/s >= %.1f, p99 <= %.1fx): requests/s %.2f %s, p99 %.2fx %s\n", trps, tp99,
+                        rr, (rr >= trps ? "met" : "MISSED"), pr, (pr <= tp99 ? "met" : "MISSED")
+                }
+            }' "$TMP/results.tsv"
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+
+main() {
+    install_tools
+    build_tollgate
+    local ncpu
+    ncpu=$(nproc)
+    ((PROXY_CPU < ncpu && LOAD_CPU < ncpu)) || die "PROXY_CPU/LOAD_CPU must be below $ncpu"
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-load.XXXXXX")
+    chmod 755 "$TMP" # nginx workers drop to an unprivileged user when started as root
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    local port
+    for port in "$BACKEND_PORT" "$NGINX_PORT" "$TOLLGATE_PORT" "$TOLLGATE_ADMIN_PORT" \
+        "$((PORT_BASE + 4))" "$((PORT_BASE + 5))"; do
+        port_free "$port" || die "port $port is in use (set PORT_BASE)"
+    done
+    : >"$TMP/results.tsv"
+    start_backend
+    local mode
+    for mode in $MODES; do
+        log "access logs $mode: ${CASES[*]}, $ROUNDS rounds of $DURATION"
+        run_mode "$mode"
+    done
+    local text
+    text=$(report)
+    printf '%s\n' "$text"
+    if [[ -n $REPORT ]]; then printf '%s\n' "$text" >"$REPORT"; fi
+}
+
+main

@@ -1,0 +1,12 @@
+-- wrk script for bench/load.sh: prints one machine-readable line after the run.
+-- It defines no request/response hooks, so wrk keeps its fast path (static request, no Lua per
+-- request). Latency values are microseconds.
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH requests=%d duration_us=%d rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d " ..
+    "err_connect=%d err_read=%d err_write=%d err_status=%d err_timeout=%d\n",
+    summary.requests, summary.duration, summary.requests / summary.duration * 1e6,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
