@@ -251,8 +251,12 @@ async fn handle<'s>(
         add_identity(&mut req, verified, shared, inbound, outcome.route);
     }
     let target = Target {
-        path: &normalised.path,
-        query: uri.query(),
+        // A path that needed no normalisation goes upstream as the client's own bytes.
+        path: match &normalised.path {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(p) => Some(p.as_str()),
+        },
+        uri,
         upgrade,
     };
     forward(req, conn, shared, inbound, target, outcome).await
@@ -306,8 +310,10 @@ fn add_identity(
 
 /// Where a request goes upstream, and the protocol it asks to upgrade to.
 struct Target<'a> {
-    path: &'a str,
-    query: Option<&'a str>,
+    /// The normalised path, when it differs from the client's.
+    path: Option<&'a str>,
+    /// The client's request URI (for its query, and its path when unchanged).
+    uri: &'a http::Uri,
     upgrade: Option<HeaderValue>,
 }
 
@@ -420,9 +426,11 @@ async fn forward(
     if let Some(host) = host {
         req.headers_mut().insert(HOST, host);
     }
-    *req.uri_mut() = upstream
-        .uri(target.path, target.query)
-        .map_err(Reject::Upstream)?;
+    *req.uri_mut() = match target.path {
+        None => upstream.uri_unchanged(target.uri),
+        Some(path) => upstream.uri(path, target.uri.query()),
+    }
+    .map_err(Reject::Upstream)?;
     *req.version_mut() = Version::HTTP_11;
     let client_upgrade = target.upgrade.map(|protocol| {
         headers::restore_upgrade(req.headers_mut(), protocol);

@@ -126,6 +126,21 @@ impl Upstream {
             .map_err(ForwardError::BadUri)
     }
 
+    /// The URI for a request whose path and query go upstream unchanged: the client's own
+    /// bytes are shared, nothing is copied. Falls back to [`Upstream::uri`] when this
+    /// upstream has a base path.
+    pub fn uri_unchanged(&self, original: &Uri) -> Result<Uri, ForwardError> {
+        match original.path_and_query() {
+            Some(pq) if self.base_path.is_empty() => Uri::builder()
+                .scheme(self.scheme.clone())
+                .authority(self.authority.clone())
+                .path_and_query(pq.clone())
+                .build()
+                .map_err(ForwardError::BadUri),
+            _ => self.uri(original.path(), original.query()),
+        }
+    }
+
     /// Sends the request and waits for the response head, at most the configured deadline.
     /// The request must already carry this upstream's URI.
     pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ForwardError> {
