@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::app::{App, StartOptions};
 use crate::config::{self, Algorithm, LogFormat};
@@ -18,6 +16,8 @@ use crate::dev::issuer::{LocalIssuer, SigningKey, TokenSpec};
 
 /// The demo configuration, also checked by CI as `config/demo.toml`.
 const DEMO_TOML: &str = include_str!("../../config/demo.toml");
+/// The `iss` of the demo's tokens: an identifier, not where the keys are served.
+const DEMO_ISSUER: &str = "https://demo.tollgate.local/";
 /// The audience the demo's issuer is configured to accept.
 const DEMO_AUDIENCE: &str = "api://tollgate-demo";
 
@@ -41,13 +41,11 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         let echo = Echo::start(any)
             .await
             .context("starting the echo backend")?;
-        let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
         let key = SigningKey::generate(Algorithm::RS256, "demo-key")
             .context("generating the demo signing key")?;
-        let issuer_addr = TcpListener::bind(any)?.local_addr()?;
-        let issuer = LocalIssuer::new(&format!("http://{issuer_addr}/"), key);
-        let issuer_addr = issuer
-            .serve(issuer_addr, stop.clone(), &tracker)
+        let issuer = LocalIssuer::new(DEMO_ISSUER, key);
+        let issuer_server = issuer
+            .serve(any)
             .await
             .context("starting the local issuer")?;
 
@@ -57,8 +55,8 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             ("DEMO_LISTEN", listen.to_string()),
             ("DEMO_UPSTREAM", format!("http://{}", echo.addr)),
             ("DEMO_ADMIN", admin.to_string()),
-            ("DEMO_ISSUER", issuer.issuer.clone()),
-            ("DEMO_JWKS", format!("http://{issuer_addr}/keys")),
+            ("DEMO_ISSUER", DEMO_ISSUER.to_owned()),
+            ("DEMO_JWKS", format!("http://{}/keys", issuer_server.addr)),
         ];
         let env = Arc::new(move |name: &str| {
             values
@@ -94,7 +92,7 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         println!("{}", banner(inbound, app.admin_addr, echo.addr, &tokens));
         super::run::wait_for_stop_signal().await?;
         app.shutdown().await;
-        stop.cancel();
+        issuer_server.stop().await;
         echo.stop().await;
         Ok(ExitCode::SUCCESS)
     })

@@ -5,7 +5,6 @@
 //! answering, `x-echo-status` sets the response status.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +13,10 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+use super::http::LoopbackServer;
 
 /// Requests remembered; older ones are forgotten.
 const REMEMBERED: usize = 256;
@@ -67,29 +63,19 @@ pub struct Echo {
     /// Where it listens.
     pub addr: SocketAddr,
     seen: Arc<Mutex<VecDeque<Seen>>>,
-    stop: CancellationToken,
-    tracker: TaskTracker,
+    server: LoopbackServer,
 }
 
 impl Echo {
     /// Starts an echo backend on `addr` (port 0 for any).
     pub async fn start(addr: SocketAddr) -> std::io::Result<Echo> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
         let seen = Arc::new(Mutex::new(VecDeque::new()));
-        let stop = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        tracker.spawn(accept(
-            listener,
-            seen.clone(),
-            stop.clone(),
-            tracker.clone(),
-        ));
+        let record = seen.clone();
+        let server = LoopbackServer::start(addr, move |req| respond(req, record.clone())).await?;
         Ok(Echo {
-            addr,
+            addr: server.addr,
             seen,
-            stop,
-            tracker,
+            server,
         })
     }
 
@@ -115,51 +101,14 @@ impl Echo {
 
     /// Stops accepting and waits for open connections to close.
     pub async fn stop(self) {
-        self.stop.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn accept(
-    listener: TcpListener,
-    seen: Arc<Mutex<VecDeque<Seen>>>,
-    stop: CancellationToken,
-    tracker: TaskTracker,
-) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-            () = stop.cancelled() => return,
-        };
-        let seen = seen.clone();
-        let stop = stop.clone();
-        tracker.spawn(async move {
-            let service = service_fn(move |req| respond(req, seen.clone()));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = stop.cancelled() => {}
-            }
-        });
+        self.server.stop().await;
     }
 }
 
 async fn respond(
     req: Request<Incoming>,
     seen: Arc<Mutex<VecDeque<Seen>>>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -209,5 +158,5 @@ async fn respond(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
-    Ok(response)
+    response
 }

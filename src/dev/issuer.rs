@@ -4,7 +4,6 @@
 //! makes test tokens is the code the tool ships with. It is for local work only: keys are
 //! generated on the spot or kept in a file next to the user's configuration.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,14 +18,10 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use parking_lot::RwLock;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use super::http::LoopbackServer;
 use crate::config::Algorithm;
 
 /// Where `tollgate dev` serves the local issuer, and the `iss` of its tokens.
@@ -392,35 +387,21 @@ impl LocalIssuer {
         }
     }
 
-    /// Serves discovery and JWKS on `addr` until `stop`.
-    pub async fn serve(
-        self: &Arc<Self>,
-        addr: SocketAddr,
-        stop: CancellationToken,
-        tracker: &TaskTracker,
-    ) -> std::io::Result<SocketAddr> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
+    /// Serves discovery and JWKS on `addr` (port 0 for any) until the server is stopped or
+    /// dropped.
+    pub async fn serve(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<LoopbackServer> {
         let issuer = self.clone();
-        let tasks = tracker.clone();
-        tracker.spawn(async move {
-            loop {
-                let stream = tokio::select! {
-                    accepted = listener.accept() => match accepted { Ok((s, _)) => s, Err(_) => continue },
-                    () = stop.cancelled() => return,
-                };
-                let issuer = issuer.clone();
-                let base = format!("http://{addr}");
-                tasks.spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let body = issuer.respond(req.uri().path(), &base);
-                        async move { Ok::<_, Infallible>(json_response(body)) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                });
+        let base = Arc::new(std::sync::OnceLock::<String>::new());
+        let handler = {
+            let base = base.clone();
+            move |req: Request<Incoming>| {
+                let body = issuer.respond(req.uri().path(), base.get().map_or("", String::as_str));
+                async move { json_response(body) }
             }
-        });
-        Ok(addr)
+        };
+        let server = LoopbackServer::start(addr, handler).await?;
+        let _ = base.set(format!("http://{}", server.addr));
+        Ok(server)
     }
 }
 

@@ -2,9 +2,11 @@
 //! the local token issuer, and the managed-identity endpoint that `tollgate dev` serves.
 //!
 //! [`issuer`] holds the signing key and mints tokens; [`identity`] answers IMDS and App
-//! Service token requests with them; [`server`] puts both on one loopback port.
+//! Service token requests with them; [`server`] puts both on one loopback port. Each stand-in
+//! runs on [`http::LoopbackServer`].
 
 pub mod echo;
+pub mod http;
 pub mod identity;
 pub mod issuer;
 pub mod server;

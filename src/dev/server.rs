@@ -5,21 +5,17 @@
 //! connections, hands each request to them, and logs one line per identity request (never
 //! the token, never the `X-IDENTITY-HEADER` value).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+use super::http::LoopbackServer;
 
 use super::identity::IdentityEndpoint;
 use super::issuer::LocalIssuer;
@@ -28,15 +24,13 @@ use super::issuer::LocalIssuer;
 pub struct DevServer {
     /// Where it listens.
     pub addr: SocketAddr,
-    stop: CancellationToken,
-    tracker: TaskTracker,
+    server: LoopbackServer,
 }
 
 /// What the server answers from.
 struct Surfaces {
     issuer: Arc<LocalIssuer>,
     identity: Arc<IdentityEndpoint>,
-    base: String,
 }
 
 impl DevServer {
@@ -46,19 +40,21 @@ impl DevServer {
         issuer: Arc<LocalIssuer>,
         identity: Arc<IdentityEndpoint>,
     ) -> std::io::Result<DevServer> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let surfaces = Arc::new(Surfaces {
-            issuer,
-            identity,
-            base: format!("http://{addr}"),
-        });
-        let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
-        tracker.spawn(accept(listener, surfaces, stop.clone(), tracker.clone()));
+        // The base URL is known once bound; the handler reads it from here.
+        let base = Arc::new(OnceLock::new());
+        let surfaces = Arc::new(Surfaces { issuer, identity });
+        let handler = {
+            let (surfaces, base) = (surfaces.clone(), base.clone());
+            move |req: Request<Incoming>| {
+                let response = respond(&surfaces, base.get().map_or("", String::as_str), &req);
+                async move { response }
+            }
+        };
+        let server = LoopbackServer::start(addr, handler).await?;
+        let _ = base.set(format!("http://{}", server.addr));
         Ok(DevServer {
-            addr,
-            stop,
-            tracker,
+            addr: server.addr,
+            server,
         })
     }
 
@@ -69,51 +65,12 @@ impl DevServer {
 
     /// Stops accepting, closes open connections and waits for their tasks.
     pub async fn stop(self) {
-        self.stop.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-    }
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn accept(
-    listener: TcpListener,
-    surfaces: Arc<Surfaces>,
-    stop: CancellationToken,
-    tracker: TaskTracker,
-) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-            () = stop.cancelled() => return,
-        };
-        let (surfaces, stop) = (surfaces.clone(), stop.clone());
-        tracker.spawn(async move {
-            let service = service_fn(move |req| {
-                let response = respond(&surfaces, &req);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = stop.cancelled() => {}
-            }
-        });
+        self.server.stop().await;
     }
 }
 
 /// Identity paths first, then the issuer's documents, else 404.
-fn respond(surfaces: &Surfaces, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(surfaces: &Surfaces, base: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let identity =
         surfaces
             .identity
@@ -136,7 +93,7 @@ fn respond(surfaces: &Surfaces, req: &Request<Incoming>) -> Response<Full<Bytes>
         }
         return json_response(answer.status, &answer.body);
     }
-    match surfaces.issuer.respond(req.uri().path(), &surfaces.base) {
+    match surfaces.issuer.respond(req.uri().path(), base) {
         Some(document) => json_response(StatusCode::OK, &document),
         None => json_response(StatusCode::NOT_FOUND, &not_found()),
     }

@@ -1,21 +1,17 @@
 //! A mock OIDC issuer: `tollgate::dev::issuer` for keys and minting, served over HTTP with
 //! fault injection (down, hanging), key rotation and removal, and a fetch counter.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tollgate::config::Algorithm;
+use tollgate::dev::http::LoopbackServer;
 use tollgate::dev::issuer::{LocalIssuer, SigningKey};
 
 /// The audience tokens carry by default.
@@ -39,12 +35,19 @@ pub struct MockIssuer {
     pub addr: SocketAddr,
     /// Keys and minting.
     pub local: Arc<LocalIssuer>,
-    mode: Arc<AtomicU8>,
-    jwks_fetches: Arc<AtomicUsize>,
-    discovery_fetches: Arc<AtomicUsize>,
+    state: Arc<State>,
     next_kid: AtomicUsize,
     alg: Algorithm,
-    stop: CancellationToken,
+    _server: LoopbackServer,
+}
+
+/// What the HTTP side reads and counts.
+struct State {
+    local: Arc<LocalIssuer>,
+    mode: AtomicU8,
+    jwks_fetches: AtomicUsize,
+    discovery_fetches: AtomicUsize,
+    base: OnceLock<String>,
 }
 
 impl MockIssuer {
@@ -56,85 +59,29 @@ impl MockIssuer {
     /// An issuer with this `iss`, algorithm and initial mode.
     pub async fn start_with(iss: &str, alg: Algorithm, mode: Mode) -> MockIssuer {
         let local = LocalIssuer::new(iss, SigningKey::generate(alg, "key-1").expect("key"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let issuer = MockIssuer {
-            addr,
+        let state = Arc::new(State {
+            local: local.clone(),
+            mode: AtomicU8::new(mode as u8),
+            jwks_fetches: AtomicUsize::new(0),
+            discovery_fetches: AtomicUsize::new(0),
+            base: OnceLock::new(),
+        });
+        let handler = {
+            let state = state.clone();
+            move |req: http::Request<hyper::body::Incoming>| respond(state.clone(), req)
+        };
+        let server = LoopbackServer::start("127.0.0.1:0".parse().expect("addr"), handler)
+            .await
+            .expect("bind");
+        let _ = state.base.set(format!("http://{}", server.addr));
+        MockIssuer {
+            addr: server.addr,
             local,
-            mode: Arc::new(AtomicU8::new(mode as u8)),
-            jwks_fetches: Arc::new(AtomicUsize::new(0)),
-            discovery_fetches: Arc::new(AtomicUsize::new(0)),
+            state,
             next_kid: AtomicUsize::new(2),
             alg,
-            stop: CancellationToken::new(),
-        };
-        issuer.serve(listener);
-        issuer
-    }
-
-    fn serve(&self, listener: TcpListener) {
-        let (local, mode, jwks, discovery, stop) = (
-            self.local.clone(),
-            self.mode.clone(),
-            self.jwks_fetches.clone(),
-            self.discovery_fetches.clone(),
-            self.stop.clone(),
-        );
-        let base = format!("http://{}", self.addr);
-        tokio::spawn(async move {
-            loop {
-                let stream = tokio::select! {
-                    accepted = listener.accept() => match accepted { Ok((s, _)) => s, Err(_) => return },
-                    () = stop.cancelled() => return,
-                };
-                let (local, mode, jwks, discovery, base, stop) = (
-                    local.clone(),
-                    mode.clone(),
-                    jwks.clone(),
-                    discovery.clone(),
-                    base.clone(),
-                    stop.clone(),
-                );
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (local, mode, jwks, discovery, base, stop) = (
-                            local.clone(),
-                            mode.clone(),
-                            jwks.clone(),
-                            discovery.clone(),
-                            base.clone(),
-                            stop.clone(),
-                        );
-                        async move {
-                            match req.uri().path() {
-                                "/keys" => jwks.fetch_add(1, Ordering::SeqCst),
-                                _ => discovery.fetch_add(1, Ordering::SeqCst),
-                            };
-                            match mode.load(Ordering::SeqCst) {
-                                1 => {
-                                    return Ok::<_, Infallible>(reply(
-                                        StatusCode::SERVICE_UNAVAILABLE,
-                                        json!({"error": "down"}),
-                                    ));
-                                }
-                                2 => {
-                                    stop.cancelled().await;
-                                    return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, json!({})));
-                                }
-                                _ => {}
-                            }
-                            Ok(match local.respond(req.uri().path(), &base) {
-                                Some(body) => reply(StatusCode::OK, body),
-                                None => reply(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
-                            })
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+            _server: server,
+        }
     }
 
     /// The `iss` of its tokens.
@@ -209,23 +156,39 @@ impl MockIssuer {
 
     /// Answer normally, with 503, or not at all.
     pub fn set_mode(&self, mode: Mode) {
-        self.mode.store(mode as u8, Ordering::SeqCst);
+        self.state.mode.store(mode as u8, Ordering::SeqCst);
     }
 
     /// JWKS documents served (or refused) so far.
     pub fn jwks_fetches(&self) -> usize {
-        self.jwks_fetches.load(Ordering::SeqCst)
+        self.state.jwks_fetches.load(Ordering::SeqCst)
     }
 
     /// Discovery documents served (or refused) so far.
     pub fn discovery_fetches(&self) -> usize {
-        self.discovery_fetches.load(Ordering::SeqCst)
+        self.state.discovery_fetches.load(Ordering::SeqCst)
     }
 }
 
-impl Drop for MockIssuer {
-    fn drop(&mut self) {
-        self.stop.cancel();
+/// Counts the fetch, then answers as the mode says: normally, 503, or never.
+async fn respond(
+    state: Arc<State>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/keys" => state.jwks_fetches.fetch_add(1, Ordering::SeqCst),
+        _ => state.discovery_fetches.fetch_add(1, Ordering::SeqCst),
+    };
+    match state.mode.load(Ordering::SeqCst) {
+        1 => return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "down"})),
+        // Never answers; the connection is dropped with the mock.
+        2 => std::future::pending().await,
+        _ => {}
+    }
+    let base = state.base.get().map_or("", String::as_str);
+    match state.local.respond(req.uri().path(), base) {
+        Some(body) => reply(StatusCode::OK, body),
+        None => reply(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
     }
 }
 
