@@ -523,12 +523,14 @@ report() {
             else
                 echo -n "### Plain proxying: "
             fi
-            if [[ $mode == on ]]; then
-                echo -n "access logs on (one JSON line per request; nginx buffer=${NGINX_LOG_BUFFER:-none}, tollgate RUST_LOG=info"
-                if [[ $suite == jwt ]]; then echo ", HAProxy log stdout)"; else echo ")"; fi
+            if [[ $suite == jwt && $mode == on ]]; then
+                echo "access logs on (one JSON line per request; tollgate RUST_LOG=info, HAProxy log stdout)"
+            elif [[ $suite == jwt ]]; then
+                echo "access logs off (tollgate RUST_LOG=warn, HAProxy no log)"
+            elif [[ $mode == on ]]; then
+                echo "access logs on (one JSON line per request; nginx buffer=${NGINX_LOG_BUFFER:-none}, tollgate RUST_LOG=info)"
             else
-                echo -n "access logs off (nginx access_log off, tollgate RUST_LOG=warn"
-                if [[ $suite == jwt ]]; then echo ", HAProxy no log)"; else echo ")"; fi
+                echo "access logs off (nginx access_log off, tollgate RUST_LOG=warn)"
             fi
             echo
             [[ $suite == jwt ]] && echo "jwt1: one token in every request; jwt10k: $TOKENS distinct tokens, each request the next one." && echo
