@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# Whole-proxy load benchmark: the same static backend reached directly, through nginx as a
-# plain reverse proxy, and through tollgate on an anonymous route, in one run with one CPU
-# pinning. Prints requests/s, p50 and p99 per case (median of interleaved rounds) and the
-# ratios. See bench/README-section.md for what it measures and why.
+# Whole-proxy load benchmark, in one run with one CPU pinning. Two suites:
+#   plain: the same static backend reached directly, through nginx as a plain reverse proxy,
+#          and through tollgate on an anonymous route (issue 2);
+#   jwt:   an authenticated route, tollgate against HAProxy 2.6 with jwt_verify, with one
+#          token for every request and with 10,000 distinct tokens cycled (issue 3).
+# Prints requests/s, p50 and p99 per case (median of interleaved rounds) and the ratios. See
+# README.md, section "Performance", for what it measures and why.
 #
 #   bench/load.sh [--report FILE] [--no-build] [--help]
 #
-# Knobs (environment): DURATION (10s), WARMUP (3s), CONNECTIONS (32), THREADS (1), ROUNDS (5),
-# MODES ("off on": access logs off, then on), PROXY_CPU (0), LOAD_CPU (1), PORT_BASE (18400),
+# Knobs (environment): SUITES ("plain jwt"), DURATION (10s), WARMUP (3s), CONNECTIONS (32),
+# THREADS (1), ROUNDS (5), MODES ("off on": access logs off, then on), PROXY_CPU (0),
+# LOAD_CPU (1), PORT_BASE (18400; the suites use PORT_BASE to PORT_BASE+12),
 # NGINX_LOG_BUFFER (64k; empty for one write per line), KEEP_TMP (1 keeps the temp dir),
 # NOISE_LIMIT (5 %), NOISE_TRIES (4), QUIET_TIMEOUT (600 s): see "Noise" below;
-# TOLLGATE_B (another tollgate binary, measured as the extra case "tollgate_b", for A/B).
+# TOLLGATE_B (another tollgate binary, measured as the extra plain case "tollgate_b", for A/B);
+# TOKENS (10000: distinct tokens of the jwt suite's cycled cases).
 #
-# Adding a case (say, an authenticated route): write case_NAME_start MODE (start what it needs
-# with start_bg, wait_http, then set URL[NAME] and optionally HDR[NAME]) and
-# case_NAME_stop (usually stop_bg), append NAME to CASES and a pair to COMPARE.
+# Adding a case: write case_NAME_start MODE (start what it needs with start_bg, wait_http,
+# then set URL[NAME] and optionally HDR[NAME] or SCRIPT[NAME], a wrk Lua script that must end
+# with report.lua's done()) and case_NAME_stop (usually stop_bg), and add NAME to a suite's
+# SUITE_CASES and a pair to its SUITE_COMPARE.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -45,16 +51,34 @@ BACKEND_PORT=$((PORT_BASE + 0))
 NGINX_PORT=$((PORT_BASE + 1))
 TOLLGATE_PORT=$((PORT_BASE + 2))
 TOLLGATE_ADMIN_PORT=$((PORT_BASE + 3))
+# PORT_BASE + 4 and + 5: tollgate_b. The jwt suite:
+ISSUER_PORT=$((PORT_BASE + 6))
+HAPROXY_JWT1_PORT=$((PORT_BASE + 7))
+HAPROXY_JWT10K_PORT=$((PORT_BASE + 8))
+TOLLGATE_JWT1_PORT=$((PORT_BASE + 9)) # admin + 10
+TOLLGATE_JWT10K_PORT=$((PORT_BASE + 11)) # admin + 12
 
-# Cases in measuring order (rotated each round), and the pairs compared as A/B.
-CASES=(direct nginx tollgate)
-COMPARE=(tollgate:nginx)
+SUITES=${SUITES:-plain jwt}
+TOKENS=${TOKENS:-10000}
+# Targets of issue 3, for the verdict line: tollgate/haproxy requests/s > 1 in both token modes.
+TARGET_JWT_RPS_RATIO=1.0
+
+# Cases of each suite in measuring order (rotated each round), and the pairs compared as A/B.
+declare -A SUITE_CASES=(
+    [plain]="direct nginx tollgate"
+    [jwt]="tollgate_jwt1 haproxy_jwt1 tollgate_jwt10k haproxy_jwt10k"
+)
+declare -A SUITE_COMPARE=(
+    [plain]="tollgate:nginx"
+    [jwt]="tollgate_jwt1:haproxy_jwt1 tollgate_jwt10k:haproxy_jwt10k"
+)
 TOLLGATE_B=${TOLLGATE_B:-}
 if [[ -n $TOLLGATE_B ]]; then
-    CASES+=(tollgate_b)
-    COMPARE+=(tollgate_b:tollgate tollgate_b:nginx)
+    SUITE_CASES[plain]+=" tollgate_b"
+    SUITE_COMPARE[plain]+=" tollgate_b:tollgate tollgate_b:nginx"
 fi
-declare -A URL=() HDR=() PID=()
+CASES=()
+declare -A URL=() HDR=() SCRIPT=() PID=()
 
 REPORT=""
 BUILD=1
@@ -75,12 +99,18 @@ die() { log "error: $*"; exit 1; }
 
 as_root() { if ((EUID == 0)); then "$@"; else sudo "$@"; fi; }
 
+has_suite() { [[ " $SUITES " == *" $1 "* ]]; }
+
 install_tools() {
     local missing=()
     command -v wrk >/dev/null || missing+=(wrk)
     command -v nginx >/dev/null || missing+=(nginx-light)
     command -v taskset >/dev/null || missing+=(util-linux)
     command -v curl >/dev/null || missing+=(curl)
+    if has_suite jwt; then
+        command -v haproxy >/dev/null || missing+=(haproxy)
+        command -v openssl >/dev/null || missing+=(openssl)
+    fi
     ((${#missing[@]})) || return 0
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -196,18 +226,20 @@ case_nginx_start() {
 }
 case_nginx_stop() { stop_bg nginx; }
 
-# start_tollgate NAME BINARY PORT ADMIN_PORT MODE
+# start_tollgate NAME BINARY PORT ADMIN_PORT MODE [TEMPLATE [KEY=VALUE...]]
 start_tollgate() {
-    local name=$1 binary=$2 port=$3 admin=$4 mode=$5 level=warn
+    local name=$1 binary=$2 port=$3 admin=$4 mode=$5 template=${6:-$HERE/tollgate.toml.in} level=warn
+    shift $(($# < 6 ? $# : 6))
     [[ $mode == on ]] && level=info
     # tollgate watches the directory of its configuration file and wakes on every change in
     # it, so the file gets a directory of its own: the logs written to $TMP would wake it.
     mkdir -p "$TMP/$name"
-    render "$HERE/tollgate.toml.in" "$TMP/$name/tollgate.toml" \
-        "TOLLGATE_PORT=$port" "TOLLGATE_ADMIN_PORT=$admin"
+    render "$template" "$TMP/$name/tollgate.toml" \
+        "TOLLGATE_PORT=$port" "TOLLGATE_ADMIN_PORT=$admin" "$@"
     # Standard output carries the access log (JSON lines) in "on" mode.
     start_bg "$name" "$PROXY_CPU" env RUST_LOG="$level" "$binary" run --config "$TMP/$name/tollgate.toml"
-    wait_http "$name" "$port"
+    # Ready: listeners bound and the issuers' keys fetched.
+    wait_http "$name" "$admin" /readyz 200
     URL[$name]="http://127.0.0.1:$port/"
 }
 
@@ -218,6 +250,126 @@ case_tollgate_stop() { stop_bg tollgate; }
 # configuration), compared with "tollgate".
 case_tollgate_b_start() { start_tollgate tollgate_b "$TOLLGATE_B" "$((PORT_BASE + 4))" "$((PORT_BASE + 5))" "$1"; }
 case_tollgate_b_stop() { stop_bg tollgate_b; }
+
+# ---------------------------------------------------------------------------------------------
+# The jwt suite: an authenticated route. One RSA 2048 key (PKCS#8, made by openssl) signs
+# every token; tollgate's development issuer serves its JWKS, HAProxy reads its public key
+# from a PEM file. Tokens: iss, aud, a role, tid, oid, azp, iat/nbf/exp, kid, typ JWT, as
+# `tollgate dev token` mints them; the 10,000 differ in their `uti`.
+
+JWT_ISS=http://127.0.0.1:8079/ # the development issuer's default `iss`
+JWT_AUD=api://tollgate-bench
+JWT_ROLE=Bench.Read
+
+# mint [ARGS...]: tokens from the benchmark's key, valid for the whole run; MINT_ISS, MINT_AUD
+# and MINT_ROLE replace the benchmark's iss, aud and role.
+mint() {
+    "$TOLLGATE" dev token --key "$TMP/jwt/key.pem" --iss "${MINT_ISS:-$JWT_ISS}" \
+        --aud "${MINT_AUD:-$JWT_AUD}" --role "${MINT_ROLE:-$JWT_ROLE}" --tid 72f988bf-86f1-41af-91ab-2d7cd011db47 \
+        --azp 0b3c6d5e-1f2a-4b7c-9d8e-5f6a7b8c9d0e --exp 6h "$@"
+}
+
+jwt_setup() {
+    local t
+    t=$(haproxy -v 2>/dev/null | head -1)
+    log "$t"
+    [[ $t == *"version 2.6."* ]] || log "warning: the peer to beat is HAProxy 2.6; this is: $t"
+    haproxy -vv 2>/dev/null | grep -q 'USE_OPENSSL=1' || die "haproxy is built without OpenSSL (no jwt_verify)"
+    mkdir -p "$TMP/jwt"
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/jwt/key.pem" 2>/dev/null
+    openssl pkey -in "$TMP/jwt/key.pem" -pubout -out "$TMP/jwt/pub.pem"
+    chmod 644 "$TMP/jwt/pub.pem"
+    log "minting 1 + $TOKENS tokens"
+    mint >"$TMP/jwt/token1"
+    mint --count "$TOKENS" >"$TMP/jwt/tokens"
+    (($(sort -u "$TMP/jwt/tokens" | wc -l) == TOKENS)) || die "expected $TOKENS distinct tokens"
+    # Tokens both proxies must refuse, to check they do before measuring.
+    local good other
+    good=$(<"$TMP/jwt/token1")
+    other=$(head -1 "$TMP/jwt/tokens")
+    # A valid header and payload with another token's signature.
+    printf '%s.%s\n' "${good%.*}" "${other##*.}" >"$TMP/jwt/bad-signature"
+    MINT_AUD=api://someone-else mint >"$TMP/jwt/bad-aud"
+    MINT_ISS=https://login.example/other/ mint >"$TMP/jwt/bad-iss"
+    mint --claim exp=1700000000 >"$TMP/jwt/bad-exp"
+    render "$HERE/tokens.lua.in" "$TMP/jwt/tokens.lua" "TOKENS=$TMP/jwt/tokens" "HERE=$HERE"
+    start_bg issuer "$LOAD_CPU" "$TOLLGATE" dev --port "$ISSUER_PORT" --key "$TMP/jwt/key.pem" --iss "$JWT_ISS"
+    wait_http issuer "$ISSUER_PORT" /keys 200
+}
+jwt_teardown() { stop_bg issuer; }
+
+# check_auth NAME PORT: the proxy answers 200 to the good tokens (the single one, the first
+# and the last of the cycled ones) and 401 to none, a forged signature, another audience,
+# another issuer and an expired token; exits otherwise.
+check_auth() {
+    local name=$1 port=$2 what token want got
+    for what in token1 first last none bad-signature bad-aud bad-iss bad-exp; do
+        case $what in
+            token1 | bad-*) token=$(<"$TMP/jwt/$what") ;;
+            first) token=$(head -1 "$TMP/jwt/tokens") ;;
+            last) token=$(tail -1 "$TMP/jwt/tokens") ;;
+            none) token="" ;;
+        esac
+        want=401
+        [[ $what == token1 || $what == first || $what == last ]] && want=200
+        got=$(curl -s -o /dev/null -w '%{http_code}' ${token:+-H "Authorization: Bearer $token"} "http://127.0.0.1:$port/")
+        [[ $got == "$want" ]] || { cat "$TMP/$name.out" >&2; die "$name answered $got to $what (expected $want)"; }
+    done
+}
+
+# start_haproxy NAME PORT MODE
+start_haproxy() {
+    local name=$1 port=$2 mode=$3 glog="# no logger" flog="no log"
+    if [[ $mode == on ]]; then
+        # Standard output (the file $TMP/NAME.out), one line per request, written at once.
+        glog="log stdout format raw local0 info"
+        flog="log global"
+    fi
+    mkdir -p "$TMP/$name"
+    render "$HERE/haproxy-jwt.cfg.in" "$TMP/$name/haproxy.cfg" "GLOBAL_LOG=$glog" "FRONTEND_LOG=$flog" \
+        "HAPROXY_PORT=$port" "ISS=$JWT_ISS" "AUD=$JWT_AUD" "PUBKEY=$TMP/jwt/pub.pem"
+    haproxy -c -q -f "$TMP/$name/haproxy.cfg" >&2 || die "$TMP/$name/haproxy.cfg is invalid"
+    start_bg "$name" "$PROXY_CPU" haproxy -db -f "$TMP/$name/haproxy.cfg"
+    wait_http "$name" "$port" / 401
+    check_auth "$name" "$port"
+    URL[$name]="http://127.0.0.1:$port/"
+}
+
+# start_tollgate_jwt NAME PORT MODE
+start_tollgate_jwt() {
+    local name=$1 port=$2 mode=$3
+    start_tollgate "$name" "$TOLLGATE" "$port" "$((port + 1))" "$mode" "$HERE/tollgate-jwt.toml.in" \
+        "ISSUER_PORT=$ISSUER_PORT" "ISS=$JWT_ISS" "AUD=$JWT_AUD" "ROLE=$JWT_ROLE"
+    check_auth "$name" "$port"
+    # tollgate also checks the route's requirement: a valid token without the role gets 403.
+    local got
+    got=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(MINT_ROLE=Other mint)" "http://127.0.0.1:$port/")
+    [[ $got == 403 ]] || die "$name answered $got to a token without the role (expected 403)"
+}
+
+# One token for every request: a static header, wrk's fast path.
+case_tollgate_jwt1_start() {
+    start_tollgate_jwt tollgate_jwt1 "$TOLLGATE_JWT1_PORT" "$1"
+    HDR[tollgate_jwt1]="Authorization: Bearer $(<"$TMP/jwt/token1")"
+}
+case_tollgate_jwt1_stop() { stop_bg tollgate_jwt1; }
+case_haproxy_jwt1_start() {
+    start_haproxy haproxy_jwt1 "$HAPROXY_JWT1_PORT" "$1"
+    HDR[haproxy_jwt1]="Authorization: Bearer $(<"$TMP/jwt/token1")"
+}
+case_haproxy_jwt1_stop() { stop_bg haproxy_jwt1; }
+
+# TOKENS distinct tokens, each request the next one (bench/tokens.lua.in).
+case_tollgate_jwt10k_start() {
+    start_tollgate_jwt tollgate_jwt10k "$TOLLGATE_JWT10K_PORT" "$1"
+    SCRIPT[tollgate_jwt10k]=$TMP/jwt/tokens.lua
+}
+case_tollgate_jwt10k_stop() { stop_bg tollgate_jwt10k; }
+case_haproxy_jwt10k_start() {
+    start_haproxy haproxy_jwt10k "$HAPROXY_JWT10K_PORT" "$1"
+    SCRIPT[haproxy_jwt10k]=$TMP/jwt/tokens.lua
+}
+case_haproxy_jwt10k_stop() { stop_bg haproxy_jwt10k; }
 
 # ---------------------------------------------------------------------------------------------
 # Noise: CPU time used by processes that are neither this script's descendants (the backend,
@@ -280,17 +432,17 @@ cpu_jiffies() {
 # Repeated while other processes disturbed it (see Noise).
 measure() {
     local mode=$1 name=$2 round=$3 url=${URL[$2]} out line try t0 t1 other steal
-    local args=(-t "$THREADS" -c "$CONNECTIONS")
+    local args=(-t "$THREADS" -c "$CONNECTIONS") script=${SCRIPT[$2]:-$HERE/report.lua}
     [[ -n ${HDR[$name]:-} ]] && args+=(-H "${HDR[$name]}")
     local p0 l0 p1 l1
     for ((try = 1; ; try++)); do
         wait_quiet
-        taskset -c "$LOAD_CPU" wrk "${args[@]}" -d "$WARMUP" "$url" >/dev/null
+        taskset -c "$LOAD_CPU" wrk "${args[@]}" ${SCRIPT[$name]:+-s "${SCRIPT[$name]}"} -d "$WARMUP" "$url" >/dev/null
         foreign_snapshot >"$TMP/noise.0"
         read -r -a p0 <<<"$(cpu_jiffies "$PROXY_CPU")"
         read -r -a l0 <<<"$(cpu_jiffies "$LOAD_CPU")"
         t0=$(date +%s.%N)
-        out=$(taskset -c "$LOAD_CPU" wrk "${args[@]}" -d "$DURATION" --latency -s "$HERE/report.lua" "$url")
+        out=$(taskset -c "$LOAD_CPU" wrk "${args[@]}" -d "$DURATION" --latency -s "$script" "$url")
         t1=$(date +%s.%N)
         read -r -a p1 <<<"$(cpu_jiffies "$PROXY_CPU")"
         read -r -a l1 <<<"$(cpu_jiffies "$LOAD_CPU")"
@@ -315,7 +467,7 @@ measure() {
     load_busy=$(((l1[0] - l0[0]) * 100 / (l1[1] - l0[1] > 0 ? l1[1] - l0[1] : 1)))
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$name" "$round" "${r[rps]}" \
         "${r[p50_us]}" "${r[p99_us]}" "$proxy_busy" "$load_busy" "$other" "$steal" >>"$TMP/results.tsv"
-    log "$(printf 'mode=%-3s round=%s %-9s %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu%s %3s%%  cpu%s %3s%%  other %s%%  steal %s%%' \
+    log "$(printf 'mode=%-3s round=%s %-15s %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu%s %3s%%  cpu%s %3s%%  other %s%%  steal %s%%' \
         "$mode" "$round" "$name" "${r[rps]}" "$(awk -v u="${r[p50_us]}" 'BEGIN{print u/1000}')" \
         "$(awk -v u="${r[p99_us]}" 'BEGIN{print u/1000}')" "$PROXY_CPU" "$proxy_busy" "$LOAD_CPU" "$load_busy" "$other" "$steal")"
 }
@@ -329,7 +481,7 @@ run_mode() {
             measure "$mode" "${CASES[$(((i + round - 1) % n))]}" "$round"
         done
         # The access logs grow by tens of MB a run; they were opened for appending.
-        for name in nginx-access.log tollgate.out tollgate_b.out; do [[ -f $TMP/$name ]] && : >"$TMP/$name"; done
+        for name in nginx-access.log "${CASES[@]/%/.out}"; do [[ -f $TMP/$name ]] && : >"$TMP/$name"; done
     done
     for name in "${CASES[@]}"; do "case_${name}_stop"; done
 }
@@ -346,67 +498,97 @@ machine() {
     echo "- CPU: $model, $(nproc) CPUs online${hv:+, $hv guest}"
     echo "- Memory: $(free -g | awk '/^Mem:/ {print $2}') GiB; OS: $os; kernel: $(uname -sr)"
     echo "- nginx $(nginx -v 2>&1 | sed 's|^nginx version: nginx/||'); wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'); $(rustc -V 2>/dev/null || echo 'rustc ?')"
+    if has_suite jwt; then
+        echo "- $(haproxy -v 2>/dev/null | head -1 | sed 's/ - https.*//'); $(openssl version | awk '{print $1, $2}') (HAProxy's jwt_verify)"
+    fi
     echo "- tollgate: commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (modified)'), release build"
 }
 
 report() {
-    local mode
+    local suite mode
     echo "## Load benchmark, $(date -u +%Y-%m-%d)"
     echo
     machine
     echo
-    echo "Pinning: proxy (nginx worker, tollgate worker_threads = 1) on CPU $PROXY_CPU; backend and wrk on CPU $LOAD_CPU."
+    echo "Pinning: proxy (nginx worker, tollgate worker_threads = 1, HAProxy nbthread 1) on CPU $PROXY_CPU; backend and wrk on CPU $LOAD_CPU."
     echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency after a $WARMUP warm-up; median of $ROUNDS interleaved rounds."
     echo "CPU busy: share of each core busy during the measurement (user+system+irq+softirq); other load: CPU"
     echo "used meanwhile by processes outside the benchmark, and steal: CPU time the hypervisor gave other guests,"
     echo "both in % of one core (runs where they added up to $NOISE_LIMIT% or more were repeated, up to $NOISE_TRIES times)."
-    for mode in $MODES; do
-        echo
-        if [[ $mode == on ]]; then
-            echo "### Access logs on (one JSON line per request; nginx buffer=${NGINX_LOG_BUFFER:-none}, tollgate RUST_LOG=info)"
-        else
-            echo "### Access logs off (nginx access_log off, tollgate RUST_LOG=warn)"
-        fi
-        echo
-        awk -F'\t' -v mode="$mode" -v cases="${CASES[*]}" -v compare="${COMPARE[*]}" \
-            -v pcpu="$PROXY_CPU" -v lcpu="$LOAD_CPU" -v trps="$TARGET_RPS_RATIO" -v tp99="$TARGET_P99_RATIO" '
-            function median(list,    a, n, i, j, t) {
-                n = split(list, a, " ")
-                for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-                return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-            }
-            $1 == mode { rps[$2] = rps[$2] " " $4; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
-                         pb[$2] = pb[$2] " " $7; lb[$2] = lb[$2] " " $8; ot[$2] = ot[$2] " " $9; st[$2] = st[$2] " " $10; all[$2] = all[$2] sprintf(" %.0f", $4) }
-            END {
-                n = split(cases, c, " ")
-                printf "| case | requests/s | p50 ms | p99 ms | CPU %s busy | CPU %s busy | other load | steal | requests/s per round |\n", pcpu, lcpu
-                print "|---|--:|--:|--:|--:|--:|--:|--:|---|"
-                for (i = 1; i <= n; i++) {
-                    k = c[i]; R[k] = median(rps[k]); P50[k] = median(p50[k]); P99[k] = median(p99[k])
-                    printf "| %s | %.0f | %.3f | %.3f | %d%% | %d%% | %d%% | %d%% |%s |\n", k, R[k], P50[k] / 1000, P99[k] / 1000, median(pb[k]), median(lb[k]), median(ot[k]), median(st[k]), all[k]
-                }
-                print ""
-                print "| ratio | requests/s | p50 | p99 |"
-                print "|---|--:|--:|--:|"
-                m = split(compare, pairs, " ")
-                for (i = 1; i <= m; i++) {
-                    split(pairs[i], ab, ":"); a = ab[1]; b = ab[2]
-                    printf "| %s / %s | %.2f | %.2f | %.2f |\n", a, b, R[a] / R[b], P50[a] / P50[b], P99[a] / P99[b]
-                }
-                for (i = 1; i <= n; i++) if (c[i] != "direct")
-                    printf "| %s / direct | %.2f | %.2f | %.2f |\n", c[i], R[c[i]] / R["direct"], P50[c[i]] / P50["direct"], P99[c[i]] / P99["direct"]
-                if ("tollgate" in R && "nginx" in R) {
-                    rr = R["tollgate"] / R["nginx"]; pr = P99["tollgate"] / P99["nginx"]
-                    printf "\nTarget (tollgate/nginx requests/s >= %.1f, p99 <= %.1fx): requests/s %.2f %s, p99 %.2fx %s\n", trps, tp99,
-                        rr, (rr >= trps ? "met" : "MISSED"), pr, (pr <= tp99 ? "met" : "MISSED")
-                }
-            }' "$TMP/results.tsv"
+    for suite in $SUITES; do
+        for mode in $MODES; do
+            echo
+            if [[ $suite == jwt ]]; then
+                echo -n "### Authenticated route, tollgate against HAProxy: "
+            else
+                echo -n "### Plain proxying: "
+            fi
+            if [[ $suite == jwt && $mode == on ]]; then
+                echo "access logs on (one JSON line per request; tollgate RUST_LOG=info, HAProxy log stdout)"
+            elif [[ $suite == jwt ]]; then
+                echo "access logs off (tollgate RUST_LOG=warn, HAProxy no log)"
+            elif [[ $mode == on ]]; then
+                echo "access logs on (one JSON line per request; nginx buffer=${NGINX_LOG_BUFFER:-none}, tollgate RUST_LOG=info)"
+            else
+                echo "access logs off (nginx access_log off, tollgate RUST_LOG=warn)"
+            fi
+            echo
+            [[ $suite == jwt ]] && echo "jwt1: one token in every request; jwt10k: $TOKENS distinct tokens, each request the next one." && echo
+            report_table "$mode" "${SUITE_CASES[$suite]}" "${SUITE_COMPARE[$suite]}"
+        done
     done
+}
+
+# report_table MODE CASES COMPARE: the Markdown tables of one suite in one mode.
+report_table() {
+    awk -F'\t' -v mode="$1" -v cases="$2" -v compare="$3" -v ntokens="$TOKENS" \
+        -v pcpu="$PROXY_CPU" -v lcpu="$LOAD_CPU" -v trps="$TARGET_RPS_RATIO" -v tp99="$TARGET_P99_RATIO" -v tjwt="$TARGET_JWT_RPS_RATIO" '
+        function median(list,    a, n, i, j, t) {
+            n = split(list, a, " ")
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+            return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+        }
+        $1 == mode { rps[$2] = rps[$2] " " $4; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
+                     pb[$2] = pb[$2] " " $7; lb[$2] = lb[$2] " " $8; ot[$2] = ot[$2] " " $9; st[$2] = st[$2] " " $10; all[$2] = all[$2] sprintf(" %.0f", $4) }
+        END {
+            n = split(cases, c, " ")
+            for (i = 1; i <= n; i++) incase[c[i]] = 1
+            printf "| case | requests/s | p50 ms | p99 ms | CPU %s busy | CPU %s busy | other load | steal | requests/s per round |\n", pcpu, lcpu
+            print "|---|--:|--:|--:|--:|--:|--:|--:|---|"
+            for (i = 1; i <= n; i++) {
+                k = c[i]; R[k] = median(rps[k]); P50[k] = median(p50[k]); P99[k] = median(p99[k])
+                printf "| %s | %.0f | %.3f | %.3f | %d%% | %d%% | %d%% | %d%% |%s |\n", k, R[k], P50[k] / 1000, P99[k] / 1000, median(pb[k]), median(lb[k]), median(ot[k]), median(st[k]), all[k]
+            }
+            print ""
+            print "| ratio | requests/s | p50 | p99 |"
+            print "|---|--:|--:|--:|"
+            m = split(compare, pairs, " ")
+            for (i = 1; i <= m; i++) {
+                split(pairs[i], ab, ":"); a = ab[1]; b = ab[2]
+                printf "| %s / %s | %.2f | %.2f | %.2f |\n", a, b, R[a] / R[b], P50[a] / P50[b], P99[a] / P99[b]
+            }
+            if ("direct" in incase) for (i = 1; i <= n; i++) if (c[i] != "direct")
+                printf "| %s / direct | %.2f | %.2f | %.2f |\n", c[i], R[c[i]] / R["direct"], P50[c[i]] / P50["direct"], P99[c[i]] / P99["direct"]
+            if ("tollgate" in incase && "nginx" in incase) {
+                rr = R["tollgate"] / R["nginx"]; pr = P99["tollgate"] / P99["nginx"]
+                printf "\nTarget (tollgate/nginx requests/s >= %.1f, p99 <= %.1fx): requests/s %.2f %s, p99 %.2fx %s\n", trps, tp99,
+                    rr, (rr >= trps ? "met" : "MISSED"), pr, (pr <= tp99 ? "met" : "MISSED")
+            }
+            if ("tollgate_jwt1" in incase && "haproxy_jwt1" in incase && "tollgate_jwt10k" in incase && "haproxy_jwt10k" in incase) {
+                r1 = R["tollgate_jwt1"] / R["haproxy_jwt1"]; rk = R["tollgate_jwt10k"] / R["haproxy_jwt10k"]
+                printf "\nTarget (tollgate ahead of HAProxy in requests/s, ratio > %.1f): one token %.2f %s, %d tokens %.2f %s\n", tjwt,
+                    r1, (r1 > tjwt ? "met" : "MISSED"), ntokens, rk, (rk > tjwt ? "met" : "MISSED")
+            }
+        }' "$TMP/results.tsv"
 }
 
 # ---------------------------------------------------------------------------------------------
 
 main() {
+    local suite
+    for suite in $SUITES; do
+        [[ -n ${SUITE_CASES[$suite]:-} ]] || die "unknown suite $suite (SUITES: plain, jwt)"
+    done
     install_tools
     build_tollgate
     local ncpu
@@ -417,16 +599,20 @@ main() {
     trap cleanup EXIT
     trap 'exit 130' INT TERM
     local port
-    for port in "$BACKEND_PORT" "$NGINX_PORT" "$TOLLGATE_PORT" "$TOLLGATE_ADMIN_PORT" \
-        "$((PORT_BASE + 4))" "$((PORT_BASE + 5))"; do
+    for ((port = PORT_BASE; port <= PORT_BASE + 12; port++)); do
         port_free "$port" || die "port $port is in use (set PORT_BASE)"
     done
     : >"$TMP/results.tsv"
     start_backend
     local mode
-    for mode in $MODES; do
-        log "access logs $mode: ${CASES[*]}, $ROUNDS rounds of $DURATION"
-        run_mode "$mode"
+    for suite in $SUITES; do
+        read -r -a CASES <<<"${SUITE_CASES[$suite]}"
+        [[ $suite == jwt ]] && jwt_setup
+        for mode in $MODES; do
+            log "$suite, access logs $mode: ${CASES[*]}, $ROUNDS rounds of $DURATION"
+            run_mode "$mode"
+        done
+        [[ $suite == jwt ]] && jwt_teardown
     done
     local text
     text=$(report)

@@ -3,6 +3,7 @@
 //! prints the environment an app needs; `dev token` mints a token from the same issuer and
 //! `dev jwks` prints its public keys. The key is kept in a file so tokens outlive the command.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -107,6 +108,10 @@ pub struct TokenArgs {
     /// Any other claim as NAME=VALUE (VALUE parsed as JSON when it is JSON); repeatable.
     #[arg(long = "claim", value_name = "NAME=VALUE")]
     claims: Vec<String>,
+    /// Mint N distinct tokens, one a line (the `uti` of each ends in its number), e.g. for
+    /// load tests.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    count: u32,
 }
 
 /// The development key file: the flag, else `$XDG_CONFIG_HOME`, else `~/.config`.
@@ -141,7 +146,15 @@ fn subcommand(command: &DevCommand) -> anyhow::Result<ExitCode> {
         DevCommand::Token(args) => {
             let spec = spec(args)?;
             let issuer = LocalIssuer::new(&args.iss, dev_key(&args.key)?);
-            println!("{}", issuer.mint(&spec).context("signing the token")?);
+            if args.count == 1 {
+                println!("{}", issuer.mint(&spec).context("signing the token")?);
+            } else {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                mint_distinct(&issuer, &spec, args.count, |token| {
+                    writeln!(out, "{token}").context("writing the tokens")
+                })?;
+                out.flush().context("writing the tokens")?;
+            }
         }
         DevCommand::Jwks(args) => {
             let key = dev_key(args)?;
@@ -149,6 +162,27 @@ fn subcommand(command: &DevCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Mints `count` tokens for `spec` that differ in their `uti` (`dev-<now>-<n>`, n from 1),
+/// handing each to `emit` as it is signed.
+fn mint_distinct(
+    issuer: &LocalIssuer,
+    spec: &TokenSpec,
+    count: u32,
+    mut emit: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut spec = spec.clone();
+    for n in 1..=count {
+        spec.extra
+            .insert("uti".to_owned(), Value::String(format!("dev-{now}-{n}")));
+        emit(&issuer.mint(&spec).context("signing the token")?)?;
+    }
+    Ok(())
 }
 
 /// The token described by the flags.
@@ -303,6 +337,52 @@ mod tests {
             .collect();
         assert!(!lines.is_empty(), "{first} not in\n{text}");
         lines.join("\n") + "\n"
+    }
+
+    #[test]
+    fn count_mints_distinct_tokens_that_differ_only_in_uti() {
+        let key = crate::dev::issuer::SigningKey::generate(Algorithm::RS256, "k").unwrap();
+        let issuer = LocalIssuer::new(DEV_ISSUER, key);
+        let spec = TokenSpec {
+            audience: "api://orders".into(),
+            roles: vec!["reader".into()],
+            lifetime: Duration::from_secs(60),
+            ..TokenSpec::default()
+        };
+        let mut tokens = Vec::new();
+        mint_distinct(&issuer, &spec, 3, |t| {
+            tokens.push(t.to_owned());
+            Ok(())
+        })
+        .unwrap();
+        let payload = |t: &str| -> Value {
+            use base64::Engine;
+            let part = t.split('.').nth(1).unwrap();
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .unwrap();
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        let utis: Vec<Value> = tokens.iter().map(|t| payload(t)["uti"].clone()).collect();
+        let now = utis[0]
+            .as_str()
+            .unwrap()
+            .split('-')
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        let expected: Vec<Value> = (1..=3).map(|n| json!(format!("dev-{now}-{n}"))).collect();
+        assert_eq!(utis, expected);
+        // Apart from `uti` (and the times, should a second have passed) they are one token.
+        let rest = |t: &str| {
+            let mut claims = payload(t);
+            for c in ["uti", "iat", "nbf", "exp"] {
+                claims.as_object_mut().unwrap().remove(c);
+            }
+            claims
+        };
+        assert!(tokens.iter().all(|t| rest(t) == rest(&tokens[0])));
+        assert_eq!(rest(&tokens[0])["roles"], json!(["reader"]));
     }
 
     #[test]
