@@ -9,6 +9,19 @@ use super::jwt::AuthError;
 /// Largest token accepted. Entra tokens are 1–3 KiB; a large one is an attack or a mistake.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
+/// Bytes a JWT may contain: base64url, the `.` separators, and `=` (tolerated padding). A
+/// table, because the check runs over every byte of every token.
+static TOKEN_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'=');
+        b += 1;
+    }
+    table
+};
+
 /// The bearer token, `Ok(None)` when the request carries none (no header, or another
 /// scheme such as Basic).
 pub fn extract(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
@@ -28,11 +41,7 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(AuthError::TokenTooLarge);
     }
-    if token.is_empty()
-        || !token
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
-    {
+    if token.is_empty() || !token.iter().all(|&b| TOKEN_BYTES[usize::from(b)]) {
         return Err(AuthError::Malformed(
             "the token contains characters outside base64url",
         ));

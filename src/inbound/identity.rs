@@ -51,16 +51,13 @@ pub fn identity_headers(claims: &Claims, identity: &Identity) -> IdentityHeaders
     let mut out = IdentityHeaders::default();
     let mut add = |name: &HeaderName, text: Option<String>| {
         let Some(text) = text else { return };
-        match header_value(&text) {
+        match header_value(text) {
             Some(v) if v.len() <= MAX_IDENTITY_HEADER_BYTES => out.set.push((name.clone(), v)),
             _ => out.dropped.push(name.clone()),
         }
     };
     if identity.easy_auth_headers {
-        add(
-            &PRINCIPAL,
-            Some(STANDARD.encode(principal(claims).to_string())),
-        );
+        add(&PRINCIPAL, Some(STANDARD.encode(principal_json(claims))));
         add(&PRINCIPAL_ID, principal_id(claims).map(str::to_owned));
         add(&PRINCIPAL_NAME, principal_name(claims).map(str::to_owned));
         add(&PRINCIPAL_IDP, Some(IDP.to_owned()));
@@ -91,6 +88,47 @@ pub fn principal(claims: &Claims) -> Value {
         "name_typ": NAME_TYPE,
         "role_typ": ROLE_TYPE,
     })
+}
+
+/// [`principal`] as JSON text, written directly: the request path builds one for every
+/// authenticated request, and a `serde_json::Value` tree costs several times as much
+/// (bench/NOTES.md).
+pub fn principal_json(claims: &Claims) -> String {
+    use crate::telemetry::json::push_string;
+    use std::fmt::Write;
+    let mut out = String::with_capacity(512);
+    out.push_str("{\"auth_typ\":\"aad\",\"claims\":[");
+    let mut first = true;
+    for (name, value) in claims.iter() {
+        let items = match value {
+            Value::Array(items) => items.as_slice(),
+            other => std::slice::from_ref(other),
+        };
+        for item in items {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str("{\"typ\":");
+            push_string(&mut out, name);
+            out.push_str(",\"val\":");
+            match item {
+                Value::String(s) => push_string(&mut out, s),
+                // Numbers and booleans need no escaping; anything else goes through serde.
+                Value::Number(n) => {
+                    let _ = write!(out, "\"{n}\"");
+                }
+                Value::Bool(b) => out.push_str(if *b { "\"true\"" } else { "\"false\"" }),
+                other => push_string(&mut out, &other.to_string()),
+            }
+            out.push('}');
+        }
+    }
+    let _ = write!(
+        out,
+        "],\"name_typ\":\"{NAME_TYPE}\",\"role_typ\":\"{ROLE_TYPE}\"}}"
+    );
+    out
 }
 
 /// Every claim as `{typ, val}` entries, arrays repeated.
@@ -128,11 +166,12 @@ pub fn principal_name(claims: &Claims) -> Option<&str> {
 
 /// A header value for `text`: kept as is when it is printable ASCII, else percent-encoded
 /// (UTF-8). `None` only if even that is not a valid value.
-pub fn header_value(text: &str) -> Option<HeaderValue> {
+pub fn header_value(text: String) -> Option<HeaderValue> {
     if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        HeaderValue::from_str(text).ok()
+        // Takes the String's buffer as it is: no copy.
+        HeaderValue::try_from(text).ok()
     } else {
-        HeaderValue::from_str(&utf8_percent_encode(text, ENCODE).to_string()).ok()
+        HeaderValue::try_from(utf8_percent_encode(&text, ENCODE).to_string()).ok()
     }
 }
 
@@ -238,9 +277,19 @@ mod tests {
     }
 
     #[test]
+    fn the_direct_principal_is_the_value_principal() {
+        let claims = Claims::parse(
+            br#"{"oid":"o","roles":["a","b\"q"],"n":5,"f":1.5,"t":true,"nul":null,"o":{"k":[1]},"esc":"line\nbreak\u0001","name":"Jos\u00e9"}"#,
+        )
+        .unwrap();
+        let direct: Value = serde_json::from_str(&principal_json(&claims)).unwrap();
+        assert_eq!(direct, principal(&claims));
+    }
+
+    #[test]
     fn values_are_encoded_and_oversized_ones_dropped() {
-        assert_eq!(header_value("plain value").unwrap(), "plain value");
-        assert_eq!(header_value("José\n").unwrap(), "Jos%C3%A9%0A");
+        assert_eq!(header_value("plain value".into()).unwrap(), "plain value");
+        assert_eq!(header_value("José\n".into()).unwrap(), "Jos%C3%A9%0A");
         let long = format!(
             r#"{{"big":"{}","small":"x"}}"#,
             "a".repeat(MAX_IDENTITY_HEADER_BYTES + 1)

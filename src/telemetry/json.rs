@@ -158,7 +158,7 @@ fn push_u64(out: &mut String, mut n: u64) {
 }
 
 /// A JSON string, quoted and escaped as `serde_json` does.
-fn push_string(out: &mut String, s: &str) {
+pub(crate) fn push_string(out: &mut String, s: &str) {
     out.push('"');
     escape(out, s);
     out.push('"');

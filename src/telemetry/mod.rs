@@ -4,7 +4,7 @@
 //! [`metrics::Metrics`] is created by the application and passed down as `Arc<Metrics>`.
 //! [`redact`] keeps secrets out of both.
 
-mod json;
+pub(crate) mod json;
 pub mod metrics;
 pub mod redact;
 
