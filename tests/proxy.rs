@@ -11,7 +11,8 @@ use futures_util::{SinkExt, StreamExt};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Frame;
-use support::echo::{dead_upstream, silent_upstream};
+use support::echo::{AfterReply, ScriptedUpstream, dead_upstream, silent_upstream};
+use support::eventually;
 use support::{Backend, TestProxy, WsEcho, get, raw, send, server};
 
 fn anonymous(upstream: std::net::SocketAddr, extra: &str) -> String {
@@ -382,4 +383,68 @@ async fn https_upstream_is_trusted_through_ca_file() {
     let reply = untrusting.get("/over-tls").await;
     assert_eq!(reply.status, 502);
     backend.assert_nothing_received();
+}
+
+const OK_WITH_LENGTH: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+const OK_CHUNKED: &[u8] =
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+const NO_CONTENT: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    for (reply, status) in [(OK_WITH_LENGTH, 200), (OK_CHUNKED, 200), (NO_CONTENT, 204)] {
+        let upstream = ScriptedUpstream::start(reply, AfterReply::KeepAlive).await;
+        let proxy = TestProxy::start(&anonymous(upstream.addr, "")).await;
+        for _ in 0..20 {
+            assert_eq!(proxy.get("/").await.status, status);
+        }
+        let head = get(proxy.addr, "/", &[]).await;
+        assert_eq!(head.status, status);
+        assert_eq!(upstream.requests(), 21);
+        assert_eq!(
+            upstream.connections(),
+            1,
+            "one upstream connection for sequential requests (status {status})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_closing_idle_connections_costs_no_request() {
+    // The upstream closes every connection after one response without saying so: each
+    // request must find (or make) a live connection, never fail on a dead pooled one.
+    let upstream = ScriptedUpstream::start(OK_WITH_LENGTH, AfterReply::Close).await;
+    let proxy = TestProxy::start(&anonymous(upstream.addr, "")).await;
+    for i in 0..20 {
+        let reply = proxy.get("/").await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
+    }
+    assert_eq!(upstream.requests(), 20, "no request sent twice");
+    assert_eq!(upstream.connections(), 20);
+}
+
+#[tokio::test]
+async fn an_abandoned_response_body_closes_its_upstream_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A head, then 2 of the 1,000,000 bytes it announces: the client gives up mid-body.
+    const PARTIAL: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\nok";
+    let upstream = ScriptedUpstream::start(PARTIAL, AfterReply::KeepAlive).await;
+    let proxy = TestProxy::start(&anonymous(upstream.addr, "")).await;
+    for round in 1..=2 {
+        let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "round {round}");
+        drop(client);
+        eventually("the upstream request arrives", || async {
+            upstream.requests() == round
+        })
+        .await;
+    }
+    // The first connection still owed a body: it was not reused for the second request.
+    assert_eq!(upstream.connections(), 2);
 }

@@ -1,5 +1,5 @@
-//! The pooled upstream client: keep-alive connections over http or https, a deadline for the
-//! response head, and the errors that become 502 and 504.
+//! Sending to an upstream: keep-alive connections over http or https ([`super::pool`]), a
+//! deadline for the response head, and the errors that become 502 and 504.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,10 +8,9 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::pool::{Pool, SendError, UpstreamBody};
 use super::tls::{self, TlsError};
 
 /// Longest time to establish a TCP connection to an upstream or target.
@@ -19,26 +18,18 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// A pooled HTTP/1.1 client over plain TCP or rustls.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Incoming>;
-
-/// Builds a pooled client trusting `tls`. HTTP/1.1 only upstream: it carries upgrades, and
-/// every backend speaks it.
-pub fn client(tls: rustls::ClientConfig) -> HttpClient {
+/// The connector for plain TCP or rustls, trusting `tls`. HTTP/1.1 only upstream: it carries
+/// upgrades, and every backend speaks it.
+fn connector(tls: rustls::ClientConfig) -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(https)
+        .wrap_connector(http)
 }
 
 /// Why a request got no response from the upstream.
@@ -49,10 +40,10 @@ pub enum ForwardError {
     Timeout(Duration),
     /// The connection could not be made: 502.
     #[error("upstream unreachable")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The connection failed or the response was not HTTP: 502.
     #[error("upstream failed")]
-    Failed(#[source] hyper_util::client::legacy::Error),
+    Failed(#[source] hyper::Error),
     /// The upstream answered 101 to a request that asked for no upgrade: 502.
     #[error("upstream switched protocols without being asked")]
     UnexpectedUpgrade,
@@ -74,28 +65,34 @@ impl ForwardError {
     }
 }
 
-/// One upstream (or egress target): where it is, the client to reach it, and the deadline.
+/// One upstream (or egress target): where it is, its connections, and the deadline.
 pub struct Upstream {
-    scheme: Scheme,
     authority: Authority,
     /// A path prefixed to every forwarded path (egress targets only); empty for none.
     base_path: String,
-    client: HttpClient,
+    pool: Pool,
     timeout: Duration,
 }
 
 impl Upstream {
     /// An upstream at `base` (scheme, authority, optional base path).
     pub fn new(base: &Uri, ca_file: Option<&Path>, timeout: Duration) -> Result<Self, TlsError> {
-        let client = client(tls::client_config(ca_file)?);
+        let connector = connector(tls::client_config(ca_file)?);
+        let scheme = base.scheme().cloned().unwrap_or(Scheme::HTTP);
+        let authority = base
+            .authority()
+            .cloned()
+            .expect("validated upstream URLs have an authority");
+        let origin = Uri::builder()
+            .scheme(scheme)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .expect("a scheme and an authority make a URI");
         Ok(Upstream {
-            scheme: base.scheme().cloned().unwrap_or(Scheme::HTTP),
-            authority: base
-                .authority()
-                .cloned()
-                .expect("validated upstream URLs have an authority"),
+            authority,
             base_path: base.path().trim_end_matches('/').to_owned(),
-            client,
+            pool: Pool::new(connector, origin, POOL_IDLE_TIMEOUT),
             timeout,
         })
     }
@@ -105,7 +102,8 @@ impl Upstream {
         &self.authority
     }
 
-    /// The URI for a path (starting with `/`) and an optional query, on this upstream.
+    /// The request target for a path (starting with `/`) and an optional query on this
+    /// upstream, in origin form (the connection already names the upstream).
     pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ForwardError> {
         let mut pq = String::with_capacity(
             self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
@@ -118,37 +116,31 @@ impl Upstream {
         }
         let pq = PathAndQuery::from_maybe_shared(bytes::Bytes::from(pq))
             .map_err(|e| ForwardError::BadUri(e.into()))?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(ForwardError::BadUri)
+        Ok(Uri::from(pq))
     }
 
-    /// The URI for a request whose path and query go upstream unchanged: the client's own
-    /// bytes are shared, nothing is copied. Falls back to [`Upstream::uri`] when this
-    /// upstream has a base path.
+    /// The request target for a request whose path and query go upstream unchanged: the
+    /// client's own bytes are shared, nothing is copied. Falls back to [`Upstream::uri`] when
+    /// this upstream has a base path.
     pub fn uri_unchanged(&self, original: &Uri) -> Result<Uri, ForwardError> {
         match original.path_and_query() {
-            Some(pq) if self.base_path.is_empty() => Uri::builder()
-                .scheme(self.scheme.clone())
-                .authority(self.authority.clone())
-                .path_and_query(pq.clone())
-                .build()
-                .map_err(ForwardError::BadUri),
+            Some(pq) if self.base_path.is_empty() => Ok(Uri::from(pq.clone())),
             _ => self.uri(original.path(), original.query()),
         }
     }
 
     /// Sends the request and waits for the response head, at most the configured deadline.
-    /// The request must already carry this upstream's URI.
-    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ForwardError> {
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+    /// The request must already carry its target from [`Upstream::uri`] (origin form) and a
+    /// `Host` header.
+    pub async fn send(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<UpstreamBody>, ForwardError> {
+        match tokio::time::timeout(self.timeout, self.pool.send(req)).await {
             Err(_) => Err(ForwardError::Timeout(self.timeout)),
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(e)),
-            Ok(Err(e)) => Err(ForwardError::Failed(e)),
+            Ok(Err(SendError::Connect(e))) => Err(ForwardError::Connect(e)),
+            Ok(Err(SendError::Failed(e))) => Err(ForwardError::Failed(e)),
         }
     }
 }

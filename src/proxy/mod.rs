@@ -1,8 +1,8 @@
 //! The HTTP machinery both listeners share: accepting connections (HTTP/1.1 and HTTP/2, plain
-//! or TLS), the pooled upstream client, header rewriting, and upgrade passthrough.
+//! or TLS), the upstream connection pool, header rewriting, and upgrade passthrough.
 //!
 //! [`listener`] accepts and drains connections, [`tls`] terminates TLS and builds client trust,
-//! [`forward`] sends requests upstream, [`headers`] strips hop-by-hop headers and sets
+//! [`forward`] sends requests upstream over [`pool`]ed connections, [`headers`] strips hop-by-hop headers and sets
 //! `X-Forwarded-*`, and [`upgrade`] splices upgraded connections (WebSocket) together.
 //! Nothing here knows about tokens or routes.
 
@@ -11,16 +11,16 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
 pub mod forward;
 pub mod headers;
 pub mod listener;
+pub mod pool;
 pub mod tls;
 pub mod upgrade;
 
 /// A response body: streamed from the upstream, or a small one tollgate wrote itself.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<pool::UpstreamBody, Full<Bytes>>;
 
 /// A small body written by tollgate.
 pub fn full(bytes: impl Into<Bytes>) -> Body {

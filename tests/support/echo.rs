@@ -127,3 +127,93 @@ pub async fn dead_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     listener.local_addr().expect("addr")
 }
+
+/// A raw HTTP/1.1 upstream that answers every request with the same bytes, counting the
+/// connections it accepts and the requests it reads: for the connection pool's tests.
+pub struct ScriptedUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: CancellationToken,
+}
+
+/// What a [`ScriptedUpstream`] does after answering.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum AfterReply {
+    /// Waits for the next request on the same connection.
+    KeepAlive,
+    /// Closes the connection without saying so (no `Connection: close`), as a server whose
+    /// keep-alive timeout is shorter than the proxy's does.
+    Close,
+}
+
+impl ScriptedUpstream {
+    /// Starts one answering each request (a head without a body) with `reply`.
+    pub async fn start(reply: &'static [u8], after: AfterReply) -> ScriptedUpstream {
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (token, accepted, read) = (stop.clone(), connections.clone(), requests.clone());
+        tokio::spawn(async move {
+            loop {
+                let mut stream = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok((s, _)) => s, Err(_) => return },
+                    () = token.cancelled() => return,
+                };
+                accepted.fetch_add(1, SeqCst);
+                let read = read.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let Ok(n) = stream.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                        while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                            head.drain(..end + 4);
+                            read.fetch_add(1, SeqCst);
+                            if stream.write_all(reply).await.is_err() {
+                                return;
+                            }
+                            if after == AfterReply::Close {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        ScriptedUpstream {
+            addr,
+            connections,
+            requests,
+            stop,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Requests read so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for ScriptedUpstream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
