@@ -15,7 +15,8 @@
 # NGINX_LOG_BUFFER (64k; empty for one write per line), KEEP_TMP (1 keeps the temp dir),
 # NOISE_LIMIT (5 %), NOISE_TRIES (4), QUIET_TIMEOUT (600 s): see "Noise" below;
 # TOLLGATE_B (another tollgate binary, measured as the extra plain case "tollgate_b", for A/B);
-# TOKENS (10000: distinct tokens of the jwt suite's cycled cases).
+# TOKENS (10000: distinct tokens of the jwt suite's cycled cases); TOKEN_CACHE (10000:
+# tollgate's token_cache_entries in the jwt suite; 0 verifies every signature, as HAProxy does).
 #
 # Adding a case: write case_NAME_start MODE (start what it needs with start_bg, wait_http,
 # then set URL[NAME] and optionally HDR[NAME] or SCRIPT[NAME], a wrk Lua script that must end
@@ -60,6 +61,7 @@ TOLLGATE_JWT10K_PORT=$((PORT_BASE + 11)) # admin + 12
 
 SUITES=${SUITES:-plain jwt}
 TOKENS=${TOKENS:-10000}
+TOKEN_CACHE=${TOKEN_CACHE:-10000}
 # Targets of issue 3, for the verdict line: tollgate/haproxy requests/s > 1 in both token modes.
 TARGET_JWT_RPS_RATIO=1.0
 
@@ -339,7 +341,8 @@ start_haproxy() {
 start_tollgate_jwt() {
     local name=$1 port=$2 mode=$3
     start_tollgate "$name" "$TOLLGATE" "$port" "$((port + 1))" "$mode" "$HERE/tollgate-jwt.toml.in" \
-        "ISSUER_PORT=$ISSUER_PORT" "ISS=$JWT_ISS" "AUD=$JWT_AUD" "ROLE=$JWT_ROLE"
+        "ISSUER_PORT=$ISSUER_PORT" "ISS=$JWT_ISS" "AUD=$JWT_AUD" "ROLE=$JWT_ROLE" \
+        "TOKEN_CACHE=$TOKEN_CACHE"
     check_auth "$name" "$port"
     # tollgate also checks the route's requirement: a valid token without the role gets 403.
     local got
