@@ -25,6 +25,7 @@ pub mod config;
 pub mod dev;
 pub mod egress;
 pub mod fetch;
+pub mod ids;
 pub mod inbound;
 pub mod proxy;
 pub mod state;

@@ -38,10 +38,7 @@ impl<T> From<T> for Secret<T> {
 /// of its SHA-256. Not reversible, and too short to confirm a guess offline with certainty.
 pub fn fingerprint(secret: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret);
-    digest.as_ref()[..4]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&digest.as_ref()[..4])
 }
 
 /// True for headers whose values are credentials: `Authorization`, `Cookie`, `X-MS-TOKEN-*`

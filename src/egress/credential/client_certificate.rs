@@ -110,15 +110,7 @@ fn uuid_v4() -> Result<String, CredentialError> {
         .map_err(|_| CredentialError::Setup("no randomness for jti".into()))?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    ))
+    Ok(crate::ids::guid(b))
 }
 
 /// An app registration authenticated by certificate.

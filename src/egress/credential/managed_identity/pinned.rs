@@ -30,11 +30,10 @@ pub fn normalise_thumbprint(text: &str) -> Result<String, CredentialError> {
 
 /// The SHA-1 thumbprint of a DER certificate, lower-case hex.
 pub fn thumbprint(der: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        der,
+    ))
 }
 
 /// A TLS client configuration that accepts exactly the certificate with `thumbprint`.
