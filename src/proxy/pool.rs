@@ -42,18 +42,19 @@ pub enum SendError {
     Failed(hyper::Error),
 }
 
-/// The idle connections of one upstream, most recently used last.
-struct Idle {
-    conns: VecDeque<IdleConn>,
+/// The idle connections of one upstream, most recently used last. Generic only so that the
+/// expiry can be tested without connections.
+struct Idle<S = Sender> {
+    conns: VecDeque<IdleConn<S>>,
     timeout: Duration,
 }
 
-struct IdleConn {
-    sender: Sender,
+struct IdleConn<S> {
+    sender: S,
     since: Instant,
 }
 
-impl Idle {
+impl<S> Idle<S> {
     /// Drops the connections idle for longer than the timeout (the oldest are at the front).
     fn expire(&mut self, now: Instant) {
         while let Some(oldest) = self.conns.front() {
@@ -251,5 +252,33 @@ impl Drop for UpstreamBody {
         if idle.conns.len() < MAX_IDLE {
             idle.conns.push_back(IdleConn { sender, since: now });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_closes_the_connections_idle_for_the_timeout_and_keeps_the_others() {
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        let mut idle = Idle {
+            conns: [(1, 0), (2, 10), (3, 60)]
+                .into_iter()
+                .map(|(sender, secs)| IdleConn {
+                    sender,
+                    since: at(secs),
+                })
+                .collect(),
+            timeout: Duration::from_secs(90),
+        };
+        idle.expire(at(89));
+        assert_eq!(idle.conns.len(), 3, "nothing has been idle for 90 s yet");
+        idle.expire(at(100));
+        let left: Vec<i32> = idle.conns.iter().map(|c| c.sender).collect();
+        assert_eq!(left, [3], "idle since 0 s and 10 s: closed at 100 s");
+        idle.expire(at(150));
+        assert!(idle.conns.is_empty());
     }
 }
