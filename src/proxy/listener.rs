@@ -118,7 +118,9 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(MIN_HEAD_BUFFER))
-        .max_headers(MAX_HEADERS);
+        .max_headers(MAX_HEADERS)
+        // Head and body copied into one buffer and written at once, as for the upstream.
+        .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())
