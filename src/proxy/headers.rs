@@ -29,7 +29,7 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// the caller can put it back for the next hop; otherwise `Upgrade` is removed too.
 ///
 /// Runs twice per proxied request (request and response), so it first finds which of the
-/// fixed names are present in one pass over the message's names ([`hop_by_hop_index`]) and
+/// fixed names are present in one pass over the message's names (`hop_by_hop_index`) and
 /// removes only those: hashing all nine names for `remove` when, as almost always, at most
 /// `Connection: keep-alive` is there, cost ~3,100 instructions per proxied request, of
 /// ~45,000 in all (callgrind, bench/load.sh setup); this way it costs about a third of that.
