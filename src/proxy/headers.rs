@@ -108,22 +108,26 @@ pub fn set_forwarded(
     scheme: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let prior = headers.get_all(&X_FORWARDED_FOR).iter().count();
-    if prior == 0 {
-        headers.insert(X_FORWARDED_FOR.clone(), peer_ip.clone());
-    } else {
-        // Fold earlier values (possibly several headers) into one list, then append ours.
-        let mut list = Vec::with_capacity(64);
-        for v in headers.get_all(&X_FORWARDED_FOR) {
-            if !list.is_empty() {
-                list.extend_from_slice(b", ");
-            }
-            list.extend_from_slice(v.as_bytes());
+    // One hash of the name for the test and the insert.
+    match headers.entry(&X_FORWARDED_FOR) {
+        header::Entry::Vacant(entry) => {
+            entry.insert(peer_ip.clone());
         }
-        list.extend_from_slice(b", ");
-        list.extend_from_slice(peer_ip.as_bytes());
-        if let Ok(v) = HeaderValue::from_bytes(&list) {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
+        header::Entry::Occupied(mut entry) => {
+            // Fold earlier values (possibly several headers) into one list, then append ours.
+            let mut list = Vec::with_capacity(64);
+            for v in entry.iter() {
+                if !list.is_empty() {
+                    list.extend_from_slice(b", ");
+                }
+                list.extend_from_slice(v.as_bytes());
+            }
+            list.extend_from_slice(b", ");
+            list.extend_from_slice(peer_ip.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&list) {
+                // Replaces every earlier value.
+                entry.insert(v);
+            }
         }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
