@@ -448,3 +448,144 @@ async fn an_abandoned_response_body_closes_its_upstream_connection() {
     // The first connection still owed a body: it was not reused for the second request.
     assert_eq!(upstream.connections(), 2);
 }
+
+// The lean upstream client (`src/proxy/h1.rs`) carries every request without a body to a
+// plain-HTTP upstream: the responses below reach it through the scripted upstream.
+
+#[tokio::test]
+async fn every_response_framing_arrives_whole_and_only_delimited_ones_keep_the_connection() {
+    // (reply, what the upstream does after it, the body the client gets, connections the
+    // upstream sees for three requests in a row)
+    let cases: [(&'static [u8], AfterReply, &str, usize); 7] = [
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
+            AfterReply::KeepAlive,
+            "hello world",
+            1,
+        ),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal",
+            AfterReply::KeepAlive,
+            "final",
+            1,
+        ),
+        // No length: the body ends when the upstream closes.
+        (b"HTTP/1.1 200 OK\r\n\r\nuntil close", AfterReply::Close, "until close", 3),
+        // A transfer coding wins over Content-Length, and the connection is not reused.
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            AfterReply::KeepAlive,
+            "abc",
+            3,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+            AfterReply::KeepAlive,
+            "ok",
+            3,
+        ),
+        (b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok", AfterReply::KeepAlive, "ok", 3),
+        // More bytes than the length announced: the body is cut there, the connection dropped.
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
+            AfterReply::KeepAlive,
+            "ok",
+            3,
+        ),
+    ];
+    for (reply, after, body, connections) in cases {
+        let shown = String::from_utf8_lossy(reply);
+        let upstream = ScriptedUpstream::start(reply, after).await;
+        let proxy = TestProxy::start(&anonymous(upstream.addr, "")).await;
+        for _ in 0..3 {
+            let got = proxy.get("/").await;
+            assert_eq!(got.status, 200, "{shown}");
+            assert_eq!(got.text(), body, "{shown}");
+            assert!(got.header("x-trailer").is_none() && got.header("connection").is_none());
+        }
+        assert_eq!(upstream.requests(), 3, "{shown}");
+        assert_eq!(upstream.connections(), connections, "{shown}");
+    }
+}
+
+#[tokio::test]
+async fn a_head_response_has_no_body_and_keeps_its_connection() {
+    const HEAD_REPLY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n";
+    let upstream = ScriptedUpstream::start(HEAD_REPLY, AfterReply::KeepAlive).await;
+    let proxy = TestProxy::start(&anonymous(upstream.addr, "")).await;
+    for _ in 0..3 {
+        let req = Request::head("/").header("host", "x");
+        let reply = send(
+            proxy.addr,
+            req.body(http_body_util::Empty::<Bytes>::new()).unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-length"), Some("20"));
+        assert!(reply.body.is_empty());
+    }
+    assert_eq!(upstream.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_large_chunked_response_streams_through_byte_identical() {
+    let data: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut reply = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for chunk in data.chunks(1000) {
+        reply.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        reply.extend_from_slice(chunk);
+        reply.extend_from_slice(b"\r\n");
+    }
+    reply.extend_from_slice(b"0\r\n\r\n");
+    let upstream = ScriptedUpstream::start(reply.leak(), AfterReply::KeepAlive).await;
+    let proxy = TestProxy::start(&anonymous(upstream.addr, "")).await;
+    for _ in 0..2 {
+        let got = proxy.get("/big").await;
+        assert_eq!(got.status, 200);
+        assert!(
+            got.body == data,
+            "body changed on the way ({} bytes)",
+            got.body.len()
+        );
+    }
+    assert_eq!(upstream.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_malformed_upstream_response_is_a_502() {
+    for reply in [
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok"[..],
+        b"HTTP/1.1 200 OK\r\ncontent-length: -2\r\n\r\nok",
+        b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+    ] {
+        let shown = String::from_utf8_lossy(reply);
+        let upstream = ScriptedUpstream::start(reply, AfterReply::KeepAlive).await;
+        let proxy = TestProxy::start(&anonymous(upstream.addr, "")).await;
+        let got = proxy.get("/").await;
+        assert_eq!(got.status, 502, "{shown}");
+        assert_eq!(got.json()["error"], "upstream_failed", "{shown}");
+    }
+}
+
+#[tokio::test]
+async fn a_reused_connection_closed_unanswered_is_retried_only_for_idempotent_methods() {
+    let upstream = ScriptedUpstream::start(OK_WITH_LENGTH, AfterReply::CloseOnNext).await;
+    let proxy = TestProxy::start(&anonymous(upstream.addr, "")).await;
+    assert_eq!(proxy.get("/").await.status, 200);
+    // The second GET goes on the first connection, which the upstream closes unanswered: it
+    // is sent again on a new connection.
+    let reply = proxy.get("/").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!((upstream.requests(), upstream.connections()), (3, 2));
+    // A POST meets the same fate on the second connection: the upstream may have acted on
+    // it, so it is not repeated.
+    let post = Request::post("/").header("host", "x");
+    let reply = send(
+        proxy.addr,
+        post.body(http_body_util::Empty::<Bytes>::new()).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 502);
+    assert_eq!((upstream.requests(), upstream.connections()), (4, 2));
+}

@@ -43,7 +43,7 @@ pub enum ForwardError {
     Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The connection failed or the response was not HTTP: 502.
     #[error("upstream failed")]
-    Failed(#[source] hyper::Error),
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The upstream answered 101 to a request that asked for no upgrade: 502.
     #[error("upstream switched protocols without being asked")]
     UnexpectedUpgrade,

@@ -13,6 +13,7 @@ use http::HeaderValue;
 use http_body_util::{Either, Full};
 
 pub mod forward;
+pub mod h1;
 pub mod headers;
 pub mod listener;
 pub mod pool;

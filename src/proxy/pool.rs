@@ -6,9 +6,14 @@
 //! reused first. A connection goes back on the stack when its response body has been read to
 //! the end ([`UpstreamBody`]); one whose body was abandoned, or that was upgraded, is closed.
 //!
+//! Requests without a body to a plain-HTTP upstream, nearly every request a proxy forwards,
+//! go over [`super::h1`]'s lean client and its own stack of connections; the others (request
+//! bodies, upgrades, TLS) over hyper's HTTP/1.1 client.
+//!
 //! A request sent on a reused connection that the upstream closed meanwhile (a keep-alive
-//! race) comes back unsent from hyper and is sent again on another connection; a request that
-//! was written is never sent twice.
+//! race) is sent again on another connection when that cannot repeat an action: when it was
+//! never written, or, on the lean client, when its method is idempotent and nothing came
+//! back. Otherwise it fails (502).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -26,6 +31,8 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::h1;
+
 /// Most idle connections kept; more are closed when their response ends.
 const MAX_IDLE: usize = 1024;
 /// How often idle connections are checked for their idle timeout when no request comes.
@@ -39,7 +46,7 @@ pub enum SendError {
     /// No connection could be made.
     Connect(Box<dyn std::error::Error + Send + Sync>),
     /// The connection failed, or the response was not HTTP.
-    Failed(hyper::Error),
+    Failed(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The idle connections of one upstream, most recently used last. Generic only so that the
@@ -73,6 +80,8 @@ pub struct Pool {
     origin: Uri,
     builder: http1::Builder,
     idle: Arc<Mutex<Idle>>,
+    /// The lean client's idle connections; `None` for a TLS upstream.
+    lean: Option<Arc<Mutex<Idle<h1::Conn>>>>,
 }
 
 impl Pool {
@@ -88,6 +97,14 @@ impl Pool {
             timeout: idle_timeout,
         }));
         spawn_reaper(Arc::downgrade(&idle));
+        let lean = (origin.scheme() == Some(&http::uri::Scheme::HTTP)).then(|| {
+            let idle = Arc::new(Mutex::new(Idle {
+                conns: VecDeque::new(),
+                timeout: idle_timeout,
+            }));
+            spawn_reaper(Arc::downgrade(&idle));
+            idle
+        });
         Pool {
             connector,
             origin,
@@ -99,6 +116,7 @@ impl Pool {
                 builder
             },
             idle,
+            lean,
         }
     }
 
@@ -107,6 +125,11 @@ impl Pool {
         &self,
         mut req: Request<Incoming>,
     ) -> Result<Response<UpstreamBody>, SendError> {
+        if let Some(lean) = &self.lean
+            && h1::can_carry(&req)
+        {
+            return self.send_lean(lean, req).await;
+        }
         loop {
             let (mut sender, reused) = match self.checkout() {
                 Some(sender) => (sender, true),
@@ -122,8 +145,52 @@ impl Pool {
                         tracing::debug!(error = %e.error(), "pooled connection closed; sending on another");
                         req = unsent;
                     }
-                    _ => return Err(SendError::Failed(e.into_error())),
+                    _ => return Err(SendError::Failed(e.into_error().into())),
                 },
+            }
+        }
+    }
+
+    /// [`Pool::send`] over the lean client.
+    async fn send_lean(
+        &self,
+        lean: &Arc<Mutex<Idle<h1::Conn>>>,
+        req: Request<Incoming>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        loop {
+            let (conn, reused) = match checkout_lean(lean) {
+                Some(conn) => (conn, true),
+                None => (Box::pin(self.connect_tcp()).await?, false),
+            };
+            match h1::send(conn, &req).await {
+                Ok(response) => {
+                    let idle = Arc::downgrade(lean);
+                    return Ok(response.map(|body| UpstreamBody {
+                        inner: Inner::Lean { body, idle },
+                    }));
+                }
+                Err(e) if reused && e.can_retry(req.method()) => {
+                    tracing::debug!(error = %e, "pooled connection closed; sending on another");
+                }
+                Err(e) => return Err(SendError::Failed(e.into())),
+            }
+        }
+    }
+
+    /// A new plain TCP connection for the lean client.
+    async fn connect_tcp(&self) -> Result<h1::Conn, SendError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(SendError::Connect)?;
+        match connector
+            .call(self.origin.clone())
+            .await
+            .map_err(SendError::Connect)?
+        {
+            hyper_rustls::MaybeHttpsStream::Http(io) => Ok(h1::Conn::new(io.into_inner())),
+            hyper_rustls::MaybeHttpsStream::Https(_) => {
+                unreachable!("the lean client is only used for http upstreams")
             }
         }
     }
@@ -161,7 +228,7 @@ impl Pool {
             .builder
             .handshake(io)
             .await
-            .map_err(SendError::Failed)?;
+            .map_err(|e| SendError::Failed(e.into()))?;
         tokio::spawn(async move {
             if let Err(error) = conn.with_upgrades().await {
                 tracing::debug!(%error, "upstream connection closed with an error");
@@ -179,15 +246,39 @@ impl Pool {
                 idle: Arc::downgrade(&self.idle),
             });
         response.map(|inner| UpstreamBody {
-            inner,
-            finished: false,
-            give_back,
+            inner: Inner::Hyper {
+                inner,
+                finished: false,
+                give_back,
+            },
         })
     }
 }
 
+/// The most recently used idle connection of the lean client that is still usable; the
+/// unusable ones found on the way are closed.
+fn checkout_lean(idle: &Mutex<Idle<h1::Conn>>) -> Option<h1::Conn> {
+    loop {
+        let mut conn = idle.lock().conns.pop_back()?.sender;
+        if conn.is_usable() {
+            return Some(conn);
+        }
+    }
+}
+
+/// Puts a connection back, most recently used last, unless the pool is full.
+fn give_back<S>(idle: &Weak<Mutex<Idle<S>>>, sender: S) {
+    let Some(idle) = idle.upgrade() else { return };
+    let now = Instant::now();
+    let mut idle = idle.lock();
+    idle.expire(now);
+    if idle.conns.len() < MAX_IDLE {
+        idle.conns.push_back(IdleConn { sender, since: now });
+    }
+}
+
 /// Closes the connections idle for too long while no request comes; ends with the pool.
-fn spawn_reaper(idle: Weak<Mutex<Idle>>) {
+fn spawn_reaper<S: Send + 'static>(idle: Weak<Mutex<Idle<S>>>) {
     // A pool built outside a runtime (`tollgate check`) sends nothing, so needs no reaper.
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
@@ -209,54 +300,88 @@ struct GiveBack {
 }
 
 /// A response body from the upstream. When it has been read to the end its connection goes
-/// back to the pool; dropped before that, the connection is closed (hyper cannot reuse a
+/// back to the pool; dropped before that, the connection is closed (neither client can reuse a
 /// connection with an unread body).
 pub struct UpstreamBody {
-    inner: Incoming,
-    finished: bool,
-    give_back: Option<GiveBack>,
+    inner: Inner,
+}
+
+enum Inner {
+    Hyper {
+        inner: Incoming,
+        finished: bool,
+        give_back: Option<GiveBack>,
+    },
+    Lean {
+        body: h1::Body,
+        idle: Weak<Mutex<Idle<h1::Conn>>>,
+    },
 }
 
 impl hyper::body::Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        match &frame {
-            None => self.finished = true,
-            Some(Err(_)) => self.give_back = None,
-            Some(Ok(_)) => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match &mut self.inner {
+            Inner::Hyper {
+                inner,
+                finished,
+                give_back,
+            } => {
+                let frame = ready!(Pin::new(inner).poll_frame(cx));
+                match &frame {
+                    None => *finished = true,
+                    Some(Err(_)) => *give_back = None,
+                    Some(Ok(_)) => {}
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Inner::Lean { body, .. } => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Hyper { inner, .. } => inner.is_end_stream(),
+            Inner::Lean { body, .. } => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Hyper { inner, .. } => inner.size_hint(),
+            Inner::Lean { body, .. } => body.size_hint(),
+        }
     }
 }
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        let Some(GiveBack { sender, idle }) = self.give_back.take() else {
-            return;
-        };
-        if !(self.finished || self.inner.is_end_stream()) {
-            return;
-        }
-        let Some(idle) = idle.upgrade() else { return };
-        let now = Instant::now();
-        let mut idle = idle.lock();
-        idle.expire(now);
-        if idle.conns.len() < MAX_IDLE {
-            idle.conns.push_back(IdleConn { sender, since: now });
+        match &mut self.inner {
+            Inner::Hyper {
+                inner,
+                finished,
+                give_back: back,
+            } => {
+                let Some(GiveBack { sender, idle }) = back.take() else {
+                    return;
+                };
+                if *finished || inner.is_end_stream() {
+                    give_back(&idle, sender);
+                }
+            }
+            Inner::Lean { body, idle } => {
+                if let Some(conn) = body.into_reusable() {
+                    give_back(idle, conn);
+                }
+            }
         }
     }
 }

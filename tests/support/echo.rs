@@ -146,6 +146,9 @@ pub enum AfterReply {
     /// Closes the connection without saying so (no `Connection: close`), as a server whose
     /// keep-alive timeout is shorter than the proxy's does.
     Close,
+    /// Answers the first request on each connection and closes the connection, unanswered,
+    /// when the next one arrives: a keep-alive race lost after the request was written.
+    CloseOnNext,
 }
 
 impl ScriptedUpstream {
@@ -171,6 +174,7 @@ impl ScriptedUpstream {
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut buf = [0u8; 4096];
+                    let mut answered = 0;
                     loop {
                         let Ok(n) = stream.read(&mut buf).await else {
                             return;
@@ -182,6 +186,10 @@ impl ScriptedUpstream {
                         while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
                             head.drain(..end + 4);
                             read.fetch_add(1, SeqCst);
+                            if after == AfterReply::CloseOnNext && answered > 0 {
+                                return;
+                            }
+                            answered += 1;
                             if stream.write_all(reply).await.is_err() {
                                 return;
                             }

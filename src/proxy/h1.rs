@@ -1,0 +1,737 @@
+//! A lean HTTP/1.1 client for the common exchange on a plain-TCP upstream: a request without a
+//! body, and a response of any framing.
+//!
+//! hyper's client runs every connection as a task of its own and hands requests and responses
+//! to it over channels; for a proxy that mostly forwards small `GET`s that machinery is most
+//! of its per-request work (`bench/NOTES.md`). Here the request's own future writes the head
+//! and reads the response head on the connection it checked out, and the response body reads
+//! the rest. Requests with a body, upgrades and TLS upstreams stay on hyper's client
+//! ([`super::pool`] decides).
+//!
+//! Response framing follows RFC 9112 §6.3: no body for `HEAD`, 1xx, 204 and 304; chunked when
+//! the final transfer coding is chunked; otherwise read until close when a transfer coding is
+//! present; else `Content-Length` (repeated values must agree); else read until close. Interim
+//! 1xx responses are skipped. A connection is reused only when the response was HTTP/1.1
+//! without `Connection: close`, its body was delimited, and nothing followed it. Trailers of a
+//! chunked body are read and dropped (HTTP/1.1 clients rarely ask for them).
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::{Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Most header lines in a response head (hyper's default).
+const MAX_HEADERS: usize = 100;
+/// Largest response head, interim responses included.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// Largest trailer section of a chunked body.
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+/// Room made in the read buffer before a read.
+const READ_SIZE: usize = 8 * 1024;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request could not be written: the upstream saw none of it.
+    #[error("upstream connection failed before the request was written")]
+    Unsent(#[source] io::Error),
+    /// The connection closed or was reset after the request was written and before any byte
+    /// of a response: the upstream may or may not have acted on it.
+    #[error("upstream connection closed before a response")]
+    Unanswered(#[source] Option<io::Error>),
+    /// Reading failed, or the connection closed, part-way through a response.
+    #[error("upstream connection failed mid-response")]
+    Truncated(#[source] Option<io::Error>),
+    /// The response head is not HTTP/1.x.
+    #[error("invalid response head: {0}")]
+    Parse(httparse::Error),
+    /// The response head is larger than [`MAX_HEAD_BYTES`].
+    #[error("response head larger than {MAX_HEAD_BYTES} bytes")]
+    HeadTooLarge,
+    /// The response's length or chunked framing is invalid.
+    #[error("invalid response framing: {0}")]
+    Framing(&'static str),
+}
+
+impl Error {
+    /// Whether sending the request again, on another connection, cannot repeat an action:
+    /// always when nothing was written, and for idempotent methods when nothing came back.
+    pub fn can_retry(&self, method: &Method) -> bool {
+        match self {
+            Error::Unsent(_) => true,
+            Error::Unanswered(_) => method.is_idempotent(),
+            _ => false,
+        }
+    }
+}
+
+/// Whether a request can go over this client: no body, and no protocol switch.
+pub fn can_carry<B: hyper::body::Body>(req: &Request<B>) -> bool {
+    req.body().is_end_stream()
+        && req.method() != Method::CONNECT
+        && !req.headers().contains_key(http::header::UPGRADE)
+}
+
+/// A keep-alive connection to a plain-HTTP upstream, between exchanges.
+pub struct Conn {
+    io: TcpStream,
+    /// Bytes read and not yet taken: empty between exchanges.
+    buf: BytesMut,
+    /// The request head being written, kept for its allocation.
+    head: Vec<u8>,
+}
+
+impl Conn {
+    /// A connection over `io`, on which nothing has been sent yet.
+    pub fn new(io: TcpStream) -> Self {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+            head: Vec::new(),
+        }
+    }
+
+    /// Whether an idle connection can take a request: the upstream has neither closed it nor
+    /// sent anything unasked. Only reads the socket when readiness says something arrived.
+    pub fn is_usable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readable: end of stream, unasked bytes, or readiness left over from the last
+            // read (then this read finds nothing and clears it).
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Reads what the socket has into the buffer: the number of bytes, 0 at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < want.min(READ_SIZE) {
+            self.buf.reserve(want.clamp(READ_SIZE, 64 * 1024));
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx, READ_SIZE)).await
+    }
+
+    /// Writes the request line and headers of `req` (origin-form target) to `self.head`.
+    fn encode<B>(&mut self, req: &Request<B>) {
+        let head = &mut self.head;
+        head.clear();
+        head.extend_from_slice(req.method().as_str().as_bytes());
+        head.push(b' ');
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        head.extend_from_slice(target.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in req.headers() {
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Sends `req` (no body: see [`can_carry`]; origin-form target, `Host` set) on `conn` and
+/// reads the response head. The body reads the rest and owns the connection until then.
+pub async fn send<B>(mut conn: Conn, req: &Request<B>) -> Result<Response<Body>, Error> {
+    conn.encode(req);
+    let Conn { io, head, .. } = &mut conn;
+    io.write_all(head).await.map_err(Error::Unsent)?;
+    let head_request = req.method() == Method::HEAD;
+    let mut received = false;
+    loop {
+        if !conn.buf.is_empty() {
+            received = true;
+            // Parsed from an immutable view of everything read, so that the header values
+            // can share its bytes.
+            let input = conn.buf.split().freeze();
+            match parse_head(&input, head_request)? {
+                Parsed::Incomplete => {
+                    // Back into the buffer to read more after it: without a copy once the
+                    // empty rest of the buffer no longer shares the allocation.
+                    conn.buf = BytesMut::new();
+                    conn.buf = input
+                        .try_into_mut()
+                        .unwrap_or_else(|input| BytesMut::from(&input[..]));
+                }
+                // Skipped; what follows is the next head.
+                Parsed::Interim(len) => {
+                    conn.buf.extend_from_slice(&input[len..]);
+                    continue;
+                }
+                Parsed::Final(mut response, len) => {
+                    // The start of the body, if any, goes back in front of what is read next.
+                    conn.buf.extend_from_slice(&input[len..]);
+                    let body = response.body_mut();
+                    body.done = matches!(body.kind, Kind::Empty | Kind::Length(0));
+                    body.conn = Some(conn);
+                    return Ok(response);
+                }
+            }
+        }
+        match conn.fill().await {
+            Ok(0) if received => return Err(Error::Truncated(None)),
+            Ok(0) => return Err(Error::Unanswered(None)),
+            Ok(_) => {}
+            Err(e) if received => return Err(Error::Truncated(Some(e))),
+            Err(e) => return Err(Error::Unanswered(Some(e))),
+        }
+    }
+}
+
+/// What is at the front of the input.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per exchange and matched at once; boxing would allocate"
+)]
+enum Parsed {
+    /// Part of a head.
+    Incomplete,
+    /// An interim (1xx) response of this length, to skip.
+    Interim(usize),
+    /// The final response's head, of this length.
+    Final(Response<Body>, usize),
+}
+
+/// Parses the response head at the start of `input`.
+fn parse_head(input: &Bytes, head_request: bool) -> Result<Parsed, Error> {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        input,
+        &mut headers,
+    ) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => {
+            return Err(Error::HeadTooLarge);
+        }
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if input.len() > MAX_HEAD_BYTES => {
+            return Err(Error::HeadTooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Incomplete),
+        Err(e) => return Err(Error::Parse(e)),
+    };
+    let code = parsed.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code).map_err(|_| Error::Parse(httparse::Error::Status))?;
+    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Parsed::Interim(len));
+    }
+    let version = if parsed.version == Some(1) {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+
+    // The framing headers first: whether Content-Length is forwarded depends on them.
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut close = version != Version::HTTP_11;
+    for header in parsed.headers.iter() {
+        let name = header.name.as_bytes();
+        let value = trim(header.value);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            for item in value.split(|&b| b == b',') {
+                let n = parse_length(trim(item)).ok_or(Error::Framing("invalid Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(Error::Framing("conflicting Content-Length values"));
+                }
+                length = Some(n);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only the final coding matters: chunked, or read until close.
+            if let Some(last) = value
+                .rsplit(|&b| b == b',')
+                .map(trim)
+                .find(|c| !c.is_empty())
+            {
+                chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= value
+                .split(|&b| b == b',')
+                .any(|t| trim(t).eq_ignore_ascii_case(b"close"));
+        }
+    }
+    let no_body = head_request
+        || status == StatusCode::SWITCHING_PROTOCOLS
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let mut drop_length = false;
+    let kind = if no_body {
+        Kind::Empty
+    } else if let Some(chunked) = chunked {
+        // A transfer coding overrides Content-Length, which is dropped, and the connection
+        // must not be reused (RFC 9112 §6.3, item 3).
+        if length.is_some() {
+            drop_length = true;
+            close = true;
+        }
+        if chunked {
+            Kind::Chunked(Chunked::Size)
+        } else {
+            Kind::UntilClose
+        }
+    } else if let Some(length) = length {
+        Kind::Length(length)
+    } else {
+        Kind::UntilClose
+    };
+    let reusable = !close && kind != Kind::UntilClose && status != StatusCode::SWITCHING_PROTOCOLS;
+
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    for header in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|_| Error::Parse(httparse::Error::HeaderName))?;
+        if drop_length && name == http::header::CONTENT_LENGTH {
+            continue;
+        }
+        let value = HeaderValue::from_maybe_shared(input.slice_ref(trim(header.value)))
+            .map_err(|_| Error::Parse(httparse::Error::HeaderValue))?;
+        map.append(name, value);
+    }
+    let mut response = Response::new(Body {
+        conn: None,
+        kind,
+        done: false,
+        reusable,
+    });
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = map;
+    Ok(Parsed::Final(response, len))
+}
+
+/// `bytes` without leading and trailing spaces and tabs.
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// A `Content-Length` value: decimal digits only, no sign, no overflow.
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
+}
+
+/// How a response body is delimited, and how much of it is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Empty,
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+}
+
+/// Where a chunked decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunked {
+    /// Before a chunk-size line.
+    Size,
+    /// In a chunk's data, with this much left.
+    Data(u64),
+    /// After a chunk's data: its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer lines up to an empty one, with this many bytes seen.
+    Trailers(usize),
+    Done,
+}
+
+impl Chunked {
+    /// Decodes from `buf`: the next piece of data, or `None` when more input is needed or
+    /// the body has ended (then the state is [`Chunked::Done`]).
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, Error> {
+        loop {
+            match *self {
+                Chunked::Size => {
+                    let Some(line) = take_line(buf, MAX_CHUNK_LINE)? else {
+                        return Ok(None);
+                    };
+                    let size = parse_chunk_size(&line)?;
+                    *self = if size == 0 {
+                        Chunked::Trailers(0)
+                    } else {
+                        Chunked::Data(size)
+                    };
+                }
+                Chunked::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(n).freeze();
+                    let left = left - n as u64;
+                    *self = if left == 0 {
+                        Chunked::DataEnd
+                    } else {
+                        Chunked::Data(left)
+                    };
+                    return Ok(Some(data));
+                }
+                Chunked::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(Error::Framing("chunk data not followed by CRLF"));
+                    }
+                    let _ = buf.split_to(2);
+                    *self = Chunked::Size;
+                }
+                Chunked::Trailers(seen) => {
+                    let limit = MAX_TRAILER_BYTES.saturating_sub(seen);
+                    let Some(line) = take_line(buf, limit)? else {
+                        return Ok(None);
+                    };
+                    *self = if line.len() == 2 {
+                        Chunked::Done
+                    } else {
+                        Chunked::Trailers(seen + line.len())
+                    };
+                }
+                Chunked::Done => return Ok(None),
+            }
+        }
+    }
+}
+
+/// Takes a CRLF-terminated line (CRLF included) off the front of `buf`; `None` when the line
+/// is not complete yet. Lines longer than `limit` are an error.
+fn take_line(buf: &mut BytesMut, limit: usize) -> Result<Option<BytesMut>, Error> {
+    match buf.iter().take(limit).position(|&b| b == b'\n') {
+        Some(lf) if lf > 0 && buf[lf - 1] == b'\r' => Ok(Some(buf.split_to(lf + 1))),
+        Some(_) => Err(Error::Framing("bare LF in chunked framing")),
+        None if buf.len() >= limit => Err(Error::Framing("chunk-size line or trailers too long")),
+        None => Ok(None),
+    }
+}
+
+/// The size of a chunk-size line (`1a;ext=v\r\n`): hexadecimal, at most 16 digits.
+fn parse_chunk_size(line: &[u8]) -> Result<u64, Error> {
+    let line = &line[..line.len() - 2];
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let rest = trim(&line[digits..]);
+    if digits == 0 || digits > 16 || !(rest.is_empty() || rest[0] == b';') {
+        return Err(Error::Framing("invalid chunk size"));
+    }
+    let hex = std::str::from_utf8(&line[..digits]).expect("hex digits are ASCII");
+    u64::from_str_radix(hex, 16).map_err(|_| Error::Framing("invalid chunk size"))
+}
+
+/// A response body read from its connection. Once read to the end, [`Body::into_reusable`]
+/// gives the connection back if it can take another request.
+pub struct Body {
+    conn: Option<Conn>,
+    kind: Kind,
+    done: bool,
+    reusable: bool,
+}
+
+impl Body {
+    /// The connection, if the body was read to its end and the connection can be reused.
+    pub fn into_reusable(&mut self) -> Option<Conn> {
+        let conn = self.conn.take()?;
+        (self.done && self.reusable && conn.buf.is_empty()).then_some(conn)
+    }
+
+    fn conn(&mut self) -> &mut Conn {
+        self.conn
+            .as_mut()
+            .expect("an unfinished body has its connection")
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let want = match this.kind {
+                Kind::Empty => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Kind::Length(left) => {
+                    let buf = &mut this.conn().buf;
+                    if !buf.is_empty() {
+                        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                        let data = buf.split_to(n).freeze();
+                        let left = left - n as u64;
+                        this.kind = Kind::Length(left);
+                        this.done = left == 0;
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    usize::try_from(left).unwrap_or(usize::MAX)
+                }
+                Kind::Chunked(mut state) => {
+                    let decoded = state.decode(&mut this.conn().buf);
+                    this.kind = Kind::Chunked(state);
+                    match decoded {
+                        Err(e) => {
+                            this.done = true;
+                            this.reusable = false;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                        Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                        Ok(None) if state == Chunked::Done => {
+                            this.done = true;
+                            return Poll::Ready(None);
+                        }
+                        Ok(None) => READ_SIZE,
+                    }
+                }
+                Kind::UntilClose => {
+                    let buf = &mut this.conn().buf;
+                    if !buf.is_empty() {
+                        let data = buf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    READ_SIZE
+                }
+            };
+            match ready!(this.conn().poll_fill(cx, want)) {
+                Ok(0) if this.kind == Kind::UntilClose => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.done = true;
+                    this.reusable = false;
+                    return Poll::Ready(Some(Err(Error::Truncated(None))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.done = true;
+                    this.reusable = false;
+                    return Poll::Ready(Some(Err(Error::Truncated(Some(e)))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || matches!(self.kind, Kind::Empty | Kind::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Length(left) => SizeHint::with_exact(left),
+            Kind::Chunked(_) | Kind::UntilClose => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `wire` fed in pieces of `step` bytes: the data, and whether the body ended.
+    fn decode_in_steps(wire: &[u8], step: usize) -> Result<(Vec<u8>, bool), Error> {
+        let mut state = Chunked::Size;
+        let mut buf = BytesMut::new();
+        let mut data = Vec::new();
+        for piece in wire.chunks(step) {
+            buf.extend_from_slice(piece);
+            while let Some(bytes) = state.decode(&mut buf)? {
+                data.extend_from_slice(&bytes);
+            }
+        }
+        Ok((data, state == Chunked::Done && buf.is_empty()))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_read_boundaries() {
+        let wire =
+            b"5\r\nhello\r\n1;name=value\r\n \r\nA \r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for step in 1..=wire.len() {
+            let (data, done) = decode_in_steps(wire, step).unwrap();
+            assert_eq!(data, b"hello 0123456789", "step {step}");
+            assert!(done, "step {step}");
+        }
+    }
+
+    #[test]
+    fn malformed_chunked_framing_is_an_error() {
+        for wire in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"11111111111111111\r\n",
+            b"-5\r\nhello\r\n",
+            b"5 x\r\nhello\r\n",
+        ] {
+            assert!(
+                decode_in_steps(wire, wire.len()).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let long_line = [b"1;".as_slice(), &[b'x'; MAX_CHUNK_LINE], b"\r\n"].concat();
+        assert!(decode_in_steps(&long_line, 100).is_err());
+        let long_trailers = [b"0\r\n".as_slice(), &b"t: v\r\n".repeat(4000), b"\r\n"].concat();
+        assert!(decode_in_steps(&long_trailers, 1000).is_err());
+    }
+
+    fn head(wire: &[u8], head_request: bool) -> Result<Parsed, Error> {
+        parse_head(&Bytes::copy_from_slice(wire), head_request)
+    }
+
+    fn response(wire: &[u8], head_request: bool) -> Response<Body> {
+        match head(wire, head_request) {
+            Ok(Parsed::Final(response, len)) => {
+                assert_eq!(len, wire.len());
+                response
+            }
+            _ => panic!("not a complete head: {}", String::from_utf8_lossy(wire)),
+        }
+    }
+
+    fn framing(wire: &[u8], head_request: bool) -> (Kind, bool) {
+        let response = response(wire, head_request);
+        (response.body().kind, response.body().reusable)
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let cases: [(&[u8], bool, Kind, bool); 10] = [
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n",
+                false,
+                Kind::Length(2),
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\ncontent-length: 2\r\n\r\n",
+                false,
+                Kind::Length(2),
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                false,
+                Kind::Chunked(Chunked::Size),
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 9\r\n\r\n",
+                false,
+                Kind::Chunked(Chunked::Size),
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
+                false,
+                Kind::UntilClose,
+                false,
+            ),
+            (b"HTTP/1.1 200 OK\r\n\r\n", false, Kind::UntilClose, false),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive, Close\r\n\r\n",
+                false,
+                Kind::Length(2),
+                false,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n",
+                false,
+                Kind::Length(2),
+                false,
+            ),
+            (
+                b"HTTP/1.1 304 Not Modified\r\ncontent-length: 20\r\n\r\n",
+                false,
+                Kind::Empty,
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n",
+                true,
+                Kind::Empty,
+                true,
+            ),
+        ];
+        for (wire, head_request, kind, reusable) in cases {
+            assert_eq!(
+                framing(wire, head_request),
+                (kind, reusable),
+                "{}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+    }
+
+    #[test]
+    fn a_transfer_coding_drops_content_length() {
+        let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\nX-A: b \r\n\r\n";
+        let response = response(wire, false);
+        assert!(!response.headers().contains_key("content-length"));
+        assert_eq!(response.headers()["x-a"], "b");
+        assert_eq!(response.headers()["transfer-encoding"], "chunked");
+    }
+
+    #[test]
+    fn bad_heads_are_errors_and_interim_responses_are_skipped() {
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+            b"HTTP/1.1 099 Odd\r\n\r\n",
+            b"SMTP ready\r\n\r\n",
+        ] {
+            assert!(
+                head(wire, false).is_err(),
+                "{}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        assert!(matches!(
+            head(b"HTTP/1.1 200 OK\r\ncontent-le", false),
+            Ok(Parsed::Incomplete)
+        ));
+        let interim = b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n";
+        let wire = [interim.as_slice(), b"HTTP/1.1 200 OK\r\n"].concat();
+        assert!(matches!(head(&wire, false), Ok(Parsed::Interim(len)) if len == interim.len()));
+        let huge = [
+            b"HTTP/1.1 200 OK\r\nx: ".as_slice(),
+            &[b'a'; MAX_HEAD_BYTES],
+        ]
+        .concat();
+        assert!(matches!(head(&huge, false), Err(Error::HeadTooLarge)));
+    }
+}
