@@ -589,3 +589,21 @@ async fn a_reused_connection_closed_unanswered_is_retried_only_for_idempotent_me
     assert_eq!(reply.status, 502);
     assert_eq!((upstream.requests(), upstream.connections()), (4, 2));
 }
+
+#[tokio::test]
+async fn hop_by_hop_response_headers_do_not_reach_the_client() {
+    const REPLY: &[u8] = b"HTTP/1.1 200 OK\r\nconnection: keep-alive, x-private\r\nx-private: secret\r\nkeep-alive: timeout=5\r\nupgrade: h2c\r\nx-kept: yes\r\ncontent-length: 2\r\n\r\nok";
+    let upstream = ScriptedUpstream::start(REPLY, AfterReply::KeepAlive).await;
+    let proxy = TestProxy::start(&anonymous(upstream.addr, "")).await;
+    let reply = proxy.get("/").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-kept"), Some("yes"));
+    for name in ["x-private", "keep-alive", "upgrade"] {
+        assert!(reply.header(name).is_none(), "{name} reached the client");
+    }
+    assert!(
+        reply
+            .header("connection")
+            .is_none_or(|v| !v.contains("x-private"))
+    );
+}

@@ -459,7 +459,9 @@ async fn forward(
         // 101 keeps Connection and Upgrade: they are the point of the response.
         return Ok(response.map(Body::Left));
     }
-    headers::strip_hop_by_hop(response.headers_mut());
+    if !response.body().hop_by_hop_removed() {
+        headers::strip_hop_by_hop(response.headers_mut());
+    }
     Ok(response.map(Body::Left))
 }
 

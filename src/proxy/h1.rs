@@ -13,7 +13,9 @@
 //! present; else `Content-Length` (repeated values must agree); else read until close. Interim
 //! 1xx responses are skipped. A connection is reused only when the response was HTTP/1.1
 //! without `Connection: close`, its body was delimited, and nothing followed it. Trailers of a
-//! chunked body are read and dropped (HTTP/1.1 clients rarely ask for them).
+//! chunked body are read and dropped (HTTP/1.1 clients rarely ask for them). Hop-by-hop
+//! headers (`headers::is_hop_by_hop`, and the names `Connection` lists) never reach the
+//! response.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -21,11 +23,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING,
+};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+use super::headers;
 
 /// Most header lines in a response head (hyper's default).
 const MAX_HEADERS: usize = 100;
@@ -91,13 +97,14 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A connection over `io`, on which nothing has been sent yet.
-    pub fn new(io: TcpStream) -> Self {
-        Conn {
+    /// A connection over `io`, on which nothing has been sent yet. Boxed: it moves with
+    /// every request and response, and a pointer is cheaper to move.
+    pub fn new(io: TcpStream) -> Box<Self> {
+        Box::new(Conn {
             io,
             buf: BytesMut::new(),
             head: Vec::new(),
-        }
+        })
     }
 
     /// Whether an idle connection can take a request: the upstream has neither closed it nor
@@ -149,9 +156,9 @@ impl Conn {
 
 /// Sends `req` (no body: see [`can_carry`]; origin-form target, `Host` set) on `conn` and
 /// reads the response head. The body reads the rest and owns the connection until then.
-pub async fn send<B>(mut conn: Conn, req: &Request<B>) -> Result<Response<Body>, Error> {
+pub async fn send<B>(mut conn: Box<Conn>, req: &Request<B>) -> Result<Response<Body>, Error> {
     conn.encode(req);
-    let Conn { io, head, .. } = &mut conn;
+    let Conn { io, head, .. } = &mut *conn;
     io.write_all(head).await.map_err(Error::Unsent)?;
     let head_request = req.method() == Method::HEAD;
     let mut received = false;
@@ -239,14 +246,19 @@ fn parse_head(input: &Bytes, head_request: bool) -> Result<Parsed, Error> {
         Version::HTTP_10
     };
 
-    // The framing headers first: whether Content-Length is forwarded depends on them.
+    // One pass: the framing, and the headers that go on. Hop-by-hop headers are dropped
+    // here (this pass has to read `Connection` anyway), so the response needs no
+    // `headers::strip_hop_by_hop` later.
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut close = version != Version::HTTP_11;
+    let mut named: Vec<HeaderName> = Vec::new();
     for header in parsed.headers.iter() {
-        let name = header.name.as_bytes();
+        let name = HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|_| Error::Parse(httparse::Error::HeaderName))?;
         let value = trim(header.value);
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if name == CONTENT_LENGTH {
             for item in value.split(|&b| b == b',') {
                 let n = parse_length(trim(item)).ok_or(Error::Framing("invalid Content-Length"))?;
                 if length.is_some_and(|l| l != n) {
@@ -254,33 +266,47 @@ fn parse_head(input: &Bytes, head_request: bool) -> Result<Parsed, Error> {
                 }
                 length = Some(n);
             }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Only the final coding matters: chunked, or read until close.
-            if let Some(last) = value
-                .rsplit(|&b| b == b',')
-                .map(trim)
-                .find(|c| !c.is_empty())
-            {
-                chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+        } else if headers::is_hop_by_hop(&name) {
+            if name == TRANSFER_ENCODING {
+                // Only the final coding matters: chunked, or read until close.
+                if let Some(last) = value
+                    .rsplit(|&b| b == b',')
+                    .map(trim)
+                    .find(|c| !c.is_empty())
+                {
+                    chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+                }
+            } else if name == CONNECTION {
+                for token in value.split(|&b| b == b',').map(trim) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                        // Other names listed are hop-by-hop too; rarely any.
+                        named.extend(HeaderName::from_bytes(token).ok());
+                    }
+                }
             }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= value
-                .split(|&b| b == b',')
-                .any(|t| trim(t).eq_ignore_ascii_case(b"close"));
+            continue;
         }
+        let value = HeaderValue::from_maybe_shared(input.slice_ref(value))
+            .map_err(|_| Error::Parse(httparse::Error::HeaderValue))?;
+        map.append(name, value);
     }
+    for name in &named {
+        map.remove(name);
+    }
+
     let no_body = head_request
         || status == StatusCode::SWITCHING_PROTOCOLS
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let mut drop_length = false;
     let kind = if no_body {
         Kind::Empty
     } else if let Some(chunked) = chunked {
         // A transfer coding overrides Content-Length, which is dropped, and the connection
         // must not be reused (RFC 9112 §6.3, item 3).
         if length.is_some() {
-            drop_length = true;
+            map.remove(CONTENT_LENGTH);
             close = true;
         }
         if chunked {
@@ -295,17 +321,6 @@ fn parse_head(input: &Bytes, head_request: bool) -> Result<Parsed, Error> {
     };
     let reusable = !close && kind != Kind::UntilClose && status != StatusCode::SWITCHING_PROTOCOLS;
 
-    let mut map = HeaderMap::with_capacity(parsed.headers.len());
-    for header in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes())
-            .map_err(|_| Error::Parse(httparse::Error::HeaderName))?;
-        if drop_length && name == http::header::CONTENT_LENGTH {
-            continue;
-        }
-        let value = HeaderValue::from_maybe_shared(input.slice_ref(trim(header.value)))
-            .map_err(|_| Error::Parse(httparse::Error::HeaderValue))?;
-        map.append(name, value);
-    }
     let mut response = Response::new(Body {
         conn: None,
         kind,
@@ -448,7 +463,7 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, Error> {
 /// A response body read from its connection. Once read to the end, [`Body::into_reusable`]
 /// gives the connection back if it can take another request.
 pub struct Body {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     kind: Kind,
     done: bool,
     reusable: bool,
@@ -456,7 +471,7 @@ pub struct Body {
 
 impl Body {
     /// The connection, if the body was read to its end and the connection can be reused.
-    pub fn into_reusable(&mut self) -> Option<Conn> {
+    pub fn into_reusable(&mut self) -> Option<Box<Conn>> {
         let conn = self.conn.take()?;
         (self.done && self.reusable && conn.buf.is_empty()).then_some(conn)
     }
@@ -702,7 +717,10 @@ mod tests {
         let response = response(wire, false);
         assert!(!response.headers().contains_key("content-length"));
         assert_eq!(response.headers()["x-a"], "b");
-        assert_eq!(response.headers()["transfer-encoding"], "chunked");
+        assert!(
+            !response.headers().contains_key("transfer-encoding"),
+            "hop-by-hop headers are dropped"
+        );
     }
 
     #[test]

@@ -75,6 +75,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     if upgrade_requested { upgrade } else { None }
 }
 
+/// Whether a header is hop-by-hop whatever `Connection` says: the fixed names and `Upgrade`.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    hop_by_hop_index(name).is_some() || name == header::UPGRADE
+}
+
 /// The index in [`HOP_BY_HOP`] of a header name. Matching the name's text costs a length
 /// comparison for most names; comparing `HeaderName`s with each entry cost ~550 instructions
 /// per message (callgrind).

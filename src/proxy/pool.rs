@@ -81,7 +81,7 @@ pub struct Pool {
     builder: http1::Builder,
     idle: Arc<Mutex<Idle>>,
     /// The lean client's idle connections; `None` for a TLS upstream.
-    lean: Option<Arc<Mutex<Idle<h1::Conn>>>>,
+    lean: Option<Arc<Mutex<Idle<Box<h1::Conn>>>>>,
 }
 
 impl Pool {
@@ -154,7 +154,7 @@ impl Pool {
     /// [`Pool::send`] over the lean client.
     async fn send_lean(
         &self,
-        lean: &Arc<Mutex<Idle<h1::Conn>>>,
+        lean: &Arc<Mutex<Idle<Box<h1::Conn>>>>,
         req: Request<Incoming>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         loop {
@@ -178,7 +178,7 @@ impl Pool {
     }
 
     /// A new plain TCP connection for the lean client.
-    async fn connect_tcp(&self) -> Result<h1::Conn, SendError> {
+    async fn connect_tcp(&self) -> Result<Box<h1::Conn>, SendError> {
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
@@ -257,7 +257,7 @@ impl Pool {
 
 /// The most recently used idle connection of the lean client that is still usable; the
 /// unusable ones found on the way are closed.
-fn checkout_lean(idle: &Mutex<Idle<h1::Conn>>) -> Option<h1::Conn> {
+fn checkout_lean(idle: &Mutex<Idle<Box<h1::Conn>>>) -> Option<Box<h1::Conn>> {
     loop {
         let mut conn = idle.lock().conns.pop_back()?.sender;
         if conn.is_usable() {
@@ -306,6 +306,14 @@ pub struct UpstreamBody {
     inner: Inner,
 }
 
+impl UpstreamBody {
+    /// Whether the response's hop-by-hop headers are already gone: the lean client drops
+    /// them as it reads the head, so `headers::strip_hop_by_hop` has nothing left to do.
+    pub fn hop_by_hop_removed(&self) -> bool {
+        matches!(self.inner, Inner::Lean { .. })
+    }
+}
+
 enum Inner {
     Hyper {
         inner: Incoming,
@@ -314,7 +322,7 @@ enum Inner {
     },
     Lean {
         body: h1::Body,
-        idle: Weak<Mutex<Idle<h1::Conn>>>,
+        idle: Weak<Mutex<Idle<Box<h1::Conn>>>>,
     },
 }
 
