@@ -315,7 +315,11 @@ async fn handle<'s>(
     }
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
-    let mut response = target.upstream.send(req).await.map_err(Reject::Target)?;
+    let mut response = target
+        .upstream
+        .send(req, None)
+        .await
+        .map_err(Reject::Target)?;
     if !response.body().hop_by_hop_removed() {
         headers::strip_hop_by_hop(response.headers_mut());
     }

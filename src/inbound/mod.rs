@@ -413,14 +413,8 @@ async fn forward(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    headers::set_forwarded(
-        req.headers_mut(),
-        &conn.peer_ip,
-        conn.scheme(),
-        client_host.clone(),
-    );
-    let host = match (inbound.preserve_host, client_host) {
-        (true, Some(host)) => Some(host),
+    let host = match (inbound.preserve_host, &client_host) {
+        (true, Some(host)) => Some(host.clone()),
         _ => HeaderValue::from_str(upstream.authority().as_str()).ok(),
     };
     if let Some(host) = host {
@@ -438,7 +432,12 @@ async fn forward(
     });
 
     let started = Instant::now();
-    let result = upstream.send(req).await;
+    let forwarded = headers::Forwarded {
+        peer_ip: &conn.peer_ip,
+        scheme: conn.scheme(),
+        host: client_host.as_ref(),
+    };
+    let result = upstream.send(req, Some(forwarded)).await;
     shared
         .metrics
         .upstream_duration

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use super::headers::Forwarded;
 use super::pool::{Pool, SendError, UpstreamBody};
 use super::tls::{self, TlsError};
 
@@ -129,14 +130,15 @@ impl Upstream {
         }
     }
 
-    /// Sends the request and waits for the response head, at most the configured deadline.
-    /// The request must already carry its target from [`Upstream::uri`] (origin form) and a
-    /// `Host` header.
+    /// Sends the request, with this hop's `X-Forwarded-*` headers if any, and waits for the
+    /// response head, at most the configured deadline. The request must already carry its
+    /// target from [`Upstream::uri`] (origin form) and a `Host` header.
     pub async fn send(
         &self,
         req: Request<Incoming>,
+        forwarded: Option<Forwarded<'_>>,
     ) -> Result<Response<UpstreamBody>, ForwardError> {
-        match tokio::time::timeout(self.timeout, self.pool.send(req)).await {
+        match tokio::time::timeout(self.timeout, self.pool.send(req, forwarded)).await {
             Err(_) => Err(ForwardError::Timeout(self.timeout)),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(SendError::Connect(e))) => Err(ForwardError::Connect(e)),

@@ -31,7 +31,7 @@ use hyper::body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::headers;
+use super::headers::{self, Forwarded, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 
 /// Most header lines in a response head (hyper's default).
 const MAX_HEADERS: usize = 100;
@@ -135,8 +135,9 @@ impl Conn {
         std::future::poll_fn(|cx| self.poll_fill(cx, READ_SIZE)).await
     }
 
-    /// Writes the request line and headers of `req` (origin-form target) to `self.head`.
-    fn encode<B>(&mut self, req: &Request<B>) {
+    /// Writes the request line and headers of `req` (origin-form target) to `self.head`, with
+    /// this hop's `X-Forwarded-*` headers if any (as [`headers::set_forwarded`] would set them).
+    fn encode<B>(&mut self, req: &Request<B>, forwarded: Option<&Forwarded<'_>>) {
         let head = &mut self.head;
         head.clear();
         head.extend_from_slice(req.method().as_str().as_bytes());
@@ -144,20 +145,59 @@ impl Conn {
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         head.extend_from_slice(target.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut wrote_for = false;
         for (name, value) in req.headers() {
-            head.extend_from_slice(name.as_str().as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value.as_bytes());
-            head.extend_from_slice(b"\r\n");
+            if let Some(forwarded) = forwarded {
+                if name == X_FORWARDED_FOR {
+                    // Every earlier value (there may be several lines) in one list, then ours.
+                    if !wrote_for {
+                        wrote_for = true;
+                        head.extend_from_slice(b"x-forwarded-for: ");
+                        for earlier in req.headers().get_all(&X_FORWARDED_FOR) {
+                            head.extend_from_slice(earlier.as_bytes());
+                            head.extend_from_slice(b", ");
+                        }
+                        head.extend_from_slice(forwarded.peer_ip.as_bytes());
+                        head.extend_from_slice(b"\r\n");
+                    }
+                    continue;
+                }
+                if name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST {
+                    continue; // replaced by this hop's below
+                }
+            }
+            header_line(head, name.as_str().as_bytes(), value.as_bytes());
+        }
+        if let Some(forwarded) = forwarded {
+            if !wrote_for {
+                header_line(head, b"x-forwarded-for", forwarded.peer_ip.as_bytes());
+            }
+            header_line(head, b"x-forwarded-proto", forwarded.scheme.as_bytes());
+            if let Some(host) = forwarded.host {
+                header_line(head, b"x-forwarded-host", host.as_bytes());
+            }
         }
         head.extend_from_slice(b"\r\n");
     }
 }
 
-/// Sends `req` (no body: see [`can_carry`]; origin-form target, `Host` set) on `conn` and
-/// reads the response head. The body reads the rest and owns the connection until then.
-pub async fn send<B>(mut conn: Box<Conn>, req: &Request<B>) -> Result<Response<Body>, Error> {
-    conn.encode(req);
+/// `name: value` and CRLF.
+fn header_line(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    head.extend_from_slice(name);
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}
+
+/// Sends `req` (no body: see [`can_carry`]; origin-form target, `Host` set) on `conn`, with
+/// this hop's `X-Forwarded-*` headers if any, and reads the response head. The body reads
+/// the rest and owns the connection until then.
+pub async fn send<B>(
+    mut conn: Box<Conn>,
+    req: &Request<B>,
+    forwarded: Option<&Forwarded<'_>>,
+) -> Result<Response<Body>, Error> {
+    conn.encode(req, forwarded);
     let Conn { io, head, .. } = &mut *conn;
     io.write_all(head).await.map_err(Error::Unsent)?;
     let head_request = req.method() == Method::HEAD;

@@ -105,6 +105,25 @@ pub fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
     headers.insert(header::UPGRADE, upgrade);
 }
 
+/// The `X-Forwarded-*` values of this hop, for [`set_forwarded`], or for the lean client to
+/// write as it encodes the request head (no insertions into the header map).
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarded<'a> {
+    /// The client's IP, appended to `X-Forwarded-For`.
+    pub peer_ip: &'a HeaderValue,
+    /// `http` or `https`: `X-Forwarded-Proto`.
+    pub scheme: &'static str,
+    /// The host the client asked for: `X-Forwarded-Host` (removed when `None`).
+    pub host: Option<&'a HeaderValue>,
+}
+
+impl Forwarded<'_> {
+    /// Sets the headers on a header map.
+    pub fn apply(self, headers: &mut HeaderMap) {
+        set_forwarded(headers, self.peer_ip, self.scheme, self.host.cloned());
+    }
+}
+
 /// Sets the `X-Forwarded-*` headers: the client's IP is appended to `X-Forwarded-For`;
 /// `-Proto` and `-Host` are replaced by what this hop saw, so a client cannot claim https.
 pub fn set_forwarded(

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::h1;
+use super::headers::Forwarded;
 
 /// Most idle connections kept; more are closed when their response ends.
 const MAX_IDLE: usize = 1024;
@@ -120,15 +121,20 @@ impl Pool {
         }
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) on an idle connection, or a new one.
+    /// Sends `req` (origin-form URI, `Host` set) with this hop's `X-Forwarded-*` headers, if
+    /// any, on an idle connection, or a new one.
     pub async fn send(
         &self,
         mut req: Request<Incoming>,
+        forwarded: Option<Forwarded<'_>>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         if let Some(lean) = &self.lean
             && h1::can_carry(&req)
         {
-            return self.send_lean(lean, req).await;
+            return self.send_lean(lean, req, forwarded).await;
+        }
+        if let Some(forwarded) = forwarded {
+            forwarded.apply(req.headers_mut());
         }
         loop {
             let (mut sender, reused) = match self.checkout() {
@@ -156,13 +162,14 @@ impl Pool {
         &self,
         lean: &Arc<Mutex<Idle<Box<h1::Conn>>>>,
         req: Request<Incoming>,
+        forwarded: Option<Forwarded<'_>>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         loop {
             let (conn, reused) = match checkout_lean(lean) {
                 Some(conn) => (conn, true),
                 None => (Box::pin(self.connect_tcp()).await?, false),
             };
-            match h1::send(conn, &req).await {
+            match h1::send(conn, &req, forwarded.as_ref()).await {
                 Ok(response) => {
                     let idle = Arc::downgrade(lean);
                     return Ok(response.map(|body| UpstreamBody {
