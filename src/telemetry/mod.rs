@@ -7,20 +7,22 @@
 pub(crate) mod json;
 pub mod metrics;
 pub mod redact;
+pub mod writer;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Keeps the background log writer alive; dropping it flushes what is buffered.
-pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+/// Keeps the background log writer alive; dropping it writes what is buffered.
+pub struct LogGuard(#[allow(dead_code)] writer::WriterGuard);
 
 /// Installs the global subscriber: `format` decides JSON or text, `RUST_LOG` the level
-/// (default `info`). Lines go to standard output through a background writer, so a request
-/// never waits on the terminal or the pipe. Calling it again does nothing.
+/// (default `info`). Lines go to standard output through a background writer
+/// ([`writer`]: written in batches at least every 100 ms), so a request never waits on the
+/// terminal or the pipe. Calling it again does nothing.
 pub fn init(format: LogFormat) -> Option<LogGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let (writer, guard) = writer::BatchWriter::spawn(std::io::stdout()).ok()?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
