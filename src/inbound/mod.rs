@@ -21,7 +21,7 @@ use crate::config::{Mode, Route};
 use crate::proxy::listener::Lifecycle;
 use crate::proxy::{Body, ConnInfo, forward::ForwardError, headers, upgrade};
 use crate::state::{InboundState, Live, Snapshot};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{DECISIONS, Metrics, RouteSeries};
 
 pub mod bearer;
 pub mod claims;
@@ -79,6 +79,8 @@ pub enum Decision {
     Audit,
 }
 
+const _: () = assert!(Decision::Audit as usize + 1 == DECISIONS);
+
 impl Decision {
     /// The metric label value.
     pub fn as_str(self) -> &'static str {
@@ -94,6 +96,8 @@ impl Decision {
 /// What `handle` learned, for the metrics and the log line.
 struct Outcome<'s> {
     route: &'s str,
+    /// The matched route's metric series.
+    series: Option<&'s RouteSeries>,
     decision: Decision,
     upstream_status: Option<StatusCode>,
     /// The normalised path, when it differs from the request's.
@@ -119,6 +123,7 @@ pub async fn serve(
     let uri = req.uri().clone();
     let mut outcome = Outcome {
         route: NO_ROUTE,
+        series: None,
         decision: Decision::Denied,
         upstream_status: None,
         normalised: None,
@@ -237,11 +242,12 @@ async fn handle<'s>(
         outcome.decision = Decision::Allowed;
         return Ok(me::response(&verified));
     }
-    let route = inbound
+    let (route, series) = inbound
         .routes
-        .find(req.method(), normalised.match_key())
+        .find_with_series(req.method(), normalised.match_key())
         .ok_or(Reject::NoRoute)?;
     outcome.route = &route.name;
+    outcome.series = Some(series);
     let verified = if route.allow_anonymous {
         anonymous(&mut req, inbound, outcome).await
     } else {
@@ -498,14 +504,26 @@ fn record(
     started: Instant,
 ) {
     let elapsed = started.elapsed();
-    metrics
-        .requests
-        .with_label_values(&[outcome.route, outcome.decision.as_str(), status.as_str()])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[outcome.route])
-        .observe(elapsed.as_secs_f64());
+    let decision = outcome.decision.as_str();
+    match outcome.series {
+        Some(series) => series.record(
+            metrics,
+            outcome.route,
+            (outcome.decision as usize, decision),
+            status,
+            elapsed.as_secs_f64(),
+        ),
+        None => {
+            metrics
+                .requests
+                .with_label_values(&[outcome.route, decision, status.as_str()])
+                .inc();
+            metrics
+                .request_duration
+                .with_label_values(&[outcome.route])
+                .observe(elapsed.as_secs_f64());
+        }
+    }
     tracing::info!(
         target: "tollgate::access",
         method = %method,

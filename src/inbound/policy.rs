@@ -4,6 +4,7 @@
 //! [`authorize`] is pure: the request path and `tollgate explain` both call it, so they cannot
 //! disagree.
 
+use crate::telemetry::metrics::RouteSeries;
 use http::Method;
 
 use super::claims::Claims;
@@ -140,22 +141,30 @@ pub fn authorize<'r>(route: &'r Route, claims: &Claims, issuer: &str) -> Decisio
     Decision { checks }
 }
 
-/// The routes of one configuration, in file order.
+/// The routes of one configuration, in file order, each with its metric series.
 #[derive(Debug, Default)]
 pub struct Routes {
     routes: Vec<Route>,
+    series: Vec<RouteSeries>,
 }
 
 impl Routes {
     /// Takes the validated routes as they are; they are already in matching form.
     pub fn new(routes: Vec<Route>) -> Self {
-        Routes { routes }
+        let series = routes.iter().map(|_| RouteSeries::default()).collect();
+        Routes { routes, series }
     }
 
     /// The first route covering `method` on `path` (a normalised match key), if any.
     #[inline]
     pub fn find(&self, method: &Method, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| {
+        self.find_with_series(method, path).map(|(route, _)| route)
+    }
+
+    /// [`Routes::find`], with the route's metric series.
+    #[inline]
+    pub fn find_with_series(&self, method: &Method, path: &str) -> Option<(&Route, &RouteSeries)> {
+        self.routes.iter().zip(&self.series).find(|(r, _)| {
             r.path.matches(path, r.case_insensitive)
                 && r.methods.as_ref().is_none_or(|m| m.contains(method))
         })
