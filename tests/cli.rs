@@ -297,8 +297,15 @@ async fn run_reloads_on_sighup_and_exits_0_on_sigterm_without_logging_secrets() 
         .unwrap();
     assert_eq!(status.code(), Some(0), "{logs}");
     assert!(logs.contains("SIGTERM received"), "{logs}");
+    let access: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|line| line.contains("\"target\":\"tollgate::access\""))
+        .map(|line| serde_json::from_str(line).expect("an access line is one JSON object"))
+        .collect();
     assert!(
-        logs.contains("tollgate::access"),
+        access
+            .iter()
+            .any(|a| a["path"] == "/a/secret" && a["status"] == 200 && a["level"] == "INFO"),
         "the access log line is missing:\n{logs}"
     );
     for secret in ["eyJsecret", "cookie-secret", "aad-secret"] {

@@ -21,7 +21,11 @@ use crate::config::{Mode, Route};
 use crate::proxy::listener::Lifecycle;
 use crate::proxy::{Body, ConnInfo, forward::ForwardError, headers, upgrade};
 use crate::state::{InboundState, Live, Snapshot};
-use crate::telemetry::metrics::{DECISIONS, Metrics, RouteSeries};
+use crate::telemetry::{
+    self,
+    json::Access,
+    metrics::{DECISIONS, Metrics, RouteSeries},
+};
 
 pub mod bearer;
 pub mod claims;
@@ -524,16 +528,15 @@ fn record(
                 .observe(elapsed.as_secs_f64());
         }
     }
-    tracing::info!(
-        target: "tollgate::access",
-        method = %method,
-        path = outcome.normalised.as_deref().unwrap_or(uri.path()),
-        route = outcome.route,
-        status = status.as_u16(),
-        decision = outcome.decision.as_str(),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        upstream_status = outcome.upstream_status.map(|s| s.as_u16()),
-        issuer = outcome.issuer,
-        error = outcome.error,
-    );
+    telemetry::access(&Access {
+        method: method.as_str(),
+        path: outcome.normalised.as_deref().unwrap_or(uri.path()),
+        route: outcome.route,
+        status: status.as_u16(),
+        decision,
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        upstream_status: outcome.upstream_status.map(|s| s.as_u16()),
+        issuer: outcome.issuer,
+        error: outcome.error,
+    });
 }

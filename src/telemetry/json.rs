@@ -70,6 +70,64 @@ where
     }
 }
 
+/// The fields of the access-log event (`tollgate::access`), in the order it logs them.
+#[derive(Debug)]
+pub struct Access<'a> {
+    /// Request method.
+    pub method: &'a str,
+    /// Normalised path.
+    pub path: &'a str,
+    /// Route name.
+    pub route: &'a str,
+    /// Response status.
+    pub status: u16,
+    /// The `decision` label.
+    pub decision: &'a str,
+    /// Time to the response head.
+    pub duration_ms: f64,
+    /// The upstream's status, when it answered.
+    pub upstream_status: Option<u16>,
+    /// The issuer of a verified token.
+    pub issuer: Option<&'a str>,
+    /// The error code of a response tollgate wrote itself.
+    pub error: Option<&'a str>,
+}
+
+impl Access<'_> {
+    /// The line [`JsonLines`] writes for this event, built without tracing's dispatch and
+    /// field visitors (about 4,000 instructions of a 28,000-instruction proxied request
+    /// with the access log on, callgrind). Tested to be the same line.
+    pub fn push_json(&self, line: &mut String, now: SystemTime) {
+        line.push_str("{\"timestamp\":\"");
+        push_timestamp(line, now);
+        line.push_str("\",\"level\":\"INFO\",\"method\":");
+        push_string(line, self.method);
+        line.push_str(",\"path\":");
+        push_string(line, self.path);
+        line.push_str(",\"route\":");
+        push_string(line, self.route);
+        line.push_str(",\"status\":");
+        push_u64(line, u64::from(self.status));
+        line.push_str(",\"decision\":");
+        push_string(line, self.decision);
+        line.push_str(",\"duration_ms\":");
+        push_f64(line, self.duration_ms);
+        if let Some(status) = self.upstream_status {
+            line.push_str(",\"upstream_status\":");
+            push_u64(line, u64::from(status));
+        }
+        if let Some(issuer) = self.issuer {
+            line.push_str(",\"issuer\":");
+            push_string(line, issuer);
+        }
+        if let Some(error) = self.error {
+            line.push_str(",\"error\":");
+            push_string(line, error);
+        }
+        line.push_str(",\"target\":\"tollgate::access\"}\n");
+    }
+}
+
 fn level(level: &Level) -> &'static str {
     match *level {
         Level::TRACE => "TRACE",
@@ -119,17 +177,7 @@ impl Visit for Fields<'_> {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
-        // serde_json's own rendering (shortest round-trip digits, `null` when not finite).
-        let mut buf = [0u8; 32];
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        let text = match serde_json::to_writer(&mut cursor, &value) {
-            Ok(()) => {
-                let len = usize::try_from(cursor.position()).unwrap_or(0);
-                std::str::from_utf8(&buf[..len]).unwrap_or("null")
-            }
-            Err(_) => "null",
-        };
-        self.0.push_str(text);
+        push_f64(self.0, value);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -139,6 +187,20 @@ impl Visit for Fields<'_> {
         let _ = write!(Escaped(self.0), "{value:?}");
         self.0.push('"');
     }
+}
+
+/// serde_json's own rendering of a float (shortest round-trip digits, `null` when not finite).
+fn push_f64(out: &mut String, value: f64) {
+    let mut buf = [0u8; 32];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let text = match serde_json::to_writer(&mut cursor, &value) {
+        Ok(()) => {
+            let len = usize::try_from(cursor.position()).unwrap_or(0);
+            std::str::from_utf8(&buf[..len]).unwrap_or("null")
+        }
+        Err(_) => "null",
+    };
+    out.push_str(text);
 }
 
 /// Decimal digits of `n`.
@@ -320,6 +382,58 @@ mod tests {
                 rest[28..].to_owned()
             })
             .collect()
+    }
+
+    fn access(upstream_status: Option<u16>, issuer: Option<&str>, error: Option<&str>) {
+        tracing::info!(
+            target: "tollgate::access",
+            method = %http::Method::GET,
+            path = "/a \"quoted\"\n path",
+            route = "api",
+            status = 200u16,
+            decision = "allowed",
+            duration_ms = 1.25f64,
+            upstream_status,
+            issuer,
+            error,
+        );
+    }
+
+    #[test]
+    fn the_direct_access_line_is_the_traced_one() {
+        let traced = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(traced.clone())
+            .json()
+            .event_format(JsonLines::default())
+            .finish();
+        let cases = [
+            (Some(201), Some("https://sts.windows.net/t/"), None),
+            (None, None, Some("no_route")),
+        ];
+        tracing::subscriber::with_default(subscriber, || {
+            for (upstream_status, issuer, error) in cases {
+                access(upstream_status, issuer, error);
+            }
+        });
+        let mut direct = String::new();
+        for (upstream_status, issuer, error) in cases {
+            Access {
+                method: "GET",
+                path: "/a \"quoted\"\n path",
+                route: "api",
+                status: 200,
+                decision: "allowed",
+                duration_ms: 1.25,
+                upstream_status,
+                issuer,
+                error,
+            }
+            .push_json(&mut direct, SystemTime::now());
+        }
+        let traced = String::from_utf8(traced.0.lock().clone()).unwrap();
+        assert_eq!(without_timestamps(&direct), without_timestamps(&traced));
+        assert_eq!(without_timestamps(&direct).len(), 2);
     }
 
     #[test]

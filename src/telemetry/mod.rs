@@ -4,12 +4,17 @@
 //! [`metrics::Metrics`] is created by the application and passed down as `Arc<Metrics>`.
 //! [`redact`] keeps secrets out of both.
 
-pub(crate) mod json;
+pub mod json;
 pub mod metrics;
 pub mod redact;
 pub mod writer;
 
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::sync::OnceLock;
+
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter as _;
 
 use crate::config::LogFormat;
 
@@ -23,6 +28,10 @@ pub struct LogGuard(#[allow(dead_code)] writer::WriterGuard);
 pub fn init(format: LogFormat) -> Option<LogGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = writer::BatchWriter::spawn(std::io::stdout()).ok()?;
+    if format == LogFormat::Json {
+        // Set once per process, like the global subscriber below.
+        let _ = DIRECT_JSON.set(writer.clone());
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
@@ -36,4 +45,44 @@ pub fn init(format: LogFormat) -> Option<LogGuard> {
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
     installed.ok().map(|()| LogGuard(guard))
+}
+
+/// Where access lines go when they are written directly ([`access`]): the JSON subscriber's
+/// own writer, set by [`init`].
+static DIRECT_JSON: OnceLock<writer::BatchWriter> = OnceLock::new();
+
+thread_local! {
+    /// The line being built, kept for its allocation.
+    static LINE: RefCell<String> = RefCell::new(String::with_capacity(256));
+}
+
+/// Logs one access line (target `tollgate::access`, level `INFO`, so `RUST_LOG` filters it
+/// like any event). With the JSON format installed by [`init`] the line is written straight
+/// to the subscriber's writer, the same bytes `json::JsonLines` writes for the event, without
+/// tracing's dispatch; otherwise it goes through tracing.
+pub fn access(line: &json::Access<'_>) {
+    if !tracing::enabled!(target: "tollgate::access", tracing::Level::INFO) {
+        return;
+    }
+    let Some(out) = DIRECT_JSON.get() else {
+        tracing::info!(
+            target: "tollgate::access",
+            method = line.method,
+            path = line.path,
+            route = line.route,
+            status = line.status,
+            decision = line.decision,
+            duration_ms = line.duration_ms,
+            upstream_status = line.upstream_status,
+            issuer = line.issuer,
+            error = line.error,
+        );
+        return;
+    };
+    LINE.with_borrow_mut(|text| {
+        text.clear();
+        line.push_json(text, std::time::SystemTime::now());
+        // The batch writer takes every line; nothing to report if it could not.
+        let _ = out.make_writer().write_all(text.as_bytes());
+    });
 }
