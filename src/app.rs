@@ -11,7 +11,6 @@ use hyper::service::service_fn;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Admin, Health};
 use crate::config::reload::{self, ReloadError, Reloaded, Reloader, SharedEnv};
@@ -86,11 +85,7 @@ impl App {
         }
         let metrics = Arc::new(Metrics::new());
         let config = loaded.config.clone();
-        let life = Lifecycle {
-            shutdown: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        };
+        let life = Lifecycle::new();
         let background = CancellationToken::new();
         // The egress listener is bound at start only, so the token cache exists only then.
         let tokens = config.egress.is_some().then(|| {
@@ -227,7 +222,7 @@ impl App {
         tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
         self.health.draining.store(true, Ordering::Release);
         self.background.cancel();
-        self.life.shutdown.cancel();
+        self.life.begin_shutdown();
         self.life.tracker.close();
         let drained = tokio::time::timeout(grace, self.life.tracker.wait())
             .await

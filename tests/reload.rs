@@ -165,3 +165,28 @@ async fn shutdown_gives_up_after_the_grace_period() {
     // The client sees the connection close rather than an answer.
     assert!(stuck.await.is_err(), "the stuck request was cut off");
 }
+
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous_route(&backend, "/")).await;
+    // A keep-alive client that made one request and stays connected, idle.
+    let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    client
+        .write_all(b"GET /idle HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = client.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Nothing in flight: the drain must not wait for the idle connection (the grace period
+    // is long enough only for a prompt close).
+    let drained = proxy.app.shutdown_within(Duration::from_secs(2)).await;
+    assert!(drained, "the idle connection held the drain");
+    assert_eq!(
+        client.read(&mut buf).await.unwrap(),
+        0,
+        "closed by the proxy"
+    );
+}
