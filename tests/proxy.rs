@@ -243,6 +243,27 @@ async fn oversized_request_head_gives_431() {
 }
 
 #[tokio::test]
+async fn more_than_100_header_lines_give_431() {
+    // A raw upstream: it takes any number of headers (hyper's echo backend stops at 100, and
+    // tollgate adds the three X-Forwarded-* ones).
+    let upstream = ScriptedUpstream::start(OK_WITH_LENGTH, AfterReply::KeepAlive).await;
+    let proxy = TestProxy::start(&anonymous(upstream.addr, "")).await;
+    let head = |lines: usize| {
+        let mut head = String::from("GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n");
+        for i in 2..lines {
+            head.push_str(&format!("x-h{i}: v\r\n"));
+        }
+        head + "\r\n"
+    };
+    let response = raw(proxy.addr, head(101).as_bytes()).await;
+    assert_eq!(support::client::raw_status(&response), 431, "{response}");
+    assert_eq!(upstream.requests(), 0, "nothing forwarded");
+    let response = raw(proxy.addr, head(100).as_bytes()).await;
+    assert_eq!(support::client::raw_status(&response), 200, "{response}");
+    assert_eq!(upstream.requests(), 1);
+}
+
+#[tokio::test]
 async fn slow_client_is_disconnected() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let backend = Backend::start().await;
