@@ -340,6 +340,23 @@ async fn http2_prior_knowledge() {
     );
     assert_eq!(seen.body.as_ref(), b"over h2");
     assert_eq!(seen.header("host"), Some(proxy.addr.to_string().as_str()));
+
+    // Cookies sent as separate HTTP/2 fields reach the HTTP/1.1 upstream as one header, with
+    // and without a request body (the two upstream clients).
+    for body in ["", "with a body"] {
+        backend.clear();
+        let req = Request::get(format!("http://{}/cookies", proxy.addr))
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+        assert_eq!(
+            backend.only().header_all("cookie"),
+            ["a=1; b=2"],
+            "body {body:?}"
+        );
+    }
 }
 
 #[tokio::test]

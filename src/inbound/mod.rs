@@ -435,6 +435,9 @@ async fn forward(
         Some(path) => upstream.uri(path, target.uri.query()),
     }
     .map_err(Reject::Upstream)?;
+    if req.version() == Version::HTTP_2 {
+        headers::join_cookies(req.headers_mut());
+    }
     *req.version_mut() = Version::HTTP_11;
     let client_upgrade = target.upgrade.map(|protocol| {
         headers::restore_upgrade(req.headers_mut(), protocol);

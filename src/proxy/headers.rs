@@ -99,6 +99,24 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     Some(index)
 }
 
+/// Joins several `Cookie` headers into one, `; `-separated: HTTP/2 clients may send each
+/// cookie as its own field (RFC 9113 §8.2.3), an HTTP/1.1 message must carry one (RFC 6265
+/// §5.4), and the upstream is spoken to in HTTP/1.1.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for value in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, joined);
+    }
+}
+
 /// Puts an upgrade request back for the next hop after [`strip_hop_by_hop`].
 pub fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
