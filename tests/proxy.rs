@@ -554,6 +554,26 @@ async fn every_response_framing_arrives_whole_and_only_delimited_ones_keep_the_c
 }
 
 #[tokio::test]
+async fn a_response_arriving_a_byte_at_a_time_is_reassembled() {
+    // An interim response, a head and a chunked body, each byte in its own segment: every
+    // partial-head and partial-chunk path of the lean client.
+    const REPLY: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nx-kept: yes\r\ntransfer-encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n";
+    let upstream = ScriptedUpstream::start_trickled(REPLY, AfterReply::KeepAlive).await;
+    let proxy = TestProxy::start(&anonymous(upstream.addr, "")).await;
+    for _ in 0..2 {
+        let reply = proxy.get("/").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), "hello world");
+        assert_eq!(reply.header("x-kept"), Some("yes"));
+    }
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "the connection was reused after the trickle"
+    );
+}
+
+#[tokio::test]
 async fn a_head_response_has_no_body_and_keeps_its_connection() {
     const HEAD_REPLY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n";
     let upstream = ScriptedUpstream::start(HEAD_REPLY, AfterReply::KeepAlive).await;

@@ -154,6 +154,16 @@ pub enum AfterReply {
 impl ScriptedUpstream {
     /// Starts one answering each request (a head without a body) with `reply`.
     pub async fn start(reply: &'static [u8], after: AfterReply) -> ScriptedUpstream {
+        Self::spawn(reply, after, false).await
+    }
+
+    /// Like [`ScriptedUpstream::start`], but writes the reply a byte at a time, with a pause
+    /// after each, so the proxy reads it in many pieces.
+    pub async fn start_trickled(reply: &'static [u8], after: AfterReply) -> ScriptedUpstream {
+        Self::spawn(reply, after, true).await
+    }
+
+    async fn spawn(reply: &'static [u8], after: AfterReply, trickle: bool) -> ScriptedUpstream {
         use std::sync::atomic::Ordering::SeqCst;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -190,7 +200,12 @@ impl ScriptedUpstream {
                                 return;
                             }
                             answered += 1;
-                            if stream.write_all(reply).await.is_err() {
+                            let written = if trickle {
+                                trickle_out(&mut stream, reply).await
+                            } else {
+                                stream.write_all(reply).await
+                            };
+                            if written.is_err() {
                                 return;
                             }
                             if after == AfterReply::Close {
@@ -218,6 +233,17 @@ impl ScriptedUpstream {
     pub fn requests(&self) -> usize {
         self.requests.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// Writes `bytes` one at a time (TCP_NODELAY, a pause after each): one segment per byte.
+async fn trickle_out(stream: &mut tokio::net::TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    stream.set_nodelay(true)?;
+    for byte in bytes {
+        stream.write_all(std::slice::from_ref(byte)).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    Ok(())
 }
 
 impl Drop for ScriptedUpstream {
