@@ -49,12 +49,12 @@ pub struct Limits {
 /// The shutdown signals every connection task watches.
 #[derive(Clone, Debug)]
 pub struct Lifecycle {
-    /// Stop accepting and close connections once their in-flight requests finish. Cancel it
-    /// with [`Lifecycle::begin_shutdown`], which also sets `stopping`.
-    pub shutdown: CancellationToken,
+    /// Stop accepting and close connections once their in-flight requests finish. Private:
+    /// only [`Lifecycle::begin_shutdown`] cancels it, and it sets `stopping` first.
+    shutdown: CancellationToken,
     /// Set just before `shutdown` is cancelled: what a connection reads on each wake-up (one
     /// atomic load), where asking the token takes its lock.
-    pub stopping: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
     /// The grace period is over: drop whatever is still open.
     pub abort: CancellationToken,
     /// Tracks every connection and upgraded stream, so shutdown can wait for them.

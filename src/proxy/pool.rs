@@ -40,6 +40,8 @@ const MAX_IDLE: usize = 1024;
 const REAP_INTERVAL: Duration = Duration::from_secs(30);
 
 type Sender = SendRequest<Incoming>;
+/// What the connector makes.
+type Io = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
 
 /// Why a request got no response from a pooled connection.
 #[derive(Debug)]
@@ -186,20 +188,25 @@ impl Pool {
 
     /// A new plain TCP connection for the lean client.
     async fn connect_tcp(&self) -> Result<Box<h1::Conn>, SendError> {
+        match self.dial().await? {
+            hyper_rustls::MaybeHttpsStream::Http(io) => Ok(h1::Conn::new(io.into_inner())),
+            // Not reached: the lean client exists only for http upstreams.
+            hyper_rustls::MaybeHttpsStream::Https(_) => Err(SendError::Connect(
+                "a TLS connection where plain TCP was expected".into(),
+            )),
+        }
+    }
+
+    /// A new connection to the upstream: TCP, and TLS for https.
+    async fn dial(&self) -> Result<Io, SendError> {
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
             .map_err(SendError::Connect)?;
-        match connector
+        connector
             .call(self.origin.clone())
             .await
-            .map_err(SendError::Connect)?
-        {
-            hyper_rustls::MaybeHttpsStream::Http(io) => Ok(h1::Conn::new(io.into_inner())),
-            hyper_rustls::MaybeHttpsStream::Https(_) => {
-                unreachable!("the lean client is only used for http upstreams")
-            }
-        }
+            .map_err(SendError::Connect)
     }
 
     /// The most recently used connection that can take a request now. Closed ones are
@@ -223,14 +230,7 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Sender, SendError> {
-        let mut connector = self.connector.clone();
-        std::future::poll_fn(|cx| connector.poll_ready(cx))
-            .await
-            .map_err(SendError::Connect)?;
-        let io = connector
-            .call(self.origin.clone())
-            .await
-            .map_err(SendError::Connect)?;
+        let io = self.dial().await?;
         let (sender, conn) = self
             .builder
             .handshake(io)
