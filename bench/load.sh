@@ -273,10 +273,10 @@ mint() {
 
 jwt_setup() {
     local t
-    t=$(haproxy -v 2>/dev/null | head -1)
+    t=$(haproxy -v 2>/dev/null | sed -n 1p)
     log "$t"
     [[ $t == *"version 2.6."* ]] || log "warning: the peer to beat is HAProxy 2.6; this is: $t"
-    haproxy -vv 2>/dev/null | grep -q 'USE_OPENSSL=1' || die "haproxy is built without OpenSSL (no jwt_verify)"
+    grep -q 'USE_OPENSSL=1' <<< "$(haproxy -vv 2>/dev/null)" || die "haproxy is built without OpenSSL (no jwt_verify)"
     mkdir -p "$TMP/jwt"
     openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/jwt/key.pem" 2>/dev/null
     openssl pkey -in "$TMP/jwt/key.pem" -pubout -out "$TMP/jwt/pub.pem"
@@ -494,15 +494,15 @@ run_mode() {
 
 machine() {
     local model hv os
-    model=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
-    hv=$(lscpu | sed -n 's/^Hypervisor vendor: *//p' | head -1)
+    model=$(lscpu | sed -n 's/^Model name: *//p' | sed -n 1p)
+    hv=$(lscpu | sed -n 's/^Hypervisor vendor: *//p' | sed -n 1p)
     # shellcheck disable=SC1091
     os=$(. /etc/os-release && echo "$PRETTY_NAME")
     echo "- CPU: $model, $(nproc) CPUs online${hv:+, $hv guest}"
     echo "- Memory: $(free -g | awk '/^Mem:/ {print $2}') GiB; OS: $os; kernel: $(uname -sr)"
-    echo "- nginx $(nginx -v 2>&1 | sed 's|^nginx version: nginx/||'); wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'); $(rustc -V 2>/dev/null || echo 'rustc ?')"
+    echo "- nginx $(nginx -v 2>&1 | sed 's|^nginx version: nginx/||'); wrk $(wrk -v 2>&1 | sed -n 1p | awk '{print $2}'); $(rustc -V 2>/dev/null || echo 'rustc ?')"
     if has_suite jwt; then
-        echo "- $(haproxy -v 2>/dev/null | head -1 | sed 's/ - https.*//'); $(openssl version | awk '{print $1, $2}') (HAProxy's jwt_verify)"
+        echo "- $(haproxy -v 2>/dev/null | sed -n 1p | sed 's/ - https.*//'); $(openssl version | awk '{print $1, $2}') (HAProxy's jwt_verify)"
     fi
     echo "- tollgate: commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (modified)'), release build"
 }

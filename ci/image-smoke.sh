@@ -18,7 +18,9 @@ target=x86_64-unknown-linux-musl
 ci_apt musl-gcc musl-tools
 ci_apt file file
 ci_apt curl curl
-if ! rustup target list --installed | grep -qx "$target"; then
+# Never `producer | grep -q` under pipefail: grep's early exit kills the producer with
+# SIGPIPE and the pipeline fails although it matched. Capture, then match.
+if ! grep -qx "$target" <<< "$(rustup target list --installed)"; then
     log "rustup target add $target"
     rustup target add "$target"
 fi
@@ -34,9 +36,9 @@ check() {
 }
 
 file "$bin"
-check "file: statically linked" yes "$(file "$bin" | grep -Eq 'static(-pie)? linked|statically linked' && echo yes || echo no)"
-check "ldd: no shared libraries" yes "$(ldd "$bin" 2>&1 | grep -Eq 'not a dynamic executable|statically linked' && echo yes || echo no)"
-check "no ELF interpreter, no NEEDED" yes "$( (readelf -l "$bin" | grep -q INTERP || readelf -d "$bin" | grep -q NEEDED) && echo no || echo yes)"
+check "file: statically linked" yes "$(grep -Eq 'static(-pie)? linked|statically linked' <<< "$(file "$bin")" && echo yes || echo no)"
+check "ldd: no shared libraries" yes "$(grep -Eq 'not a dynamic executable|statically linked' <<< "$(ldd "$bin" 2>&1)" && echo yes || echo no)"
+check "no ELF interpreter, no NEEDED" yes "$( (grep -q INTERP <<< "$(readelf -l "$bin")" || grep -q NEEDED <<< "$(readelf -d "$bin")") && echo no || echo yes)"
 check "size under 32 MiB" yes "$([[ $(stat -c %s "$bin") -lt 33554432 ]] && echo yes || echo no)"
 check "--version" "tollgate $(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)" "$("$bin" --version)"
 for f in config/*.toml; do

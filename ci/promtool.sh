@@ -39,6 +39,8 @@ wait_for() { # wait_for FILE PATTERN: until PATTERN appears in FILE (30 s)
     for _ in $(seq 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
     echo "timed out waiting for '$2' in $1:" >&2; cat "$1" >&2; return 1
 }
+# No `producer | grep -q` or `| head` here: under pipefail the producer's SIGPIPE fails a
+# pipeline that matched (a CI run once reported a present metric as missing).
 status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 
 # ---- 1. the demo and its printed curl lines ---------------------------------------------
@@ -58,8 +60,8 @@ while IFS= read -r line; do
         expected=""
     fi
 done < "$work/demo.out"
-inbound=$(grep -o 'proxy http://[0-9.:]*' "$work/demo.out" | head -1 | cut -d' ' -f2)
-admin=$(grep -o 'http://[0-9.:]*/metrics' "$work/demo.out" | head -1 | sed 's#/metrics##')
+inbound=$(grep -m1 -o 'proxy http://[0-9.:]*' "$work/demo.out" | cut -d' ' -f2)
+admin=$(grep -m1 -o 'http://[0-9.:]*/metrics' "$work/demo.out" | sed 's#/metrics##')
 check "demo malformed token" 401 "$(status -H 'Authorization: Bearer not.a.jwt' "$inbound/api/orders")"
 check "demo no route" 403 "$(status "$inbound/elsewhere")"
 check "demo encoded slash" 400 "$(status "$inbound/api%2Forders")"
@@ -138,7 +140,7 @@ for metric in tollgate_requests_total tollgate_auth_failures_total tollgate_requ
     tollgate_egress_token_requests_total tollgate_egress_token_expiry_timestamp_seconds \
     tollgate_config_reloads_total; do
     check "DESIGN section 4 metric $metric exposed" yes \
-        "$(cat "$work"/*.prom | grep -q "^# TYPE $metric " && echo yes || echo no)"
+        "$(grep -qh "^# TYPE $metric " "$work"/*.prom && echo yes || echo no)"
 done
 
 # ---- 4. the dashboard's queries -------------------------------------------------------------
