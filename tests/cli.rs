@@ -158,7 +158,9 @@ impl Running {
             dir,
             "tollgate.toml",
             &format!(
-                "[server]\nlisten = \"{inbound}\"\nupstream = \"http://{upstream}\"\n[admin]\nlisten = \"{admin}\"\n{routes}"
+                // One thread: the single-threaded runtime (signals, reload, logs) is covered
+                // here; ci/promtool.sh runs the default multi-threaded one.
+                "[server]\nlisten = \"{inbound}\"\nupstream = \"http://{upstream}\"\nworker_threads = 1\n[admin]\nlisten = \"{admin}\"\n{routes}"
             ),
         );
         let child = Command::new(BIN)
