@@ -127,7 +127,7 @@ impl Pool {
     /// any, on an idle connection, or a new one.
     pub async fn send(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         forwarded: Option<Forwarded<'_>>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         if let Some(lean) = &self.lean
@@ -135,6 +135,17 @@ impl Pool {
         {
             return self.send_lean(lean, req, forwarded).await;
         }
+        // Boxed: hyper's client future is large; inline, every request's future (the lean
+        // ones too) would be that much larger and copied whole on each move.
+        Box::pin(self.send_hyper(req, forwarded)).await
+    }
+
+    /// [`Pool::send`] over hyper's client: requests with a body, upgrades, TLS upstreams.
+    async fn send_hyper(
+        &self,
+        mut req: Request<Incoming>,
+        forwarded: Option<Forwarded<'_>>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
         if let Some(forwarded) = forwarded {
             forwarded.apply(req.headers_mut());
         }
