@@ -214,6 +214,29 @@ async fn slow_upstream_gives_504() {
     assert_eq!(proxy.requests("/", "anonymous", "504"), 1);
 }
 
+/// Deadlines reuse the timer registrations of earlier ones (`src/proxy/timer.rs`): every
+/// request still gets its whole `request_timeout`, never less, whether the registration it
+/// reuses fired already or is still armed for an earlier instant.
+#[tokio::test]
+async fn request_timeout_is_whole_on_every_request() {
+    let (upstream, _stop) = silent_upstream().await;
+    let proxy = TestProxy::start(&anonymous(upstream, "request_timeout = \"300ms\"")).await;
+    // A client that gives up early leaves its deadline armed for later reuse.
+    let abandoned = tokio::time::timeout(Duration::from_millis(50), proxy.get("/gone")).await;
+    assert!(abandoned.is_err());
+    for _ in 0..3 {
+        let started = tokio::time::Instant::now();
+        let reply = proxy.get("/slow").await;
+        assert_eq!(reply.status, 504);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300),
+            "timed out early: {took:?}"
+        );
+    }
+    assert_eq!(proxy.requests("/", "anonymous", "504"), 3);
+}
+
 #[tokio::test]
 async fn dead_upstream_gives_502() {
     let upstream = dead_upstream().await;
@@ -282,6 +305,58 @@ async fn slow_client_is_disconnected() {
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "the connection should have been closed");
     backend.assert_nothing_received();
+}
+
+/// The header read deadline runs again for every head on a kept-alive connection, whole.
+#[tokio::test]
+async fn slow_client_is_disconnected_after_a_first_request_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous(
+        backend.addr(),
+        "header_read_timeout = \"200ms\"",
+    ))
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let sent = tokio::time::Instant::now();
+    stream
+        .write_all(b"GET /first HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Read the whole first response (Content-Length framed), keeping the connection.
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the first response");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .expect("a Content-Length");
+            if buf.len() >= end + 4 + length {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        support::client::raw_status(&String::from_utf8_lossy(&buf)),
+        200
+    );
+    stream
+        .write_all(b"GET /second HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection should have been closed");
+    // The second head's deadline started after the first request was sent.
+    let took = sent.elapsed();
+    assert!(took >= Duration::from_millis(200), "closed early: {took:?}");
+    assert_eq!(backend.only().path, "/first");
 }
 
 #[tokio::test]

@@ -1,7 +1,10 @@
 //! Sending to an upstream: keep-alive connections over http or https ([`super::pool`]), a
 //! deadline for the response head, and the errors that become 502 and 504.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -12,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::headers::Forwarded;
 use super::pool::{Pool, SendError, UpstreamBody};
+use super::timer::Timers;
 use super::tls::{self, TlsError};
 
 /// Longest time to establish a TCP connection to an upstream or target.
@@ -73,6 +77,8 @@ pub struct Upstream {
     base_path: String,
     pool: Pool,
     timeout: Duration,
+    /// The requests' deadlines, reusing their timer registrations.
+    timers: Timers,
 }
 
 impl Upstream {
@@ -95,6 +101,7 @@ impl Upstream {
             base_path: base.path().trim_end_matches('/').to_owned(),
             pool: Pool::new(connector, origin, POOL_IDLE_TIMEOUT),
             timeout,
+            timers: Timers::default(),
         })
     }
 
@@ -138,11 +145,20 @@ impl Upstream {
         req: Request<Incoming>,
         forwarded: Option<Forwarded<'_>>,
     ) -> Result<Response<UpstreamBody>, ForwardError> {
-        match tokio::time::timeout(self.timeout, self.pool.send(req, forwarded)).await {
-            Err(_) => Err(ForwardError::Timeout(self.timeout)),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(SendError::Connect(e))) => Err(ForwardError::Connect(e)),
-            Ok(Err(SendError::Failed(e))) => Err(ForwardError::Failed(e)),
+        let mut deadline = self.timers.deadline(self.timeout);
+        let send = self.pool.send(req, forwarded);
+        tokio::pin!(send);
+        // The exchange first, as tokio's `timeout` does: a response that is ready wins.
+        let sent = std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
+            Poll::Ready(result) => Poll::Ready(Some(result)),
+            Poll::Pending => Pin::new(&mut deadline).poll(cx).map(|()| None),
+        })
+        .await;
+        match sent {
+            None => Err(ForwardError::Timeout(self.timeout)),
+            Some(Ok(response)) => Ok(response),
+            Some(Err(SendError::Connect(e))) => Err(ForwardError::Connect(e)),
+            Some(Err(SendError::Failed(e))) => Err(ForwardError::Failed(e)),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::Service;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::timer::Timers;
 use super::{Body, ConnInfo};
 
 /// The smallest read buffer hyper accepts; a request head limit below it is raised to it.
@@ -148,9 +149,12 @@ pub async fn serve<F, S>(
 
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // One pool of timer registrations for the listener's header read deadlines: hyper
+    // starts one per request and almost never lets it fire (`timer`).
+    let timers = Timers::default();
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(timers.clone())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(MIN_HEAD_BUFFER))
         .max_headers(MAX_HEADERS)
@@ -158,7 +162,7 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .writev(false);
     builder
         .http2()
-        .timer(TokioTimer::new())
+        .timer(timers)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     builder

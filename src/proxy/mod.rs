@@ -2,7 +2,8 @@
 //! or TLS), the upstream connection pool, header rewriting, and upgrade passthrough.
 //!
 //! [`listener`] accepts and drains connections, [`tls`] terminates TLS and builds client trust,
-//! [`forward`] sends requests upstream over [`pool`]ed connections, [`headers`] strips hop-by-hop headers and sets
+//! [`forward`] sends requests upstream over [`pool`]ed connections, [`timer`] runs their
+//! deadlines, [`headers`] strips hop-by-hop headers and sets
 //! `X-Forwarded-*`, and [`upgrade`] splices upgraded connections (WebSocket) together.
 //! Nothing here knows about tokens or routes.
 
@@ -17,6 +18,7 @@ pub mod h1;
 pub mod headers;
 pub mod listener;
 pub mod pool;
+pub mod timer;
 pub mod tls;
 pub mod upgrade;
 
