@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::header::{AUTHORIZATION, HOST};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use tokio::net::TcpListener;
@@ -310,9 +310,7 @@ async fn handle<'s>(
     // Replace, never add: the app's own credentials must not reach the target.
     h.remove(AUTHORIZATION);
     h.insert(AUTHORIZATION, bearer);
-    if let Ok(authority) = HeaderValue::from_str(target.upstream.authority().as_str()) {
-        h.insert(HOST, authority);
-    }
+    h.insert(HOST, target.upstream.host().clone());
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     let mut response = target

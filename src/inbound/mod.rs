@@ -424,12 +424,10 @@ async fn forward(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     let host = match (inbound.preserve_host, &client_host) {
-        (true, Some(host)) => Some(host.clone()),
-        _ => HeaderValue::from_str(upstream.authority().as_str()).ok(),
+        (true, Some(host)) => host.clone(),
+        _ => upstream.host().clone(),
     };
-    if let Some(host) = host {
-        req.headers_mut().insert(HOST, host);
-    }
+    req.headers_mut().insert(HOST, host);
     *req.uri_mut() = match target.path {
         None => upstream.uri_unchanged(target.uri),
         Some(path) => upstream.uri(path, target.uri.query()),

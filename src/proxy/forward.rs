@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri};
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -72,7 +72,8 @@ impl ForwardError {
 
 /// One upstream (or egress target): where it is, its connections, and the deadline.
 pub struct Upstream {
-    authority: Authority,
+    /// The upstream's authority as a `Host` header value, made once.
+    host: HeaderValue,
     /// A path prefixed to every forwarded path (egress targets only); empty for none.
     base_path: String,
     pool: Pool,
@@ -96,8 +97,10 @@ impl Upstream {
             .path_and_query("/")
             .build()
             .expect("a scheme and an authority make a URI");
+        let host = HeaderValue::from_str(authority.as_str())
+            .expect("an authority is a valid header value");
         Ok(Upstream {
-            authority,
+            host,
             base_path: base.path().trim_end_matches('/').to_owned(),
             pool: Pool::new(connector, origin, POOL_IDLE_TIMEOUT),
             timeout,
@@ -105,9 +108,10 @@ impl Upstream {
         })
     }
 
-    /// The upstream's authority, for the `Host` header when the client's is not kept.
-    pub fn authority(&self) -> &Authority {
-        &self.authority
+    /// The upstream's authority as a header value, for `Host` when the client's is not kept.
+    /// Made once: cloning it copies no bytes.
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
     }
 
     /// The request target for a path (starting with `/`) and an optional query on this
