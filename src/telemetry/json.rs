@@ -8,6 +8,7 @@
 //! request costs (callgrind, bench/load.sh setup). An event inside a span (tollgate opens none
 //! today) is handed to the generic formatter, which adds the `spans` list.
 
+use std::cell::RefCell;
 use std::fmt::{self, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -189,34 +190,19 @@ impl Visit for Fields<'_> {
     }
 }
 
-/// serde_json's own rendering of a float (shortest round-trip digits, `null` when not finite).
+/// serde_json's own rendering of a float (shortest round-trip digits, `null` when not finite),
+/// with the formatter serde_json uses.
 fn push_f64(out: &mut String, value: f64) {
-    let mut buf = [0u8; 32];
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let text = match serde_json::to_writer(&mut cursor, &value) {
-        Ok(()) => {
-            let len = usize::try_from(cursor.position()).unwrap_or(0);
-            std::str::from_utf8(&buf[..len]).unwrap_or("null")
-        }
-        Err(_) => "null",
-    };
-    out.push_str(text);
+    if value.is_finite() {
+        out.push_str(zmij::Buffer::new().format_finite(value));
+    } else {
+        out.push_str("null");
+    }
 }
 
 /// Decimal digits of `n`.
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        // n % 10 < 10, so the cast keeps the value.
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+fn push_u64(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// A JSON string, quoted and escaped as `serde_json` does.
@@ -282,21 +268,37 @@ impl Write for Escaped<'_> {
 
 /// `2026-11-22T14:39:03.948248Z`: UTC with microseconds, as tracing-subscriber's `SystemTime`.
 fn push_timestamp(out: &mut String, now: SystemTime) {
+    thread_local! {
+        /// The text up to the seconds (`2026-11-22T14:39:03.`) and the second it is for:
+        /// made once a second, not once a line.
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let rem = secs % 86_400;
-    let mut buf = *b"0000-00-00T00:00:00.000000Z";
-    put(&mut buf[0..4], u64::from(year));
-    put(&mut buf[5..7], u64::from(month));
-    put(&mut buf[8..10], u64::from(day));
-    put(&mut buf[11..13], rem / 3600);
-    put(&mut buf[14..16], rem % 3600 / 60);
-    put(&mut buf[17..19], rem % 60);
-    put(&mut buf[20..26], u64::from(since.subsec_micros()));
-    // All ASCII digits and punctuation. Years past 9999 are not reached by a clock tollgate
-    // runs under.
-    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != secs {
+            let (year, month, day) = civil_from_days(secs / 86_400);
+            let rem = secs % 86_400;
+            let mut buf = *b"0000-00-00T00:00:00.";
+            put(&mut buf[0..4], u64::from(year));
+            put(&mut buf[5..7], u64::from(month));
+            put(&mut buf[8..10], u64::from(day));
+            put(&mut buf[11..13], rem / 3600);
+            put(&mut buf[14..16], rem % 3600 / 60);
+            put(&mut buf[17..19], rem % 60);
+            // All ASCII digits and punctuation. Years past 9999 are not reached by a clock
+            // tollgate runs under.
+            text.clear();
+            text.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+            *second = secs;
+        }
+        out.push_str(text);
+    });
+    let mut micros = itoa::Buffer::new();
+    let micros = micros.format(since.subsec_micros());
+    out.push_str(&"000000"[micros.len()..]);
+    out.push_str(micros);
+    out.push('Z');
 }
 
 /// Writes `n` as decimal digits right-aligned in `out`, zero-padded (truncated on the left).
@@ -490,5 +492,10 @@ mod tests {
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.000005Z");
         assert_eq!(at(1_795_358_343, 948_248), "2026-11-22T14:39:03.948248Z");
         assert_eq!(at(4_102_444_799, 999_999), "2099-12-31T23:59:59.999999Z");
+        // The text up to the seconds is kept per second: within one, across one, and back.
+        assert_eq!(at(1_795_358_343, 7), "2026-11-22T14:39:03.000007Z");
+        assert_eq!(at(1_795_358_343, 120_000), "2026-11-22T14:39:03.120000Z");
+        assert_eq!(at(1_795_358_344, 0), "2026-11-22T14:39:04.000000Z");
+        assert_eq!(at(1_795_358_343, 1), "2026-11-22T14:39:03.000001Z");
     }
 }

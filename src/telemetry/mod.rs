@@ -28,13 +28,9 @@ pub struct LogGuard(#[allow(dead_code)] writer::WriterGuard);
 pub fn init(format: LogFormat) -> Option<LogGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = writer::BatchWriter::spawn(std::io::stdout()).ok()?;
-    if format == LogFormat::Json {
-        // Set once per process, like the global subscriber below.
-        let _ = DIRECT_JSON.set(writer.clone());
-    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(writer.clone());
     let installed = match format {
         // The lines of `.json().flatten_event(true).with_current_span(false)`, written by a
         // formatter several times cheaper (see `json`).
@@ -44,11 +40,19 @@ pub fn init(format: LogFormat) -> Option<LogGuard> {
             .try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
-    installed.ok().map(|()| LogGuard(guard))
+    installed.ok()?;
+    // `RUST_LOG` is read once, above, so whether access lines are wanted is settled now
+    // rather than asked per request. Set once per process, like the subscriber.
+    if format == LogFormat::Json
+        && tracing::enabled!(target: "tollgate::access", tracing::Level::INFO)
+    {
+        let _ = DIRECT_JSON.set(writer);
+    }
+    Some(LogGuard(guard))
 }
 
 /// Where access lines go when they are written directly ([`access`]): the JSON subscriber's
-/// own writer, set by [`init`].
+/// own writer, set by [`init`] when `RUST_LOG` lets access lines through.
 static DIRECT_JSON: OnceLock<writer::BatchWriter> = OnceLock::new();
 
 thread_local! {
@@ -61,9 +65,6 @@ thread_local! {
 /// to the subscriber's writer, the same bytes `json::JsonLines` writes for the event, without
 /// tracing's dispatch; otherwise it goes through tracing.
 pub fn access(line: &json::Access<'_>) {
-    if !tracing::enabled!(target: "tollgate::access", tracing::Level::INFO) {
-        return;
-    }
     let Some(out) = DIRECT_JSON.get() else {
         tracing::info!(
             target: "tollgate::access",
