@@ -293,6 +293,7 @@ fn start_inbound(
         let per_conn = Arc::new((conn, shared.clone()));
         service_fn(move |req| {
             let per_conn = per_conn.clone();
+            let req = Box::new(req);
             async move { inbound::serve(req, &per_conn.0, &per_conn.1).await }
         })
     };

@@ -315,7 +315,7 @@ async fn handle<'s>(
     *req.version_mut() = Version::HTTP_11;
     let mut response = target
         .upstream
-        .send(req, None)
+        .send(Box::new(req), None)
         .await
         .map_err(Reject::Target)?;
     if !response.body().hop_by_hop_removed() {

@@ -116,8 +116,12 @@ struct Outcome<'s> {
 const NO_ROUTE: &str = "none";
 
 /// Serves one inbound request. Never fails: every error becomes a response here.
+///
+/// The request is boxed once, on arrival: it passes through several `async fn` layers on its
+/// way upstream, and each would otherwise copy its ~270 bytes twice (~570 instructions per
+/// request, callgrind).
 pub async fn serve(
-    req: Request<Incoming>,
+    req: Box<Request<Incoming>>,
     conn: &ConnInfo,
     shared: &Shared,
 ) -> Result<Response<Body>, Infallible> {
@@ -219,7 +223,7 @@ fn rescue(
 }
 
 async fn handle<'s>(
-    mut req: Request<Incoming>,
+    mut req: Box<Request<Incoming>>,
     uri: &http::Uri,
     conn: &ConnInfo,
     shared: &Shared,
@@ -410,7 +414,7 @@ fn authorize(
 
 /// Rewrites the request for the upstream, sends it, and prepares the response for the client.
 async fn forward(
-    mut req: Request<Incoming>,
+    mut req: Box<Request<Incoming>>,
     conn: &ConnInfo,
     shared: &Shared,
     inbound: &InboundState,
@@ -439,7 +443,7 @@ async fn forward(
     *req.version_mut() = Version::HTTP_11;
     let client_upgrade = target.upgrade.map(|protocol| {
         headers::restore_upgrade(req.headers_mut(), protocol);
-        hyper::upgrade::on(&mut req)
+        hyper::upgrade::on(&mut *req)
     });
 
     let started = Instant::now();

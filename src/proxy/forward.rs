@@ -146,7 +146,7 @@ impl Upstream {
     /// target from [`Upstream::uri`] (origin form) and a `Host` header.
     pub async fn send(
         &self,
-        req: Request<Incoming>,
+        req: Box<Request<Incoming>>,
         forwarded: Option<Forwarded<'_>>,
     ) -> Result<Response<UpstreamBody>, ForwardError> {
         let mut deadline = self.timers.deadline(self.timeout);

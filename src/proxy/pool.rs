@@ -127,7 +127,7 @@ impl Pool {
     /// any, on an idle connection, or a new one.
     pub async fn send(
         &self,
-        req: Request<Incoming>,
+        req: Box<Request<Incoming>>,
         forwarded: Option<Forwarded<'_>>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         if let Some(lean) = &self.lean
@@ -143,7 +143,7 @@ impl Pool {
     /// [`Pool::send`] over hyper's client: requests with a body, upgrades, TLS upstreams.
     async fn send_hyper(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Box<Request<Incoming>>,
         forwarded: Option<Forwarded<'_>>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         if let Some(forwarded) = forwarded {
@@ -156,13 +156,13 @@ impl Pool {
                 // copied with this future on every request.
                 None => (Box::pin(self.connect()).await?, false),
             };
-            match sender.try_send_request(req).await {
+            match sender.try_send_request(*req).await {
                 Ok(response) => return Ok(self.wrap(response, sender)),
                 Err(mut e) => match e.take_message() {
                     // Never written: the upstream closed the idle connection first.
                     Some(unsent) if reused => {
                         tracing::debug!(error = %e.error(), "pooled connection closed; sending on another");
-                        req = unsent;
+                        *req = unsent;
                     }
                     _ => return Err(SendError::Failed(e.into_error().into())),
                 },
@@ -174,7 +174,7 @@ impl Pool {
     async fn send_lean(
         &self,
         lean: &Arc<Mutex<Idle<Box<h1::Conn>>>>,
-        req: Request<Incoming>,
+        req: Box<Request<Incoming>>,
         forwarded: Option<Forwarded<'_>>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         loop {
@@ -182,7 +182,7 @@ impl Pool {
                 Some(conn) => (conn, true),
                 None => (Box::pin(self.connect_tcp()).await?, false),
             };
-            match h1::send(conn, &req, forwarded.as_ref()).await {
+            match h1::send(conn, &*req, forwarded.as_ref()).await {
                 Ok(response) => {
                     let idle = Arc::downgrade(lean);
                     return Ok(response.map(|body| UpstreamBody {
