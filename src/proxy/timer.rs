@@ -41,14 +41,6 @@ pub struct Timers {
     spare: Arc<Mutex<Vec<Pin<Box<Sleep>>>>>,
 }
 
-impl std::fmt::Debug for Timers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Timers")
-            .field("spare", &self.spare.lock().len())
-            .finish()
-    }
-}
-
 impl Timers {
     /// A deadline `after` from now.
     pub fn deadline(&self, after: Duration) -> Deadline {
@@ -75,11 +67,6 @@ pub struct Deadline {
 }
 
 impl Deadline {
-    /// When it fires.
-    pub fn at(&self) -> Instant {
-        self.at
-    }
-
     /// Moves the deadline to `at`; takes effect at the next poll.
     pub fn reset(&mut self, at: Instant) {
         self.at = at;
