@@ -6,6 +6,9 @@
 #
 #   bench/callgrind.sh [TOLLGATE_BINARY]      default: target/release/tollgate
 #
+# `cargo bench` writes its own build (thin LTO) to target/release/tollgate too: run
+# `cargo build --release` after it, before measuring the default binary.
+#
 # Settings (environment): CONNECTIONS (8), SECONDS_ON (10), WARMUP (3), PORT_BASE (18420),
 # CONFIG (bench/tollgate.toml.in), RUST_LOG (warn: access log off), KEEP (1: keep the
 # callgrind output and print its path, for callgrind_annotate).
