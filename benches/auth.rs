@@ -16,7 +16,8 @@ use tollgate::dev::issuer::SigningKey;
 use tollgate::inbound::issuer::{Issuer, Issuers};
 use tollgate::inbound::jwks::KeySet;
 use tollgate::inbound::signature_cache::SignatureCache;
-use tollgate::inbound::{identity, jwt, path, policy::Routes};
+use tollgate::inbound::{identity, jwt, policy::Routes};
+use tollgate::path;
 use tollgate::proxy::headers;
 use tollgate::telemetry::metrics::Metrics;
 
@@ -109,14 +110,14 @@ fn route(i: usize) -> Route {
 
 fn bench_paths(c: &mut Criterion) {
     c.bench_function("path/normalise_plain", |b| {
-        b.iter(|| path::normalise(black_box("/api/v1/service42/items/123")).map(|n| n.path.len()))
+        b.iter(|| path::normalise(black_box("/api/v1/service42/items/123")).map(|n| n.len()))
     });
     c.bench_function("path/normalise_dirty", |b| {
         b.iter(|| {
             path::normalise(black_box(
                 "/api//v1/./service42/%69tems/../items;jsessionid=1/123",
             ))
-            .map(|n| n.path.len())
+            .map(|n| n.len())
         })
     });
 }

@@ -6,6 +6,8 @@
 //!   and reloaded when it changes.
 //! - [`state`]: the [`state::Snapshot`] built from a configuration, swapped whole on reload.
 //! - [`app`]: binds the listeners, starts background tasks, shuts down in order.
+//! - [`path`]: the one reading of a request path, for route matching and forwarding alike
+//!   (inbound and egress); depends on nothing else in the crate.
 //! - [`inbound`]: the request path in front of the upstream: identity stripping, path
 //!   normalisation, route matching, token checks, forwarding.
 //! - [`egress`]: the egress request path: target selection, token injection, the token
@@ -27,6 +29,7 @@ pub mod egress;
 pub mod fetch;
 pub mod ids;
 pub mod inbound;
+pub mod path;
 pub mod proxy;
 pub mod state;
 pub mod telemetry;

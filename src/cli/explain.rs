@@ -15,7 +15,8 @@ use crate::config::{self, Config, Mode, PathMatch};
 use crate::inbound::issuer::{Issuer, Issuers};
 use crate::inbound::jwks::KeySet;
 use crate::inbound::jwt::{self, Step};
-use crate::inbound::{bearer, identity, path, policy};
+use crate::inbound::{bearer, identity, policy};
+use crate::path;
 use crate::telemetry::metrics::Metrics;
 
 /// Exit code when the request would be refused (400, 401, 403).
@@ -102,6 +103,14 @@ pub async fn report(
 ) -> (String, bool) {
     let mut out = String::new();
     let _ = writeln!(out, "request: {method} {raw_path}");
+    if policy::is_miscased_method(method) {
+        let _ = writeln!(
+            out,
+            "method: REFUSED: methods are case-sensitive: send {}\ndecision: 400 invalid_request",
+            method.as_str().to_ascii_uppercase()
+        );
+        return (out, false);
+    }
     let normalised = match path::normalise(raw_path.split('?').next().unwrap_or_default()) {
         Ok(n) => n,
         Err(e) => {
@@ -109,14 +118,9 @@ pub async fn report(
             return (out, false);
         }
     };
-    let _ = writeln!(
-        out,
-        "path: {} (matched as {})",
-        normalised.path,
-        normalised.match_key()
-    );
+    let _ = writeln!(out, "path: {normalised}");
     let routes = crate::inbound::policy::Routes::new(config.routes.clone());
-    let Some(route) = routes.find(method, normalised.match_key()) else {
+    let Some(route) = routes.find(method, &normalised) else {
         let _ = writeln!(
             out,
             "route: none matches\ndecision: 403 forbidden (no route allows this request)"

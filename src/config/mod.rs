@@ -21,6 +21,31 @@ pub mod validate;
 pub use expand::Lookup;
 pub use validate::{ConfigError, Diagnostic, Warning, is_loopback};
 
+/// Methods a route may name: RFC 9110, PATCH, and WebDAV's, in their only accepted spelling
+/// (a request spelling one of them in another case is refused: `inbound::policy`).
+pub const KNOWN_METHODS: [&str; 20] = [
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "PATCH",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "REPORT",
+    "SEARCH",
+    "MKCALENDAR",
+    "QUERY",
+];
+
 /// Tenant placeholder in a multi-tenant `issuer`, matched case-insensitively.
 pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
 
@@ -262,7 +287,10 @@ impl PathMatch {
     }
 
     /// Whether a normalised request path falls under this pattern. A prefix matches on whole
-    /// segments: `/admin` matches `/admin` and `/admin/x`, never `/administrator`.
+    /// segments: `/admin` matches `/admin` and `/admin/x`, never `/administrator`. A trailing
+    /// slash is not significant, on the pattern or the path (`/admin/` is `/admin`, exact
+    /// `/x` matches `/x/`): Express and ASP.NET Core serve both spellings from one handler, so
+    /// a rule that covered one but not the other could be walked around.
     #[inline]
     pub fn matches(&self, path: &str, case_insensitive: bool) -> bool {
         let eq = |a: &[u8], b: &[u8]| {
@@ -273,14 +301,27 @@ impl PathMatch {
             }
         };
         match self {
-            PathMatch::Exact(p) => eq(path.as_bytes(), p.as_bytes()),
+            PathMatch::Exact(p) => eq(
+                without_trailing_slash(path).as_bytes(),
+                without_trailing_slash(p).as_bytes(),
+            ),
             PathMatch::Prefix(p) => {
-                let (p, path) = (p.as_bytes(), path.as_bytes());
+                let p = without_trailing_slash(p).as_bytes();
+                let path = path.as_bytes();
                 path.len() >= p.len()
                     && eq(&path[..p.len()], p)
-                    && (path.len() == p.len() || p.ends_with(b"/") || path[p.len()] == b'/')
+                    && (path.len() == p.len() || p == b"/" || path[p.len()] == b'/')
             }
         }
+    }
+}
+
+/// `/a/` → `/a`; `/` stays.
+#[inline]
+fn without_trailing_slash(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some(rest) if !rest.is_empty() => rest,
+        _ => path,
     }
 }
 

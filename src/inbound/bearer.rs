@@ -33,11 +33,17 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     if values.next().is_some() {
         return Err(AuthError::MultipleAuthorization);
     }
+    // The scheme ends at the first space or tab: a backend that splits on either would
+    // otherwise find a token in `Bearer<TAB>...` that tollgate never checked.
     let bytes = value.as_bytes();
-    if bytes.len() < 7 || !bytes[..7].eq_ignore_ascii_case(b"bearer ") {
+    let scheme_end = bytes
+        .iter()
+        .position(|&b| b == b' ' || b == b'\t')
+        .unwrap_or(bytes.len());
+    if !bytes[..scheme_end].eq_ignore_ascii_case(b"bearer") {
         return Ok(None);
     }
-    let token = bytes[7..].trim_ascii();
+    let token = bytes[scheme_end..].trim_ascii();
     if token.len() > MAX_TOKEN_BYTES {
         return Err(AuthError::TokenTooLarge);
     }
@@ -55,6 +61,7 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn headers(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -84,6 +91,14 @@ mod tests {
             Err(AuthError::Malformed(_))
         ));
         assert!(matches!(
+            extract(&headers(&["Bearer"])),
+            Err(AuthError::Malformed(_))
+        ));
+        assert_eq!(
+            extract(&headers(&["Bearer\ta.b.c"])).unwrap(),
+            Some("a.b.c")
+        );
+        assert!(matches!(
             extract(&headers(&["Bearer a b"])),
             Err(AuthError::Malformed(_))
         ));
@@ -92,5 +107,58 @@ mod tests {
             extract(&headers(&[&big])),
             Err(AuthError::TokenTooLarge)
         ));
+    }
+
+    /// How a lenient backend reads a credential (ASP.NET Core's `JwtBearerHandler`, passport's
+    /// `http-bearer`, most hand-written middleware): the scheme up to the first space or tab,
+    /// compared ignoring case, and the rest, trimmed, as the token.
+    fn lenient_token(value: &str) -> Option<&str> {
+        let (scheme, rest) = value.split_once([' ', '\t'])?;
+        let token = rest.trim_matches([' ', '\t']);
+        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    }
+
+    fn credential() -> impl Strategy<Value = String> {
+        let scheme = prop::sample::select(vec![
+            "Bearer", "bearer", "BEARER", "bEaReR", "Basic", "Bearerx", "xBearer", "Token", "",
+        ]);
+        let gap = prop::sample::select(vec!["", " ", "\t", "  ", " \t ", "\t\t"]);
+        let token = prop::collection::vec(
+            prop::sample::select(vec![
+                "eyJ", "a", "Z", "0", "-", "_", ".", "=", "+", "/", ",", " ", "\t", "\"", "~",
+                "Bearer ",
+            ]),
+            0..12,
+        )
+        .prop_map(|parts| parts.concat());
+        (scheme, gap.clone(), token, gap)
+            .prop_map(|(scheme, gap, token, tail)| format!("{scheme}{gap}{token}{tail}"))
+    }
+
+    proptest! {
+        /// Whatever a lenient backend would take as a bearer token, tollgate takes as the
+        /// same token or refuses; it never lets one through as "no token".
+        #[test]
+        fn agrees_with_a_lenient_reader_or_refuses(value in credential()) {
+            let Ok(header) = http::HeaderValue::from_str(&value) else {
+                return Ok(());
+            };
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, header.clone());
+            let ours = extract(&h);
+            let theirs = header.to_str().ok().and_then(lenient_token);
+            match (&ours, theirs) {
+                (Ok(Some(t)), Some(l)) => prop_assert_eq!(*t, l),
+                (Ok(Some(t)), None) => prop_assert!(false, "tollgate found {t:?} in {value:?}"),
+                (Ok(None), Some(l)) => prop_assert!(false, "token {l:?} in {value:?} passed unchecked"),
+                (Ok(None), None) | (Err(_), _) => {}
+            }
+            if let Ok(Some(t)) = ours {
+                prop_assert!(t.bytes().all(|b| TOKEN_BYTES[usize::from(b)]));
+            }
+            // A second header, of any value, is always refused.
+            h.append(AUTHORIZATION, header);
+            prop_assert!(matches!(extract(&h), Err(AuthError::MultipleAuthorization)));
+        }
     }
 }

@@ -5,9 +5,10 @@
 //! [`serve`] is the outer function: it loads the snapshot once, calls `handle`, turns every
 //! rejection into a response in one exhaustive `match`, and records the metrics and the
 //! access-log line exactly once. `handle` is the straight line of steps, each in its own
-//! module: [`identity`], [`path`], [`policy`], [`bearer`], [`jwt`] (with [`issuer`], [`jwks`],
+//! module: [`identity`], [`path`](crate::path), [`policy`], [`bearer`], [`jwt`] (with [`issuer`], [`jwks`],
 //! [`claims`], [`signature_cache`]), [`reject`].
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -18,6 +19,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::config::{Mode, Route};
+use crate::path;
 use crate::proxy::listener::Lifecycle;
 use crate::proxy::{Body, ConnInfo, forward::ForwardError, headers, upgrade};
 use crate::state::{InboundState, Live, Snapshot};
@@ -34,7 +36,6 @@ pub mod issuer;
 pub mod jwks;
 pub mod jwt;
 pub mod me;
-pub mod path;
 pub mod policy;
 pub mod reject;
 pub mod signature_cache;
@@ -56,6 +57,8 @@ pub struct Shared {
 enum Reject {
     /// The path is malformed or dangerous: 400.
     BadPath(path::PathError),
+    /// A method routes can name, spelled in another case: 400.
+    MiscasedMethod,
     /// No route covers the request: 403.
     NoRoute,
     /// The route needs a token and there is none: 401 with a bare challenge.
@@ -173,6 +176,14 @@ fn rescue(
             ),
             "invalid_path",
         ),
+        Reject::MiscasedMethod => (
+            reject::json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "methods are case-sensitive: send the method in upper case",
+            ),
+            "invalid_method",
+        ),
         Reject::NoRoute => (
             reject::json_error(
                 StatusCode::FORBIDDEN,
@@ -237,11 +248,14 @@ async fn handle<'s>(
     // X-MS-CLIENT-PRINCIPAL-ID in Connection must not get tollgate's own header removed.
     let upgrade =
         headers::strip_hop_by_hop(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
+    if policy::is_miscased_method(req.method()) {
+        return Err(Reject::MiscasedMethod);
+    }
     let normalised = path::normalise(uri.path()).map_err(Reject::BadPath)?;
-    if let std::borrow::Cow::Owned(p) = &normalised.path {
+    if let Cow::Owned(p) = &normalised {
         outcome.normalised = Some(p.clone());
     }
-    if normalised.path == me::PATH && req.method() == Method::GET {
+    if normalised == me::PATH && req.method() == Method::GET {
         outcome.route = me::PATH;
         let verified = authenticate(&req, inbound)
             .await
@@ -252,7 +266,7 @@ async fn handle<'s>(
     }
     let (route, series) = inbound
         .routes
-        .find_with_series(req.method(), normalised.match_key())
+        .find_with_series(req.method(), &normalised)
         .ok_or(Reject::NoRoute)?;
     outcome.route = &route.name;
     outcome.series = Some(series);
@@ -266,9 +280,9 @@ async fn handle<'s>(
     }
     let target = Target {
         // A path that needed no normalisation goes upstream as the client's own bytes.
-        path: match &normalised.path {
-            std::borrow::Cow::Borrowed(_) => None,
-            std::borrow::Cow::Owned(p) => Some(p.as_str()),
+        path: match &normalised {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(p) => Some(p.as_str()),
         },
         uri,
         upgrade,
@@ -485,6 +499,7 @@ fn path_description(e: path::PathError) -> &'static str {
         path::PathError::Backslash => "the path contains a backslash",
         path::PathError::ControlCharacter => "the path contains a control character",
         path::PathError::BadEscape => "the path contains an invalid percent-encoding",
+        path::PathError::DoubleEncoding => "the path contains a double percent-encoding",
         path::PathError::NotAbsolute => "the request target is not an absolute path",
     }
 }

@@ -4,11 +4,28 @@
 //! [`authorize`] is pure: the request path and `tollgate explain` both call it, so they cannot
 //! disagree.
 
-use crate::telemetry::metrics::RouteSeries;
 use http::Method;
 
 use super::claims::Claims;
-use crate::config::Route;
+use crate::config::{KNOWN_METHODS, Route};
+use crate::telemetry::metrics::RouteSeries;
+
+/// Whether a request method spells a method routes can name in another case (`delete`,
+/// `pAtch`). Such a request is refused: RFC 9110 §9.1 makes methods case-sensitive, so a
+/// rule on `DELETE` does not cover `delete`, yet Django, Flask and ASP.NET Core upper-case
+/// the method before routing and would serve it as `DELETE`. Extension methods (`PURGE`,
+/// `purge`) are not affected: no route can name them, so only routes covering every method
+/// cover them, in any spelling.
+#[inline]
+pub fn is_miscased_method(method: &Method) -> bool {
+    let name = method.as_str().as_bytes();
+    // The standard methods parse only from their upper-case spelling; every other spelling
+    // is an extension method, so the common case returns at the first byte.
+    name.iter().any(u8::is_ascii_lowercase)
+        && KNOWN_METHODS
+            .iter()
+            .any(|known| known.as_bytes().eq_ignore_ascii_case(name))
+}
 
 /// One kind of requirement a route can make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -387,5 +404,44 @@ mod tests {
         assert_eq!(find(Method::GET, "/LEGACY/x"), Some("legacy"));
         assert_eq!(find(Method::GET, "/api"), Some("api"));
         assert_eq!(find(Method::GET, "/API"), None);
+    }
+
+    #[test]
+    fn trailing_slashes_are_not_significant() {
+        let routes = Routes::new(vec![
+            route("exact", PathMatch::Exact("/x".into()), None, false),
+            route("exact-slash", PathMatch::Exact("/y/".into()), None, false),
+            route(
+                "prefix-slash",
+                PathMatch::Prefix("/admin/".into()),
+                None,
+                false,
+            ),
+            route("root", PathMatch::Exact("/".into()), None, false),
+        ]);
+        let find = |p: &str| routes.find(&Method::GET, p).map(|r| r.name.as_str());
+        assert_eq!(find("/x"), Some("exact"));
+        assert_eq!(find("/x/"), Some("exact"));
+        assert_eq!(find("/x/a"), None);
+        assert_eq!(find("/y"), Some("exact-slash"));
+        assert_eq!(find("/y/"), Some("exact-slash"));
+        assert_eq!(find("/admin"), Some("prefix-slash"));
+        assert_eq!(find("/admin/"), Some("prefix-slash"));
+        assert_eq!(find("/admin/a"), Some("prefix-slash"));
+        assert_eq!(find("/administrator"), None);
+        assert_eq!(find("/"), Some("root"));
+    }
+
+    #[test]
+    fn miscased_known_methods_are_recognised() {
+        let m = |s: &str| Method::from_bytes(s.as_bytes()).unwrap();
+        for refused in ["get", "Get", "delete", "pAtch", "propfind", "Query"] {
+            assert!(is_miscased_method(&m(refused)), "{refused}");
+        }
+        for allowed in [
+            "GET", "DELETE", "PROPFIND", "PURGE", "purge", "Purge", "x-get",
+        ] {
+            assert!(!is_miscased_method(&m(allowed)), "{allowed}");
+        }
     }
 }

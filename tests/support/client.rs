@@ -96,3 +96,79 @@ pub fn raw_status(response: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
 }
+
+/// One client connection kept open for many requests: HTTP/1.1, or HTTP/2 by prior knowledge
+/// (h2c). For tests that send hundreds of generated requests over both protocols.
+pub struct Conn {
+    addr: SocketAddr,
+    sender: Sender,
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Conn {
+    /// Opens a connection speaking `version` (`HTTP_11` or `HTTP_2`).
+    pub async fn open(addr: SocketAddr, version: Version) -> Conn {
+        let io = TokioIo::new(TcpStream::connect(addr).await.expect("connect"));
+        let sender = if version == Version::HTTP_2 {
+            let (sender, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .expect("h2 handshake");
+            tokio::spawn(conn);
+            Sender::H2(sender)
+        } else {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            Sender::H1(sender)
+        };
+        Conn { addr, sender }
+    }
+
+    /// Sends `method target` (the target as written) with extra headers, and reads the whole
+    /// response. HTTP/2 requests carry the target as `:path`.
+    pub async fn send(&mut self, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
+        let req = Request::builder().method(method);
+        let mut req = match self.sender {
+            Sender::H1(_) => req.uri(target).header("host", self.addr.to_string()),
+            // The authority travels as `:authority`, from the URI.
+            Sender::H2(_) => req.uri(format!("http://{}{target}", self.addr)),
+        };
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Empty::new()).expect("valid request");
+        let response = match &mut self.sender {
+            Sender::H1(s) => {
+                s.ready().await.expect("connection ready");
+                s.send_request(req).await.expect("response")
+            }
+            Sender::H2(s) => {
+                s.ready().await.expect("connection ready");
+                s.send_request(req).await.expect("response")
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            version: parts.version,
+        }
+    }
+}
+
+/// Case count for a property test: `PROPTEST_CASES` from the environment when set (to run
+/// many more locally), else `default`, kept small enough for the whole suite's time budget.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

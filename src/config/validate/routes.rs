@@ -7,31 +7,8 @@ use toml::Spanned;
 
 use super::{Context, strings};
 use crate::config::schema::RawRoute;
-use crate::config::{Mode, PathMatch, Requirements, Route};
-
-/// Methods a route may name: RFC 9110, PATCH, and WebDAV's.
-const KNOWN_METHODS: [&str; 20] = [
-    "GET",
-    "HEAD",
-    "POST",
-    "PUT",
-    "DELETE",
-    "CONNECT",
-    "OPTIONS",
-    "TRACE",
-    "PATCH",
-    "PROPFIND",
-    "PROPPATCH",
-    "MKCOL",
-    "COPY",
-    "MOVE",
-    "LOCK",
-    "UNLOCK",
-    "REPORT",
-    "SEARCH",
-    "MKCALENDAR",
-    "QUERY",
-];
+use crate::config::{KNOWN_METHODS, Mode, PathMatch, Requirements, Route};
+use crate::path::is_segment_char;
 
 pub(super) fn routes(
     cx: &mut Context<'_>,
@@ -169,28 +146,35 @@ fn route(
 }
 
 /// A route path must already be in the form request paths are normalised to, or it could
-/// never match (`/a//b`, `/a/../b`) or would match something other than it says (`%2F`).
+/// never match (`/a//b`, `/a/../b`) or would match something other than it says (`%2F`). It
+/// may hold only the characters a normalised path holds raw (`path::is_segment_char`): a
+/// request spells any other character percent-encoded, and backends disagree on whether to
+/// decode it before routing, so a pattern holding one could not mean the same to all of them.
 fn pattern(cx: &mut Context<'_>, text: &Spanned<String>, key: &str) -> Option<String> {
     let p = text.get_ref();
+    let other = p
+        .chars()
+        .find(|&c| c != '/' && !u8::try_from(c).is_ok_and(is_segment_char));
     let problem = if !p.starts_with('/') {
-        Some("must start with /")
+        Some("must start with /".to_owned())
     } else if p.contains("//") {
-        Some("must not contain // (request paths are merged to a single /)")
+        Some("must not contain // (request paths are merged to a single /)".to_owned())
     } else if p.split('/').any(|s| s == "." || s == "..") {
-        Some("must not contain . or .. segments (request paths have them removed)")
+        Some("must not contain . or .. segments (request paths have them removed)".to_owned())
     } else if p.contains(['?', '#']) {
-        Some("must be a path only, without ? or #")
+        Some("must be a path only, without ? or #".to_owned())
     } else if p.contains(';') {
-        Some("must not contain ; (parameters are ignored when matching)")
+        Some("must not contain ; (parameters are removed from request paths)".to_owned())
     } else if p.contains('%') {
-        Some("must not contain percent-encoding: write the decoded characters")
-    } else if p
-        .bytes()
-        .any(|b| b.is_ascii_control() || b == b'\\' || b == b' ')
-    {
-        Some("must not contain spaces, backslashes or control characters")
+        Some("must not contain percent-encoding: write the decoded characters".to_owned())
     } else {
-        None
+        other.map(|c| {
+            format!(
+                "must not contain {c:?}: only letters, digits, / and - . _ ~ ! $ & ' ( ) * + , = : @ \
+                 (a request carries other characters percent-encoded, and backends disagree on \
+                 whether to decode them before routing)"
+            )
+        })
     };
     match problem {
         Some(m) => {
@@ -235,6 +219,11 @@ fn methods(
         } else {
             cx.error(&m, key, format!("unknown HTTP method {name:?}"));
         }
+    }
+    // A backend answers HEAD with its GET handler (RFC 9110 §9.3.2), so a rule on GET that
+    // let HEAD fall through to a later, weaker route would give away the response's headers.
+    if out.contains(&http::Method::GET) && !out.contains(&http::Method::HEAD) {
+        out.push(http::Method::HEAD);
     }
     Some(out)
 }

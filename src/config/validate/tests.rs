@@ -223,6 +223,18 @@ fn semantic_checks() {
             "must start with /",
         ),
         (
+            format!("{server}[[routes]]\nprefix = \"/caf\u{e9}\"\nallow_anonymous = true\n"),
+            "must not contain '\u{e9}': only letters, digits",
+        ),
+        (
+            format!("{server}[[routes]]\nprefix = \"/a b\"\nallow_anonymous = true\n"),
+            "must not contain ' '",
+        ),
+        (
+            format!("{server}[[routes]]\nprefix = \"/a;b\"\nallow_anonymous = true\n"),
+            "must not contain ; (parameters are removed",
+        ),
+        (
             format!(
                 "{server}[[routes]]\nprefix = \"/\"\nmethods = [\"get\"]\nallow_anonymous = true\n"
             ),
@@ -387,7 +399,14 @@ fn shadowed_routes_warn() {
             r("prefix = \"/a\"\ncase_insensitive = true") + &r("prefix = \"/A/b\""),
             true,
         ),
-        (r("prefix = \"/a/\"") + &r("prefix = \"/a\""), false),
+        // A trailing slash is not significant: `/a/` covers `/a`.
+        (r("prefix = \"/a/\"") + &r("prefix = \"/a\""), true),
+        (r("exact = \"/a\"") + &r("exact = \"/a/\""), true),
+        // GET brings HEAD along.
+        (
+            r("prefix = \"/a\"\nmethods = [\"GET\"]") + &r("prefix = \"/a\"\nmethods = [\"HEAD\"]"),
+            true,
+        ),
     ];
     for (routes, shadowed) in cases {
         let loaded = load(&text(&routes)).unwrap();
@@ -416,10 +435,9 @@ fn path_match_is_segment_aware() {
     assert!(PathMatch::Prefix("/".into()).matches("/anything", false));
     let slash = PathMatch::Prefix("/a/".into());
     assert!(
-        slash.matches("/a/", false) && slash.matches("/a/b", false) && !slash.matches("/a", false)
+        slash.matches("/a/", false) && slash.matches("/a/b", false) && slash.matches("/a", false)
     );
     let exact = PathMatch::Exact("/x".into());
-    assert!(
-        exact.matches("/x", false) && !exact.matches("/x/", false) && exact.matches("/X", true)
-    );
+    assert!(exact.matches("/x", false) && exact.matches("/x/", false) && exact.matches("/X", true));
+    assert!(!exact.matches("/x/y", false) && !exact.matches("/xy", false));
 }
