@@ -389,6 +389,149 @@ async fn connection_cap_holds_new_connections_in_the_backlog() {
     assert_eq!(reply.status, 200);
 }
 
+/// The HTTP/2 connection preface (RFC 9113 §3.4) and an empty SETTINGS frame.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const H2_EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+
+/// Whether the server closes `stream` within `within`, reading (and dropping) whatever it sends.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut rest = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut rest))
+        .await
+        .is_ok()
+}
+
+/// Every connection must deliver a complete first request within `header_read_timeout`,
+/// whatever it speaks: connections that hold every slot and say nothing, half of the HTTP/2
+/// preface, or the preface and SETTINGS, are closed, and a client waiting in the backlog is
+/// then served.
+#[tokio::test]
+async fn connections_that_never_complete_a_request_lose_their_slot() {
+    use tokio::io::AsyncWriteExt;
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous(
+        backend.addr(),
+        "max_connections = 6\nheader_read_timeout = \"400ms\"",
+    ))
+    .await;
+    let whole = [H2_PREFACE, H2_EMPTY_SETTINGS].concat();
+    let openings: [&[u8]; 3] = [b"", &H2_PREFACE[..12], &whole];
+    let mut holders = Vec::new();
+    for opening in openings {
+        for _ in 0..2 {
+            let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+            stream.write_all(opening).await.unwrap();
+            holders.push(stream);
+        }
+    }
+    let open = || {
+        proxy
+            .metrics()
+            .open_connections
+            .with_label_values(&["inbound"])
+            .get()
+    };
+    eventually("every slot is taken", || async { open() == 6 }).await;
+    let waiting = tokio::spawn(get(proxy.addr, "/legitimate", &[]));
+    // Served once the slot holders are closed, a deadline after they connected.
+    let reply = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting client is served")
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    for (i, stream) in holders.iter_mut().enumerate() {
+        assert!(
+            closed_within(stream, Duration::from_secs(5)).await,
+            "slot holder {i} was not closed"
+        );
+    }
+    assert_eq!(backend.only().path, "/legitimate");
+}
+
+/// Over TLS too: a handshake and then silence hold no slot.
+#[tokio::test]
+async fn a_tls_connection_that_sends_no_request_loses_its_slot() {
+    let backend = Backend::start().await;
+    let ca = support::tls::TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.issue(&["first.test"]);
+    std::fs::write(dir.path().join("tls.crt"), &cert).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &key).unwrap();
+    let toml = anonymous(
+        backend.addr(),
+        &format!(
+            "max_connections = 1\nheader_read_timeout = \"400ms\"\ntls = {{ cert = \"{0}/tls.crt\", key = \"{0}/tls.key\" }}",
+            dir.path().display()
+        ),
+    );
+    let proxy = TestProxy::start(&toml).await;
+    let mut silent = support::tls::connect(proxy.addr, &ca.pem(), "first.test").await;
+    let waiting = tokio::spawn({
+        let pem = ca.pem();
+        async move { support::tls::get_h2(proxy.addr, &pem, "first.test", "/after").await }
+    });
+    let (reply, _) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting client is served")
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(support::tls::closed_within(&mut silent, Duration::from_secs(5)).await);
+    assert_eq!(backend.only().path, "/after");
+}
+
+/// HTTP/2 after the first request: a quiet connection is pinged, and one on which no new
+/// stream starts for a deadline gets GOAWAY, its open stream still finishing. The frames are
+/// read by a relay between client and proxy.
+#[tokio::test]
+async fn an_idle_http2_connection_is_pinged_then_sent_goaway_after_its_streams_finish() {
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous(
+        backend.addr(),
+        "header_read_timeout = \"300ms\"",
+    ))
+    .await;
+    let relay = support::client::FrameRelay::start(proxy.addr).await;
+    let stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let started = tokio::time::Instant::now();
+    // The stream outlives two idle periods: the upstream answers after 1.5 s.
+    let req = Request::get(format!("http://{}/slow", proxy.addr))
+        .header("x-echo-delay-ms", "1500")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let _ = response.into_body().collect().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the idle connection is closed")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    let frames = relay.frames_from_server();
+    let ping = frames.iter().position(|f| f.kind == 6 && f.flags & 1 == 0);
+    let goaway = frames.iter().position(|f| f.kind == 7);
+    let data = frames.iter().position(|f| f.kind == 0);
+    assert!(
+        ping.is_some(),
+        "no PING while the stream was quiet: {frames:?}"
+    );
+    let (goaway, data) = (goaway.expect("a GOAWAY"), data.expect("the response"));
+    assert!(
+        ping.unwrap() < goaway,
+        "no keep-alive PING before GOAWAY: {frames:?}"
+    );
+    assert!(goaway < data, "GOAWAY came after the response: {frames:?}");
+    assert_eq!(backend.only().path, "/slow");
+}
+
 #[tokio::test]
 async fn http2_prior_knowledge() {
     let backend = Backend::start().await;

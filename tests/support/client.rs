@@ -172,3 +172,76 @@ pub fn proptest_cases(default: u32) -> u32 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// An HTTP/2 frame header seen by a [`FrameRelay`].
+#[derive(Clone, Copy, Debug)]
+pub struct FrameHeader {
+    /// The frame type (RFC 9113 §6: 0 DATA, 1 HEADERS, 4 SETTINGS, 6 PING, 7 GOAWAY, ...).
+    pub kind: u8,
+    /// Its flags (ACK is 1 on SETTINGS and PING).
+    pub flags: u8,
+}
+
+/// A TCP relay in front of an HTTP/2 server that passes bytes through unchanged and records
+/// the header of every frame the server sends: for tests of pings and GOAWAY.
+pub struct FrameRelay {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    frames: std::sync::Arc<parking_lot::Mutex<Vec<FrameHeader>>>,
+}
+
+impl FrameRelay {
+    /// Relays one connection to `server`.
+    pub async fn start(server: SocketAddr) -> FrameRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let frames = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let seen = frames.clone();
+        tokio::spawn(async move {
+            let (client, _) = listener.accept().await.expect("accept");
+            let upstream = TcpStream::connect(server).await.expect("connect");
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = upstream.into_split();
+            let up = tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                let _ = server_write.shutdown().await;
+            });
+            let mut pending = Vec::new();
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                let n = match server_read.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                pending.extend_from_slice(&buf[..n]);
+                // Frame headers: a 24-bit length, the type, the flags, the stream id.
+                while pending.len() >= 9 {
+                    let length = usize::from(pending[0]) << 16
+                        | usize::from(pending[1]) << 8
+                        | usize::from(pending[2]);
+                    if pending.len() < 9 + length {
+                        break;
+                    }
+                    seen.lock().push(FrameHeader {
+                        kind: pending[3],
+                        flags: pending[4],
+                    });
+                    pending.drain(..9 + length);
+                }
+                if client_write.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            let _ = client_write.shutdown().await;
+            up.abort();
+        });
+        FrameRelay { addr, frames }
+    }
+
+    /// The frames the server has sent so far, in order.
+    pub fn frames_from_server(&self) -> Vec<FrameHeader> {
+        self.frames.lock().clone()
+    }
+}

@@ -121,6 +121,32 @@ pub async fn try_get_h2(
     Some((reply, served))
 }
 
+/// A TLS connection to `addr` after a completed handshake (h2 offered), on which nothing is
+/// sent.
+pub async fn connect(
+    addr: SocketAddr,
+    ca_pem: &str,
+    server_name: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(ca_pem, &[b"h2"])));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from(server_name.to_owned()).expect("server name");
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+/// Whether the server closes a TLS connection within `within` (end of stream or an error such
+/// as a missing close_notify), reading whatever it sends.
+pub async fn closed_within(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    within: std::time::Duration,
+) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut rest = Vec::new();
+    tokio::time::timeout(within, tls.read_to_end(&mut rest))
+        .await
+        .is_ok()
+}
+
 /// A TLS front for a plain backend (the echo backend, say), with a certificate from `ca` for
 /// 127.0.0.1: what an https upstream or target looks like to tollgate.
 pub async fn tls_front(ca: &TestCa, backend: SocketAddr) -> SocketAddr {
