@@ -169,7 +169,14 @@ fn bench_headers(c: &mut Criterion) {
             |h| {
                 identity::strip_spoofable(h, &claims);
                 headers::strip_hop_by_hop(h);
-                headers::set_forwarded(h, &peer, "http", h.get("host").cloned());
+                let host = h.get("host").cloned();
+                headers::Forwarded {
+                    peer_ip: &peer,
+                    scheme: "http",
+                    host: host.as_ref(),
+                    trusted: false,
+                }
+                .apply(h);
             },
             criterion::BatchSize::SmallInput,
         )

@@ -95,6 +95,9 @@ pub async fn serve(req: Request<Incoming>, admin: &Admin) -> Result<Response<Bod
             "not found: try /healthz, /readyz or /metrics\n".into(),
         ),
     };
+    if req.method() == Method::HEAD {
+        return Ok(crate::proxy::for_head(response));
+    }
     Ok(response)
 }
 

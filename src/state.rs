@@ -43,6 +43,8 @@ pub struct InboundState {
     pub upstream: Arc<Upstream>,
     /// Forward the client's Host (true) or the upstream's authority.
     pub preserve_host: bool,
+    /// Peers whose `X-Forwarded-*` headers are kept (`[server] trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Header names of the `[identity.claims]` mapping, stripped from every request.
     pub claim_headers: Vec<HeaderName>,
     /// What the upstream learns about the caller.
@@ -51,6 +53,18 @@ pub struct InboundState {
     pub issuers: Issuers,
     /// Verified-signature cache; `None` when `token_cache_entries = 0`.
     pub signature_cache: Option<Arc<SignatureCache>>,
+}
+
+impl InboundState {
+    /// Whether a client connection comes from a trusted proxy (an IPv4 peer on a dual-stack
+    /// listener, `::ffff:a.b.c.d`, is compared as IPv4).
+    #[inline]
+    pub fn is_trusted_proxy(&self, peer: std::net::IpAddr) -> bool {
+        !self.trusted_proxies.is_empty() && {
+            let peer = peer.to_canonical();
+            self.trusted_proxies.iter().any(|net| net.contains(&peer))
+        }
+    }
 }
 
 /// What building a snapshot may use besides the configuration.
@@ -124,6 +138,7 @@ impl Snapshot {
                     routes: Routes::new(config.routes.clone()),
                     upstream,
                     preserve_host: server.preserve_host,
+                    trusted_proxies: server.trusted_proxies.clone(),
                     claim_headers: config
                         .identity
                         .claims

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use http::Version;
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
-use support::client::{Conn, proptest_cases, raw_status};
+use proptest::test_runner::{TestCaseError, TestRunner};
+use support::client::{Conn, raw_status};
 use support::{Backend, TestProxy, raw, server};
 use tollgate::config::{KNOWN_METHODS, Route};
 
@@ -421,7 +421,7 @@ fn every_backend_family_reads_a_normalised_path_as_it_was_matched() {
         (table(STRICT_AND_WEAK), true),
         (table(CASE_SENSITIVE_STRICT), false),
     ];
-    let mut runner = TestRunner::new(ProptestConfig::with_cases(proptest_cases(4096)));
+    let mut runner = TestRunner::new(support::client::proptest_config(4096));
     runner
         .run(&hostile_path(), |raw| {
             let Ok(forwarded) = tollgate::path::normalise(&raw) else {
@@ -458,7 +458,7 @@ fn forwarded_paths_are_covered_by_the_route_that_authorised_them() {
         let routes = table(toml);
         for version in [Version::HTTP_11, Version::HTTP_2] {
             let conn = RefCell::new(rt.block_on(Conn::open(proxy.addr, version)));
-            let mut runner = TestRunner::new(ProptestConfig::with_cases(proptest_cases(128)));
+            let mut runner = TestRunner::new(support::client::proptest_config(128));
             runner
                 .run(&hostile_path(), |raw| {
                     backend.clear();
@@ -526,7 +526,7 @@ allow_anonymous = true
         });
     for version in [Version::HTTP_11, Version::HTTP_2] {
         let conn = RefCell::new(rt.block_on(Conn::open(proxy.addr, version)));
-        let mut runner = TestRunner::new(ProptestConfig::with_cases(proptest_cases(160)));
+        let mut runner = TestRunner::new(support::client::proptest_config(160));
         runner
             .run(&method, |(name, spelled, path)| {
                 backend.clear();

@@ -104,6 +104,10 @@ pub struct Server {
     pub ca_file: Option<PathBuf>,
     /// Runtime worker threads; defaults to the number of CPUs.
     pub worker_threads: Option<usize>,
+    /// Peers (an ingress, a load balancer) whose `X-Forwarded-For` is appended to and whose
+    /// `X-Forwarded-Proto`, `-Host` and `-Port` are kept. Defaults to none: every client's
+    /// are replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// A certificate chain and its private key, both PEM files.

@@ -29,6 +29,7 @@ pub struct RawServer {
     pub shutdown_grace: Option<Text>,
     pub ca_file: Option<Text>,
     pub worker_threads: Option<Spanned<i64>>,
+    pub trusted_proxies: Option<Spanned<Vec<Text>>>,
 }
 
 /// `[server] tls = { cert, key }`.

@@ -224,6 +224,11 @@ pub async fn serve(req: Request<Incoming>, shared: &Shared) -> Result<Response<B
         Ok(response) => (response, None),
         Err(reject) => {
             let (response, code) = rejection(reject, target);
+            let response = if method == Method::HEAD {
+                crate::proxy::for_head(response)
+            } else {
+                response
+            };
             (response, Some(code))
         }
     };

@@ -146,7 +146,11 @@ pub async fn serve(
         Err(reject) => {
             let (response, error) = rescue(reject, &outcome, &shared.metrics);
             outcome.error = Some(error);
-            response
+            if method == Method::HEAD {
+                crate::proxy::for_head(response)
+            } else {
+                response
+            }
         }
     };
     record(
@@ -244,6 +248,8 @@ async fn handle<'s>(
     let inbound = snapshot.inbound.as_ref().ok_or(Reject::InboundDisabled)?;
     // Strip before anything can branch, so anonymous routes and error paths are covered too.
     identity::strip_spoofable(req.headers_mut(), &inbound.claim_headers);
+    let trusted = inbound.is_trusted_proxy(conn.peer.ip());
+    headers::strip_forwarding(req.headers_mut(), trusted);
     // Hop-by-hop headers go now, before identity headers are added: a client naming
     // X-MS-CLIENT-PRINCIPAL-ID in Connection must not get tollgate's own header removed.
     let upgrade =
@@ -286,6 +292,7 @@ async fn handle<'s>(
         },
         uri,
         upgrade,
+        trusted,
     };
     forward(req, conn, shared, inbound, target, outcome).await
 }
@@ -343,6 +350,8 @@ struct Target<'a> {
     /// The client's request URI (for its query, and its path when unchanged).
     uri: &'a http::Uri,
     upgrade: Option<HeaderValue>,
+    /// The client is a trusted proxy: its `X-Forwarded-*` headers are kept.
+    trusted: bool,
 }
 
 /// The verified token of a request, `Ok(None)` when it carries none. An unknown `kid`
@@ -465,6 +474,7 @@ async fn forward(
         peer_ip: &conn.peer_ip,
         scheme: conn.scheme(),
         host: client_host.as_ref(),
+        trusted: target.trusted,
     };
     let result = upstream.send(req, Some(forwarded)).await;
     shared

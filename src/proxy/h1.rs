@@ -136,7 +136,7 @@ impl Conn {
     }
 
     /// Writes the request line and headers of `req` (origin-form target) to `self.head`, with
-    /// this hop's `X-Forwarded-*` headers if any (as [`headers::set_forwarded`] would set them).
+    /// this hop's `X-Forwarded-*` headers if any (as [`Forwarded::apply`] would set them).
     fn encode<B>(&mut self, req: &Request<B>, forwarded: Option<&Forwarded<'_>>) {
         let head = &mut self.head;
         head.clear();
@@ -149,20 +149,23 @@ impl Conn {
         for (name, value) in req.headers() {
             if let Some(forwarded) = forwarded {
                 if name == X_FORWARDED_FOR {
-                    // Every earlier value (there may be several lines) in one list, then ours.
+                    // A trusted proxy's list (there may be several lines) with ours appended;
+                    // from anyone else, ours alone.
                     if !wrote_for {
                         wrote_for = true;
                         head.extend_from_slice(b"x-forwarded-for: ");
-                        for earlier in req.headers().get_all(&X_FORWARDED_FOR) {
-                            head.extend_from_slice(earlier.as_bytes());
-                            head.extend_from_slice(b", ");
+                        if forwarded.trusted {
+                            for earlier in req.headers().get_all(&X_FORWARDED_FOR) {
+                                head.extend_from_slice(earlier.as_bytes());
+                                head.extend_from_slice(b", ");
+                            }
                         }
                         head.extend_from_slice(forwarded.peer_ip.as_bytes());
                         head.extend_from_slice(b"\r\n");
                     }
                     continue;
                 }
-                if name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST {
+                if !forwarded.trusted && (name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST) {
                     continue; // replaced by this hop's below
                 }
             }
@@ -172,8 +175,11 @@ impl Conn {
             if !wrote_for {
                 header_line(head, b"x-forwarded-for", forwarded.peer_ip.as_bytes());
             }
-            header_line(head, b"x-forwarded-proto", forwarded.scheme.as_bytes());
-            if let Some(host) = forwarded.host {
+            let kept = |name| forwarded.trusted && req.headers().contains_key(name);
+            if !kept(&X_FORWARDED_PROTO) {
+                header_line(head, b"x-forwarded-proto", forwarded.scheme.as_bytes());
+            }
+            if let Some(host) = forwarded.host.filter(|_| !kept(&X_FORWARDED_HOST)) {
                 header_line(head, b"x-forwarded-host", host.as_bytes());
             }
         }

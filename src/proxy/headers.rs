@@ -1,5 +1,5 @@
-//! Header rewriting on the way through: hop-by-hop removal (RFC 9110 §7.6.1) and
-//! `X-Forwarded-For/-Proto/-Host`.
+//! Header rewriting on the way through: hop-by-hop removal (RFC 9110 §7.6.1), the
+//! forwarding headers only a proxy may set, and `X-Forwarded-For/-Proto/-Host`.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -123,40 +123,183 @@ pub fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
     headers.insert(header::UPGRADE, upgrade);
 }
 
-/// The `X-Forwarded-*` values of this hop, for [`set_forwarded`], or for the lean client to
+/// Removes every header through which a backend could be told something about the
+/// connection or the request that only a proxy may say: the client's address, the scheme,
+/// host, port or path prefix it came in by, the URL or method it "originally" had, or a
+/// client certificate (Spring's `ForwardedHeaderFilter`, ASP.NET Core's forwarded-headers
+/// and certificate-forwarding middleware, IIS URL rewrite and Symfony honour these). Each is
+/// matched in either spelling, `-` or `_` (CGI-style servers read both alike).
+/// `X-Forwarded-For`, `-Proto` and `-Host` stay for [`Forwarded::apply`] or the lean client
+/// to rewrite; from a `trusted` peer (`[server] trusted_proxies`) so does `X-Forwarded-Port`.
+/// `Forwarded` (RFC 7239) is always removed: tollgate speaks `X-Forwarded-*` only, so a
+/// backend never sees two accounts that disagree.
+pub fn strip_forwarding(headers: &mut HeaderMap, trusted: bool) {
+    // Collecting into an empty Vec does not allocate: the usual request pays one pass over
+    // its names, each matched by length first.
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            if name.contains('_') {
+                // Even the ones kept or rewritten: tollgate keeps and rewrites only the `-`
+                // spelling.
+                let folded = name.replace('_', "-");
+                return is_forwarding(&folded, false)
+                    || matches!(
+                        folded.as_str(),
+                        "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"
+                    );
+            }
+            is_forwarding(name, trusted)
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        tracing::debug!(header = %name, "removed client-supplied forwarding header");
+        headers.remove(name);
+    }
+}
+
+/// The forwarding headers [`strip_forwarding`] removes (the README's Security model lists
+/// them); `X-Forwarded-Port` only from peers that are not trusted proxies.
+pub const FORWARDING_HEADERS: [&str; 42] = [
+    "x-forwarded-port",
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
+    "x-original-for",
+    "x-azure-clientip",
+    "x-azure-socketip",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-forwarded-path",
+    "x-forwarded-uri",
+    "x-url-scheme",
+    "front-end-https",
+    "x-original-host",
+    "x-original-proto",
+    "x-host",
+    "x-arr-ssl",
+    "x-appservice-proto",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-original-method",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-waws-unencoded-url",
+    "x-arr-clientcert",
+    "x-client-cert",
+    "x-ssl-client-cert",
+    "x-forwarded-client-cert",
+    "ssl-client-cert",
+    "x-ssl-cert",
+    "x-client-verify",
+    "x-ssl-client-verify",
+];
+
+/// Whether a (lower-case, `-` spelled) name is one of [`FORWARDING_HEADERS`] to remove: a
+/// `match`, which compares lengths first, where a scan of the list would not.
+fn is_forwarding(name: &str, trusted: bool) -> bool {
+    match name {
+        "x-forwarded-port" => !trusted,
+        // RFC 7239, and the client's address.
+        "forwarded"
+        | "x-real-ip"
+        | "x-client-ip"
+        | "client-ip"
+        | "true-client-ip"
+        | "x-cluster-client-ip"
+        | "cf-connecting-ip"
+        | "fastly-client-ip"
+        | "x-original-forwarded-for"
+        | "x-original-for"
+        | "x-azure-clientip"
+        | "x-azure-socketip" => true,
+        // The scheme, host and path prefix the request came in by.
+        "x-forwarded-prefix" | "x-forwarded-server" | "x-forwarded-scheme" | "x-forwarded-ssl"
+        | "x-forwarded-path" | "x-forwarded-uri" | "x-url-scheme" | "front-end-https"
+        | "x-original-host" | "x-original-proto" | "x-host" | "x-arr-ssl"
+        | "x-appservice-proto" => true,
+        // The URL or method the request "originally" had.
+        "x-original-url"
+        | "x-rewrite-url"
+        | "x-original-uri"
+        | "x-original-method"
+        | "x-http-method-override"
+        | "x-http-method"
+        | "x-method-override"
+        | "x-waws-unencoded-url" => true,
+        // A client certificate vouched for by a proxy.
+        "x-arr-clientcert"
+        | "x-client-cert"
+        | "x-ssl-client-cert"
+        | "x-forwarded-client-cert"
+        | "ssl-client-cert"
+        | "x-ssl-cert"
+        | "x-client-verify"
+        | "x-ssl-client-verify" => true,
+        _ => false,
+    }
+}
+
+/// The `X-Forwarded-*` values of this hop, for [`Forwarded::apply`], or for the lean client to
 /// write as it encodes the request head (no insertions into the header map).
 #[derive(Clone, Copy, Debug)]
 pub struct Forwarded<'a> {
-    /// The client's IP, appended to `X-Forwarded-For`.
+    /// The client's IP: `X-Forwarded-For`.
     pub peer_ip: &'a HeaderValue,
     /// `http` or `https`: `X-Forwarded-Proto`.
     pub scheme: &'static str,
     /// The host the client asked for: `X-Forwarded-Host` (removed when `None`).
     pub host: Option<&'a HeaderValue>,
+    /// The peer is a trusted proxy: its `X-Forwarded-For` is appended to, and its
+    /// `X-Forwarded-Proto` and `-Host` are kept when present. Otherwise the client's are
+    /// replaced by this hop's.
+    pub trusted: bool,
 }
 
 impl Forwarded<'_> {
     /// Sets the headers on a header map.
     pub fn apply(self, headers: &mut HeaderMap) {
-        set_forwarded(headers, self.peer_ip, self.scheme, self.host.cloned());
+        if self.trusted {
+            append_forwarded_for(headers, self.peer_ip);
+        } else {
+            headers.insert(X_FORWARDED_FOR.clone(), self.peer_ip.clone());
+        }
+        if !(self.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+            headers.insert(
+                X_FORWARDED_PROTO.clone(),
+                HeaderValue::from_static(self.scheme),
+            );
+        }
+        if !(self.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+            match self.host {
+                Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
+                None => headers.remove(&X_FORWARDED_HOST),
+            };
+        }
     }
 }
 
-/// Sets the `X-Forwarded-*` headers: the client's IP is appended to `X-Forwarded-For`;
-/// `-Proto` and `-Host` are replaced by what this hop saw, so a client cannot claim https.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    peer_ip: &HeaderValue,
-    scheme: &'static str,
-    host: Option<HeaderValue>,
-) {
+/// Appends `peer_ip` to `X-Forwarded-For`, folding earlier values (possibly several headers)
+/// into one list.
+fn append_forwarded_for(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
     // One hash of the name for the test and the insert.
     match headers.entry(&X_FORWARDED_FOR) {
         header::Entry::Vacant(entry) => {
             entry.insert(peer_ip.clone());
         }
         header::Entry::Occupied(mut entry) => {
-            // Fold earlier values (possibly several headers) into one list, then append ours.
             let mut list = Vec::with_capacity(64);
             for v in entry.iter() {
                 if !list.is_empty() {
@@ -172,11 +315,6 @@ pub fn set_forwarded(
             }
         }
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
-    match host {
-        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
-        None => headers.remove(&X_FORWARDED_HOST),
-    };
 }
 
 #[cfg(test)]
@@ -250,30 +388,127 @@ mod tests {
         assert_eq!(h["sec-websocket-key"], "k");
     }
 
+    fn forwarded<'a>(
+        ip: &'a HeaderValue,
+        host: Option<&'a HeaderValue>,
+        trusted: bool,
+    ) -> Forwarded<'a> {
+        Forwarded {
+            peer_ip: ip,
+            scheme: "http",
+            host,
+            trusted,
+        }
+    }
+
     #[test]
-    fn forwarded_headers() {
+    fn forwarded_headers_from_a_client_are_replaced() {
         let ip = HeaderValue::from_static("10.0.0.9");
+        let host = HeaderValue::from_static("api.example.com");
         let mut h = map(&[
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "2.2.2.2"),
             ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil"),
         ]);
-        set_forwarded(
-            &mut h,
-            &ip,
-            "http",
-            Some(HeaderValue::from_static("api.example.com")),
-        );
+        forwarded(&ip, Some(&host), false).apply(&mut h);
         assert_eq!(
             h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
-            ["1.1.1.1, 2.2.2.2, 10.0.0.9"]
+            ["10.0.0.9"]
         );
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
 
         let mut h = map(&[("x-forwarded-host", "evil")]);
-        set_forwarded(&mut h, &ip, "https", None);
+        forwarded(&ip, None, false).apply(&mut h);
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert!(h.get("x-forwarded-host").is_none());
+    }
+
+    #[test]
+    fn forwarded_headers_from_a_trusted_proxy_are_kept_and_appended_to() {
+        let ip = HeaderValue::from_static("10.0.0.9");
+        let host = HeaderValue::from_static("internal:8080");
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "api.example.com"),
+        ]);
+        forwarded(&ip, Some(&host), true).apply(&mut h);
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["1.1.1.1, 2.2.2.2, 10.0.0.9"]
+        );
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+        // What the proxy did not say, this hop says.
+        let mut h = HeaderMap::new();
+        forwarded(&ip, Some(&host), true).apply(&mut h);
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "internal:8080");
+    }
+
+    #[test]
+    fn every_listed_forwarding_header_is_matched() {
+        for name in FORWARDING_HEADERS {
+            assert!(is_forwarding(name, false), "{name}");
+            assert_eq!(
+                is_forwarding(name, true),
+                name != "x-forwarded-port",
+                "{name}"
+            );
+        }
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "host",
+            "x",
+        ] {
+            assert!(!is_forwarding(name, false), "{name}");
+        }
+    }
+
+    #[test]
+    fn forwarding_headers_are_stripped_in_either_spelling() {
+        let names = [
+            "forwarded",
+            "x-real-ip",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-http-method-override",
+            "x-forwarded-prefix",
+            "x-forwarded-port",
+            "x_forwarded_port",
+            "x-forwarded_port",
+            "x_original_url",
+            "x_forwarded_for",
+            "x_forwarded_proto",
+            "x-arr-clientcert",
+            "x-forwarded-client-cert",
+        ];
+        let kept = [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "accept",
+        ];
+        for trusted in [false, true] {
+            let mut h = map(&names
+                .iter()
+                .chain(&kept)
+                .map(|n| (*n, "v"))
+                .collect::<Vec<_>>());
+            strip_forwarding(&mut h, trusted);
+            let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            left.sort_unstable();
+            let mut want = kept.to_vec();
+            if trusted {
+                want.push("x-forwarded-port");
+            }
+            want.sort_unstable();
+            assert_eq!(left, want, "trusted: {trusted}");
+        }
     }
 }

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderValue, Response};
 use http_body_util::{Either, Full};
 
 pub mod forward;
@@ -28,6 +28,20 @@ pub type Body = Either<pool::UpstreamBody, Full<Bytes>>;
 /// A small body written by tollgate.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Either::Right(Full::new(bytes.into()))
+}
+
+/// A response tollgate wrote, made fit for a `HEAD` request: the same head, with the length
+/// its body would have had, and no body. hyper leaves the body out of a `HEAD` response over
+/// HTTP/1.1 but not over HTTP/2, where a client resets the stream it arrives on.
+pub fn for_head(response: Response<Body>) -> Response<Body> {
+    use http_body::Body as _;
+    let (mut parts, body) = response.into_parts();
+    if let Some(length) = body.size_hint().exact() {
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    Response::from_parts(parts, full(Bytes::new()))
 }
 
 /// What is known about a client connection, fixed for its lifetime.

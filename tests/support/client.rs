@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode, Version};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Body;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -105,8 +105,8 @@ pub struct Conn {
 }
 
 enum Sender {
-    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
 impl Conn {
@@ -133,6 +133,17 @@ impl Conn {
     /// Sends `method target` (the target as written) with extra headers, and reads the whole
     /// response. HTTP/2 requests carry the target as `:path`.
     pub async fn send(&mut self, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send_body(method, target, headers, b"").await
+    }
+
+    /// [`Conn::send`] with a request body (none when empty).
+    pub async fn send_body(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &'static [u8],
+    ) -> Reply {
         let req = Request::builder().method(method);
         let mut req = match self.sender {
             Sender::H1(_) => req.uri(target).header("host", self.addr.to_string()),
@@ -142,7 +153,9 @@ impl Conn {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(Empty::new()).expect("valid request");
+        let req = req
+            .body(Full::new(Bytes::from_static(body)))
+            .expect("valid request");
         let response = match &mut self.sender {
             Sender::H1(s) => {
                 s.ready().await.expect("connection ready");
@@ -164,13 +177,19 @@ impl Conn {
     }
 }
 
-/// Case count for a property test: `PROPTEST_CASES` from the environment when set (to run
-/// many more locally), else `default`, kept small enough for the whole suite's time budget.
-pub fn proptest_cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
+/// A property test's configuration: `PROPTEST_CASES` cases from the environment when set (to
+/// run many more locally), else `default`, kept small enough for the whole suite's time
+/// budget. A failure prints its shrunk case (to become a listed test), and is not persisted.
+pub fn proptest_config(default: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .unwrap_or(default);
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
 }
 
 /// An HTTP/2 frame header seen by a [`FrameRelay`].

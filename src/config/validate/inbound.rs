@@ -1,7 +1,9 @@
 //! `[server]`, `[[issuers]]` and `[identity]`.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -110,7 +112,44 @@ pub(super) fn server(cx: &mut Context<'_>, raw: RawServer, span: Range<usize>) -
         shutdown_grace,
         ca_file: raw.ca_file.as_ref().map(|f| cx.path(f)),
         worker_threads,
+        trusted_proxies: raw
+            .trusted_proxies
+            .map(|list| trusted_proxies(cx, list))
+            .unwrap_or_default(),
     })
+}
+
+/// `trusted_proxies`: CIDR blocks or single addresses.
+fn trusted_proxies(cx: &mut Context<'_>, list: Spanned<Vec<Spanned<String>>>) -> Vec<IpNet> {
+    let key = "server.trusted_proxies";
+    let mut out = Vec::new();
+    for item in list.get_ref() {
+        let text = item.get_ref().trim();
+        let net = text
+            .parse::<IpNet>()
+            .ok()
+            .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from));
+        match net {
+            Some(net) => {
+                if net.prefix_len() == 0 {
+                    cx.warn(
+                        item,
+                        key,
+                        format!(
+                            "{text} trusts every peer: any client can then set X-Forwarded-For, -Proto and -Host"
+                        ),
+                    );
+                }
+                out.push(net.trunc());
+            }
+            None => cx.error(
+                item,
+                key,
+                format!("{text:?} is not an IP address or CIDR block (such as \"10.0.0.0/8\")"),
+            ),
+        }
+    }
+    out
 }
 
 /// The upstream: http or https, a host, maybe a port, nothing else.
