@@ -8,14 +8,15 @@
 //! the rest. Requests with a body, upgrades and TLS upstreams stay on hyper's client
 //! ([`super::pool`] decides).
 //!
-//! Response framing follows RFC 9112 §6.3: no body for `HEAD`, 1xx, 204 and 304; chunked when
-//! the final transfer coding is chunked; otherwise read until close when a transfer coding is
-//! present; else `Content-Length` (repeated values must agree); else read until close. Interim
-//! 1xx responses are skipped. A connection is reused only when the response was HTTP/1.1
-//! without `Connection: close`, its body was delimited, and nothing followed it. Trailers of a
-//! chunked body are read and dropped (HTTP/1.1 clients rarely ask for them). Hop-by-hop
-//! headers (`headers::is_hop_by_hop`, and the names `Connection` lists) never reach the
-//! response.
+//! Response framing follows RFC 9112 §6.3: no body for `HEAD`, 1xx, 204 and 304; else, when
+//! there is a `Transfer-Encoding` field, whatever its value, chunked if the final coding is
+//! chunked and otherwise read until close, with `Content-Length` ignored (a list that ends in
+//! empty elements after `chunked` is refused: readers differ on its final coding); else
+//! `Content-Length` (repeated values must agree); else read until close. Interim 1xx responses
+//! are skipped. A connection is reused only when the response was HTTP/1.1 without
+//! `Connection: close`, its body was delimited, and nothing followed it. Trailers of a chunked
+//! body are read and dropped (HTTP/1.1 clients rarely ask for them). Hop-by-hop headers
+//! (`headers::is_hop_by_hop`, and the names `Connection` lists) never reach the response.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -24,7 +25,7 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING,
+    CONNECTION, CONTENT_LENGTH, GetAll, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING,
 };
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Frame, SizeHint};
@@ -43,6 +44,9 @@ const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
 /// Room made in the read buffer before a read.
 const READ_SIZE: usize = 8 * 1024;
+
+/// Why a `Transfer-Encoding` list that ends in empty elements after `chunked` is refused.
+const CHUNKED_THEN_EMPTY: &str = "Transfer-Encoding ends in an empty element after chunked";
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -286,35 +290,31 @@ fn parse_head(input: &Bytes, head_request: bool) -> Result<Parsed, Error> {
         Version::HTTP_10
     };
 
-    // One pass: the framing, and the headers that go on. Hop-by-hop headers are dropped
-    // here (this pass has to read `Connection` anyway), so the response needs no
+    // One pass: the headers that go on, and what the framing needs. Hop-by-hop headers are
+    // dropped here (this pass has to read `Connection` anyway), so the response needs no
     // `headers::strip_hop_by_hop` later.
     let mut map = HeaderMap::with_capacity(parsed.headers.len());
-    let mut length: Option<u64> = None;
-    let mut chunked = None;
+    // The last element of the last `Transfer-Encoding` field, if any: chunked or not.
+    let mut final_chunked = None;
+    // Whether the last non-empty element of those fields is chunked.
+    let mut last_coding_chunked = false;
     let mut close = version != Version::HTTP_11;
     let mut named: Vec<HeaderName> = Vec::new();
     for header in parsed.headers.iter() {
         let name = HeaderName::from_bytes(header.name.as_bytes())
             .map_err(|_| Error::Parse(httparse::Error::HeaderName))?;
         let value = trim(header.value);
-        if name == CONTENT_LENGTH {
-            for item in value.split(|&b| b == b',') {
-                let n = parse_length(trim(item)).ok_or(Error::Framing("invalid Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(Error::Framing("conflicting Content-Length values"));
-                }
-                length = Some(n);
-            }
-        } else if headers::is_hop_by_hop(&name) {
+        if headers::is_hop_by_hop(&name) {
             if name == TRANSFER_ENCODING {
-                // Only the final coding matters: chunked, or read until close.
-                if let Some(last) = value
-                    .rsplit(|&b| b == b',')
-                    .map(trim)
+                // Whatever its value, even empty: only the final coding matters.
+                let mut elements = value.rsplit(|&b| b == b',').map(trim);
+                let last = elements.next().unwrap_or_default();
+                final_chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+                if let Some(coding) = std::iter::once(last)
+                    .chain(elements)
                     .find(|c| !c.is_empty())
                 {
-                    chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+                    last_coding_chunked = coding.eq_ignore_ascii_case(b"chunked");
                 }
             } else if name == CONNECTION {
                 for token in value.split(|&b| b == b',').map(trim) {
@@ -342,11 +342,16 @@ fn parse_head(input: &Bytes, head_request: bool) -> Result<Parsed, Error> {
         || status == StatusCode::NOT_MODIFIED;
     let kind = if no_body {
         Kind::Empty
-    } else if let Some(chunked) = chunked {
-        // A transfer coding overrides Content-Length, which is dropped, and the connection
-        // must not be reused (RFC 9112 §6.3, item 3).
-        if length.is_some() {
-            map.remove(CONTENT_LENGTH);
+    } else if let Some(chunked) = final_chunked {
+        // `chunked,` ends in chunked once the empty element is ignored (RFC 9110 §5.6.1.2), and
+        // in another coding if it is not (hyper's client reads such a body until close). Two
+        // readers could frame it differently: refused.
+        if !chunked && last_coding_chunked {
+            return Err(Error::Framing(CHUNKED_THEN_EMPTY));
+        }
+        // A transfer coding overrides Content-Length, which is dropped whatever it says, and
+        // then the connection must not be reused (RFC 9112 §6.3, item 3).
+        if map.remove(CONTENT_LENGTH).is_some() {
             close = true;
         }
         if chunked {
@@ -354,7 +359,7 @@ fn parse_head(input: &Bytes, head_request: bool) -> Result<Parsed, Error> {
         } else {
             Kind::UntilClose
         }
-    } else if let Some(length) = length {
+    } else if let Some(length) = content_length(map.get_all(CONTENT_LENGTH))? {
         Kind::Length(length)
     } else {
         Kind::UntilClose
@@ -384,6 +389,23 @@ fn trim(bytes: &[u8]) -> &[u8] {
         .rposition(|b| !matches!(b, b' ' | b'\t'))
         .map_or(start, |i| i + 1);
     &bytes[start..end]
+}
+
+/// The length that the `Content-Length` fields give, if any: every value, and every element of
+/// a list, must be the same number (RFC 9110 §8.6).
+fn content_length(values: GetAll<'_, HeaderValue>) -> Result<Option<u64>, Error> {
+    let mut length = None;
+    for item in values
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+    {
+        let n = parse_length(trim(item)).ok_or(Error::Framing("invalid Content-Length"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(Error::Framing("conflicting Content-Length values"));
+        }
+        length = Some(n);
+    }
+    Ok(length)
 }
 
 /// A `Content-Length` value: decimal digits only, no sign, no overflow.

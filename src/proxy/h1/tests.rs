@@ -67,7 +67,7 @@ fn framing(wire: &[u8], head_request: bool) -> (Kind, bool) {
 
 #[test]
 fn response_framing_follows_rfc_9112() {
-    let cases: [(&[u8], bool, Kind, bool); 10] = [
+    let cases: &[(&[u8], bool, Kind, bool)] = &[
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n",
             false,
@@ -123,8 +123,59 @@ fn response_framing_follows_rfc_9112() {
             Kind::Empty,
             true,
         ),
+        // A Transfer-Encoding field frames the response whatever its value, and
+        // Content-Length is then ignored, even when malformed.
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\ncontent-length: 2\r\n\r\n",
+            false,
+            Kind::UntilClose,
+            false,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: ,\r\n\r\n",
+            false,
+            Kind::UntilClose,
+            false,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: \t, ,\r\n\r\n",
+            false,
+            Kind::UntilClose,
+            false,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ntransfer-encoding: Chunked\r\n\r\n",
+            false,
+            Kind::Chunked(Chunked::Size),
+            true,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: gzip\r\n\r\n",
+            false,
+            Kind::UntilClose,
+            false,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: , chunked\r\ncontent-length: x\r\n\r\n",
+            false,
+            Kind::Chunked(Chunked::Size),
+            false,
+        ),
+        // No body, whatever the length fields say.
+        (
+            b"HTTP/1.1 204 No Content\r\ncontent-length: -1\r\n\r\n",
+            false,
+            Kind::Empty,
+            true,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            true,
+            Kind::Empty,
+            true,
+        ),
     ];
-    for (wire, head_request, kind, reusable) in cases {
+    for &(wire, head_request, kind, reusable) in cases {
         assert_eq!(
             framing(wire, head_request),
             (kind, reusable),
@@ -155,6 +206,9 @@ fn bad_heads_are_errors_and_interim_responses_are_skipped() {
         b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
         b"HTTP/1.1 099 Odd\r\n\r\n",
         b"SMTP ready\r\n\r\n",
+        // chunked is the final coding if the empty element is ignored, another if not
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked,\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: \r\n\r\n",
     ] {
         assert!(
             head(wire, false).is_err(),
