@@ -8,15 +8,15 @@
 //! the rest. Requests with a body, upgrades and TLS upstreams stay on hyper's client
 //! ([`super::pool`] decides).
 //!
-//! Response framing follows RFC 9112 §6.3: no body for `HEAD`, 1xx, 204 and 304; else, when
-//! there is a `Transfer-Encoding` field, whatever its value, chunked if the final coding is
-//! chunked and otherwise read until close, with `Content-Length` ignored (a list that ends in
-//! empty elements after `chunked` is refused: readers differ on its final coding); else
-//! `Content-Length` (repeated values must agree); else read until close. Interim 1xx responses
-//! are skipped. A connection is reused only when the response was HTTP/1.1 without
-//! `Connection: close`, its body was delimited, and nothing followed it. Trailers of a chunked
-//! body are read and dropped (HTTP/1.1 clients rarely ask for them). Hop-by-hop headers
-//! (`headers::is_hop_by_hop`, and the names `Connection` lists) never reach the response.
+//! Response framing follows RFC 9112 §6.3: no body for `HEAD`, 1xx, 204 and 304; else, when there
+//! is a `Transfer-Encoding` field, whatever its value, chunked if the final coding is chunked and
+//! otherwise read until close, with `Content-Length` ignored (refused in an HTTP/1.0 response, and
+//! when the list ends in empty elements after `chunked`, whose final coding readers differ on);
+//! else `Content-Length` (repeated values must agree); else read until close. Interim 1xx responses
+//! are skipped. A connection is reused only when the response was HTTP/1.1 without `Connection:
+//! close`, its body was delimited, and nothing followed it. Trailers of a chunked body are read and
+//! dropped (HTTP/1.1 clients rarely ask for them). Hop-by-hop headers (`headers::is_hop_by_hop`,
+//! and the names `Connection` lists) never reach the response.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -343,6 +343,11 @@ fn parse_head(input: &Bytes, head_request: bool) -> Result<Parsed, Error> {
     let kind = if no_body {
         Kind::Empty
     } else if let Some(chunked) = final_chunked {
+        // RFC 9112 §6.1: the framing of an HTTP/1.0 message with a Transfer-Encoding is faulty
+        // (a hop that does not know transfer codings may have passed it on undecoded).
+        if version != Version::HTTP_11 {
+            return Err(Error::Framing("Transfer-Encoding in an HTTP/1.0 response"));
+        }
         // `chunked,` ends in chunked once the empty element is ignored (RFC 9110 §5.6.1.2), and
         // in another coding if it is not (hyper's client reads such a body until close). Two
         // readers could frame it differently: refused.

@@ -161,7 +161,13 @@ fn response_framing_follows_rfc_9112() {
             Kind::Chunked(Chunked::Size),
             false,
         ),
-        // No body, whatever the length fields say.
+        // No body, whatever the framing fields say.
+        (
+            b"HTTP/1.0 304 Not Modified\r\ntransfer-encoding: chunked\r\n\r\n",
+            false,
+            Kind::Empty,
+            false,
+        ),
         (
             b"HTTP/1.1 204 No Content\r\ncontent-length: -1\r\n\r\n",
             false,
@@ -209,6 +215,7 @@ fn bad_heads_are_errors_and_interim_responses_are_skipped() {
         // chunked is the final coding if the empty element is ignored, another if not
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked,\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: \r\n\r\n",
+        b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
     ] {
         assert!(
             head(wire, false).is_err(),
