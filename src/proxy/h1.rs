@@ -413,13 +413,15 @@ fn content_length(values: GetAll<'_, HeaderValue>) -> Result<Option<u64>, Error>
     Ok(length)
 }
 
-/// A `Content-Length` value: decimal digits only, no sign, no overflow.
+/// A `Content-Length` value: decimal digits only (leading zeros too, RFC 9110 §8.6), no sign, no
+/// overflow.
 fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 {
+    if digits.is_empty() {
         return None;
     }
     digits.iter().try_fold(0u64, |n, &d| {
-        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+        let digit = d.is_ascii_digit().then(|| u64::from(d - b'0'))?;
+        n.checked_mul(10)?.checked_add(digit)
     })
 }
 

@@ -100,6 +100,18 @@ fn response_framing_follows_rfc_9112() {
         ),
         (b"HTTP/1.1 200 OK\r\n\r\n", false, Kind::UntilClose, false),
         (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 000000000000000000002\r\n\r\n",
+            false,
+            Kind::Length(2),
+            true,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551615\r\n\r\n",
+            false,
+            Kind::Length(u64::MAX),
+            true,
+        ),
+        (
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive, Close\r\n\r\n",
             false,
             Kind::Length(2),
@@ -210,6 +222,7 @@ fn bad_heads_are_errors_and_interim_responses_are_skipped() {
         &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n"[..],
         b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551616\r\n\r\n",
         b"HTTP/1.1 099 Odd\r\n\r\n",
         b"SMTP ready\r\n\r\n",
         // chunked is the final coding if the empty element is ignored, another if not
