@@ -517,16 +517,22 @@ fn take_line(buf: &mut BytesMut, limit: usize) -> Result<Option<BytesMut>, Error
     }
 }
 
-/// The size of a chunk-size line (`1a;ext=v\r\n`): hexadecimal, at most 16 digits.
+/// The size of a chunk-size line (`1a;ext=v\r\n`): hexadecimal digits (leading zeros too), no
+/// overflow. A CR before the line's end is refused: another reader could end the line there.
 fn parse_chunk_size(line: &[u8]) -> Result<u64, Error> {
     let line = &line[..line.len() - 2];
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     let rest = trim(&line[digits..]);
-    if digits == 0 || digits > 16 || !(rest.is_empty() || rest[0] == b';') {
+    if digits == 0 || !(rest.is_empty() || rest[0] == b';') || rest.contains(&b'\r') {
         return Err(Error::Framing("invalid chunk size"));
     }
-    let hex = std::str::from_utf8(&line[..digits]).expect("hex digits are ASCII");
-    u64::from_str_radix(hex, 16).map_err(|_| Error::Framing("invalid chunk size"))
+    line[..digits]
+        .iter()
+        .try_fold(0u64, |n, &d| {
+            let digit = char::from(d).to_digit(16)?;
+            n.checked_mul(16)?.checked_add(digit.into())
+        })
+        .ok_or(Error::Framing("invalid chunk size"))
 }
 
 /// A response body read from its connection. Once read to the end, [`Body::into_reusable`]

@@ -16,10 +16,15 @@ fn decode_in_steps(wire: &[u8], step: usize) -> Result<(Vec<u8>, bool), Error> {
 
 #[test]
 fn chunked_bodies_decode_whatever_the_read_boundaries() {
-    let wire = b"5\r\nhello\r\n1;name=value\r\n \r\nA \r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\n";
+    let wire = [
+        b"5\r\nhello\r\n1;name=value\r\n \r\nA \r\n0123456789\r\n".as_slice(),
+        b"00000000000000000000000000000003\r\nabc\r\n",
+        b"0\r\nx-trailer: 1\r\n\r\n",
+    ]
+    .concat();
     for step in 1..=wire.len() {
-        let (data, done) = decode_in_steps(wire, step).unwrap();
-        assert_eq!(data, b"hello 0123456789", "step {step}");
+        let (data, done) = decode_in_steps(&wire, step).unwrap();
+        assert_eq!(data, b"hello 0123456789abc", "step {step}");
         assert!(done, "step {step}");
     }
 }
@@ -33,6 +38,7 @@ fn malformed_chunked_framing_is_an_error() {
         b"11111111111111111\r\n",
         b"-5\r\nhello\r\n",
         b"5 x\r\nhello\r\n",
+        b"5;a\rb\r\nhello\r\n0\r\n\r\n",
     ] {
         assert!(
             decode_in_steps(wire, wire.len()).is_err(),
