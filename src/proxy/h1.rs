@@ -14,8 +14,8 @@
 //! when the list ends in empty elements after `chunked`, whose final coding readers differ on);
 //! else `Content-Length` (repeated values must agree); else read until close. Interim 1xx responses
 //! are skipped. A connection is reused only when the response was HTTP/1.1 without `Connection:
-//! close`, its body was delimited, and nothing followed it. Trailers of a chunked body are read and
-//! dropped (HTTP/1.1 clients rarely ask for them). Hop-by-hop headers (`headers::is_hop_by_hop`,
+//! close`, its body was delimited, and nothing followed it. Trailers of a chunked body are read,
+//! checked and dropped (HTTP/1.1 clients rarely ask for them). Hop-by-hop headers (`headers::is_hop_by_hop`,
 //! and the names `Connection` lists) never reach the response.
 
 use std::io;
@@ -443,8 +443,12 @@ enum Chunked {
     Data(u64),
     /// After a chunk's data: its CRLF.
     DataEnd,
-    /// After the last chunk: trailer lines up to an empty one, with this many bytes seen.
-    Trailers(usize),
+    /// After the last chunk: trailer lines up to an empty one, with this many bytes and
+    /// lines seen.
+    Trailers {
+        bytes: usize,
+        lines: usize,
+    },
     Done,
 }
 
@@ -460,7 +464,7 @@ impl Chunked {
                     };
                     let size = parse_chunk_size(&line)?;
                     *self = if size == 0 {
-                        Chunked::Trailers(0)
+                        Chunked::Trailers { bytes: 0, lines: 0 }
                     } else {
                         Chunked::Data(size)
                     };
@@ -489,15 +493,24 @@ impl Chunked {
                     let _ = buf.split_to(2);
                     *self = Chunked::Size;
                 }
-                Chunked::Trailers(seen) => {
-                    let limit = MAX_TRAILER_BYTES.saturating_sub(seen);
+                Chunked::Trailers { bytes, lines } => {
+                    let limit = MAX_TRAILER_BYTES.saturating_sub(bytes);
                     let Some(line) = take_line(buf, limit)? else {
                         return Ok(None);
                     };
-                    *self = if line.len() == 2 {
-                        Chunked::Done
-                    } else {
-                        Chunked::Trailers(seen + line.len())
+                    let len = line.len();
+                    if len == 2 {
+                        *self = Chunked::Done;
+                        continue;
+                    }
+                    // Dropped, but held to what hyper's client accepts: at most MAX_HEADERS
+                    // lines, each a valid field line.
+                    if lines == MAX_HEADERS || !is_field_line(line) {
+                        return Err(Error::Framing("invalid trailer section"));
+                    }
+                    *self = Chunked::Trailers {
+                        bytes: bytes + len,
+                        lines: lines + 1,
                     };
                 }
                 Chunked::Done => return Ok(None),
@@ -515,6 +528,16 @@ fn take_line(buf: &mut BytesMut, limit: usize) -> Result<Option<BytesMut>, Error
         None if buf.len() >= limit => Err(Error::Framing("chunk-size line or trailers too long")),
         None => Ok(None),
     }
+}
+
+/// Whether a CRLF-terminated line is one field line (`name: value`), as httparse reads it.
+fn is_field_line(mut line: BytesMut) -> bool {
+    line.extend_from_slice(b"\r\n");
+    let mut field = [httparse::EMPTY_HEADER; 1];
+    matches!(
+        httparse::parse_headers(&line, &mut field),
+        Ok(httparse::Status::Complete((_, [_])))
+    )
 }
 
 /// The size of a chunk-size line (`1a;ext=v\r\n`): hexadecimal digits (leading zeros too), no

@@ -39,6 +39,9 @@ fn malformed_chunked_framing_is_an_error() {
         b"-5\r\nhello\r\n",
         b"5 x\r\nhello\r\n",
         b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+        b"0\r\nno colon\r\n\r\n",
+        b"0\r\nx: 1\r\n folded\r\n\r\n",
+        b"0\r\nx: \x7f\r\n\r\n",
     ] {
         assert!(
             decode_in_steps(wire, wire.len()).is_err(),
@@ -48,8 +51,12 @@ fn malformed_chunked_framing_is_an_error() {
     }
     let long_line = [b"1;".as_slice(), &[b'x'; MAX_CHUNK_LINE], b"\r\n"].concat();
     assert!(decode_in_steps(&long_line, 100).is_err());
-    let long_trailers = [b"0\r\n".as_slice(), &b"t: v\r\n".repeat(4000), b"\r\n"].concat();
+    let long_field = [b"t: ".as_slice(), &[b'v'; 1000], b"\r\n"].concat();
+    let long_trailers = [b"0\r\n".as_slice(), &long_field.repeat(20), b"\r\n"].concat();
     assert!(decode_in_steps(&long_trailers, 1000).is_err());
+    let trailers = |n| [b"0\r\n".as_slice(), &b"t: v\r\n".repeat(n), b"\r\n"].concat();
+    assert!(decode_in_steps(&trailers(MAX_HEADERS), 1000).is_ok());
+    assert!(decode_in_steps(&trailers(MAX_HEADERS + 1), 1000).is_err());
 }
 
 fn head(wire: &[u8], head_request: bool) -> Result<Parsed, Error> {
