@@ -45,8 +45,11 @@ const MAX_TRAILER_BYTES: usize = 16 * 1024;
 /// Room made in the read buffer before a read.
 const READ_SIZE: usize = 8 * 1024;
 
-/// Why a `Transfer-Encoding` list that ends in empty elements after `chunked` is refused.
+// Two reasons for a refusal, named for the differential test, which allows them.
+/// A `Transfer-Encoding` list that ends in empty elements after `chunked`.
 const CHUNKED_THEN_EMPTY: &str = "Transfer-Encoding ends in an empty element after chunked";
+/// An LF without a CR before it, in chunked framing.
+const BARE_LF: &str = "bare LF in chunked framing";
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -524,7 +527,7 @@ impl Chunked {
 fn take_line(buf: &mut BytesMut, limit: usize) -> Result<Option<BytesMut>, Error> {
     match buf.iter().take(limit).position(|&b| b == b'\n') {
         Some(lf) if lf > 0 && buf[lf - 1] == b'\r' => Ok(Some(buf.split_to(lf + 1))),
-        Some(_) => Err(Error::Framing("bare LF in chunked framing")),
+        Some(_) => Err(Error::Framing(BARE_LF)),
         None if buf.len() >= limit => Err(Error::Framing("chunk-size line or trailers too long")),
         None => Ok(None),
     }
@@ -670,5 +673,7 @@ impl hyper::body::Body for Body {
     }
 }
 
+#[cfg(test)]
+mod differential;
 #[cfg(test)]
 mod tests;
