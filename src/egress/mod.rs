@@ -197,8 +197,12 @@ pub fn spawn(listener: TcpListener, shared: Shared, life: &Lifecycle) {
 /// Why a request was not forwarded, or failed at the target.
 #[derive(Debug)]
 enum Reject {
+    /// The path is malformed or dangerous: 400.
+    BadPath(crate::path::PathError),
     /// No target matches: 404.
     UnknownTarget,
+    /// The request names a host that no target has: 421.
+    UnknownHost,
     /// `CONNECT`: tollgate cannot put a token into a tunnel: 405.
     Tunnel,
     /// No token: 503.
@@ -247,6 +251,13 @@ pub async fn serve(req: Request<Incoming>, shared: &Shared) -> Result<Response<B
 /// The response for a rejection, and its error code for the log.
 fn rejection(reject: Reject, target: &str) -> (Response<Body>, &'static str) {
     let (status, error, description) = match reject {
+        Reject::BadPath(e) => (StatusCode::BAD_REQUEST, "invalid_path", e.to_string()),
+        Reject::UnknownHost => (
+            StatusCode::MISDIRECTED_REQUEST,
+            "unknown_host",
+            "no egress target has the host this request names: add it as a target's host, or call http://127.0.0.1:<port>/<target>/..."
+                .to_owned(),
+        ),
         Reject::UnknownTarget => (
             StatusCode::NOT_FOUND,
             "unknown_target",
@@ -297,9 +308,19 @@ async fn handle<'s>(
     if req.method() == Method::CONNECT {
         return Err(Reject::Tunnel);
     }
-    let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
+    // The same reading of the path as inbound: no dot segment can climb above a target's
+    // base path, and what is forwarded is what was selected on.
+    let normalised = crate::path::normalise(req.uri().path()).map_err(Reject::BadPath)?;
+    let host = match req.headers().get(HOST) {
+        None => None,
+        // A Host that is not text names no listener and no target.
+        Some(h) => Some(h.to_str().map_err(|_| Reject::UnknownHost)?),
+    };
     let (index, path) =
-        target::select(&egress.matchers, req.uri(), host).ok_or(Reject::UnknownTarget)?;
+        target::select(&egress.matchers, req.uri(), host, &normalised).map_err(|e| match e {
+            target::NoTarget::UnknownPrefix => Reject::UnknownTarget,
+            target::NoTarget::UnknownHost => Reject::UnknownHost,
+        })?;
     let target = &egress.targets[index];
     *label = &target.name;
     let uri = target

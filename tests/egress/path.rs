@@ -155,3 +155,82 @@ async fn unknown_targets_and_tunnels_are_refused_and_nothing_is_sent() {
     backend.assert_nothing_received();
     assert_eq!(app.requests("none", "404"), 3);
 }
+
+/// A request that names a host no target has, in its URI (`HTTP_PROXY`) or its `Host`, is
+/// refused, and never matched by path prefix: no token is asked for, nothing is sent. The
+/// identity endpoint holds the (start-up) token fetch, so a request that got as far as asking
+/// for a token would wait, not answer 421.
+#[tokio::test]
+async fn a_host_no_target_has_is_refused_before_any_token_is_asked() {
+    let backend = Backend::start().await;
+    let imds = Mock::imds().hold().start().await;
+    let app = start(&simple(&backend, &imds_credential("mi", &imds, "")), &[]).await;
+    let requests: [&[u8]; 3] = [
+        b"GET http://attacker.example/api/v1/users HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n",
+        b"GET http://attacker.example/api/v1/users HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        b"GET /api/v1/users HTTP/1.1\r\nHost: attacker.example:15001\r\nConnection: close\r\n\r\n",
+    ];
+    for request in requests {
+        let out = support::raw(app.egress, request).await;
+        assert_eq!(raw_status(&out), 421, "{out}");
+        assert!(out.contains("unknown_host"), "{out}");
+    }
+    backend.assert_nothing_received();
+    assert!(imds.calls() <= 1, "only the start-up fetch may have asked");
+    assert_eq!(app.requests("none", "421"), 3);
+}
+
+/// Generated hostile paths under a target with a base path: what reaches the target is the
+/// base path followed by the normalised rest, never above the base path; a refusal sends
+/// nothing.
+#[test]
+fn egress_paths_never_climb_above_a_target_s_base_path() {
+    use proptest::prelude::*;
+    use proptest::test_runner::TestRunner;
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt.block_on(Backend::start());
+    let imds = rt.block_on(Mock::imds().start());
+    let egress = format!(
+        "[[egress.targets]]\nname = \"api\"\nurl = \"http://{}/base\"\ncredential = \"mi\"\nscope = \"api://orders/.default\"\n{}",
+        backend.addr(),
+        imds_credential("mi", &imds, "")
+    );
+    let app = rt.block_on(start(&config(&backend, &egress), &[]));
+    const ATOMS: &[&str] = &[
+        "api", "API", "admin", "x", "", ".", "..", "%2e", "%2E%2e", ".%2e", ";x", "..;", "%2f",
+        "%5c", "%252e", "%3B", "~", "%61pi",
+    ];
+    let segment = prop::collection::vec(prop::sample::select(ATOMS), 0..3).prop_map(|a| a.concat());
+    let path = prop::collection::vec(segment, 0..5)
+        .prop_map(|segments| format!("/api/{}", segments.join("/")));
+    let mut runner = TestRunner::new(support::client::proptest_config(128));
+    runner
+        .run(&path, |raw| {
+            backend.clear();
+            let reply = rt.block_on(app.get(&raw, &[]));
+            let status = reply.status.as_u16();
+            let rest = tollgate::path::normalise(&raw).ok().and_then(|p| {
+                let p = p.into_owned();
+                if p == "/api" {
+                    Some("/".to_owned())
+                } else {
+                    p.strip_prefix("/api/").map(|r| format!("/{r}"))
+                }
+            });
+            match rest {
+                Some(rest) => {
+                    prop_assert_eq!(status, 200, "{}", raw);
+                    let seen = backend.seen();
+                    prop_assert_eq!(seen.len(), 1);
+                    prop_assert_eq!(&seen[0].path, &format!("/base{rest}"), "{}", raw);
+                }
+                None => {
+                    prop_assert!(matches!(status, 400 | 404), "{} gave {}", raw, status);
+                    prop_assert_eq!(backend.count(), 0, "{}", raw);
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}

@@ -233,6 +233,18 @@ pub(super) fn egress(
         .as_ref()
         .and_then(|l| cx.listen(l, "egress.listen"))
         .unwrap_or(DEFAULT_EGRESS_LISTEN);
+    if let Some(text) = &raw.listen
+        && !listen.ip().to_canonical().is_loopback()
+    {
+        cx.warn(
+            text,
+            "egress.listen",
+            format!(
+                "{} is not a loopback address: whoever can reach it sends requests with the identity's tokens; keep it on 127.0.0.1",
+                listen.ip()
+            ),
+        );
+    }
     if targets.is_empty() {
         cx.error_at(
             span,

@@ -1,4 +1,5 @@
-//! `[[routes]]`: path patterns, methods, requirements, and the shadowed-route warning.
+//! `[[routes]]`: path patterns, methods, requirements, and the warnings: a shadowed route, and
+//! a case-sensitive route whose paths, spelled in another case, a weaker route takes.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -21,11 +22,13 @@ pub(super) fn routes(
         .filter_map(|(i, (r, _))| Some((r.name.as_ref()?, format!("routes[{i}].name"))));
     cx.unique(named, "route");
     let mut out: Vec<Route> = Vec::new();
+    let mut spans = Vec::new();
     for (i, (r, span)) in raw.into_iter().enumerate() {
         let key = format!("routes[{i}]");
         let Some(route) = route(cx, r, span.clone(), &key, issuers) else {
             continue;
         };
+        spans.push((key.clone(), span.clone()));
         if let Some(earlier) = out.iter().find(|e| shadows(e, &route)) {
             let message = format!(
                 "never matches: route {:?} (line {}) comes first and covers every request this one does",
@@ -35,7 +38,52 @@ pub(super) fn routes(
         }
         out.push(route);
     }
+    for (i, route) in out.iter().enumerate() {
+        if let Some(weaker) = taken_in_another_case(route, &out[i + 1..]) {
+            let (key, span) = &spans[i];
+            let message = format!(
+                "a backend that ignores case (Express, ASP.NET Core, IIS) serves {:?} spelled in another case, which route {:?} (line {}) then takes with weaker rules: set case_insensitive = true on this route",
+                route.path.as_str(),
+                weaker.name,
+                weaker.position.line
+            );
+            cx.warn(&Spanned::new(span.clone(), ()), key, message);
+        }
+    }
     out
+}
+
+/// The route among `later` that a request for `route`'s paths spelled in another case
+/// (`/ADMIN` for `/admin`) falls to, when `route` compares case and that route requires less.
+fn taken_in_another_case<'r>(route: &Route, later: &'r [Route]) -> Option<&'r Route> {
+    if route.case_insensitive || route.allow_anonymous {
+        return None;
+    }
+    let methods_overlap = |other: &Route| match (&route.methods, &other.methods) {
+        (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+        _ => true,
+    };
+    later
+        .iter()
+        .find(|other| methods_overlap(other) && other.path.matches(route.path.as_str(), true))
+        .filter(|other| requires_less(other, route))
+}
+
+/// Whether `other` may let through a request `route` would refuse: it is anonymous, only
+/// audits, or does not make one of `route`'s requirements exactly.
+fn requires_less(other: &Route, route: &Route) -> bool {
+    let (o, r) = (&other.require, &route.require);
+    let differs = |theirs: &[String], ours: &[String]| !ours.is_empty() && theirs != ours;
+    other.allow_anonymous
+        || (other.mode == Mode::Audit && route.mode == Mode::Enforce)
+        || differs(&o.roles_any, &r.roles_any)
+        || differs(&o.roles_all, &r.roles_all)
+        || differs(&o.scopes_any, &r.scopes_any)
+        || differs(&o.client_apps, &r.client_apps)
+        || differs(&o.tenants, &r.tenants)
+        || differs(&o.principals, &r.principals)
+        || differs(&o.issuers, &r.issuers)
+        || (!r.claims.is_empty() && o.claims != r.claims)
 }
 
 fn route(

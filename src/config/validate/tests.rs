@@ -441,3 +441,65 @@ fn path_match_is_segment_aware() {
     assert!(exact.matches("/x", false) && exact.matches("/x/", false) && exact.matches("/X", true));
     assert!(!exact.matches("/x/y", false) && !exact.matches("/xy", false));
 }
+
+#[test]
+fn a_case_sensitive_route_before_a_weaker_one_warns() {
+    let text = |routes: &str| {
+        format!(
+            "[server]\nupstream = \"http://127.0.0.1:1\"\n[[issuers]]\nname = \"e\"\nissuer = \"https://i\"\njwks_uri = \"https://i/keys\"\naudiences = [\"a\"]\n{routes}"
+        )
+    };
+    let admin = "[[routes]]\nprefix = \"/admin\"\nroles_all = [\"Admin\"]\n";
+    let cases = [
+        // The README's legacy recipe shape: /ADMIN falls to the catch-all.
+        (format!("{admin}[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n"), true),
+        (format!("{admin}[[routes]]\nprefix = \"/\"\nroles_any = [\"reader\"]\n"), true),
+        (format!("{admin}[[routes]]\nprefix = \"/\"\nroles_all = [\"Admin\"]\nmode = \"audit\"\n"), true),
+        (format!("{admin}[[routes]]\nprefix = \"/ADMIN\"\nallow_anonymous = true\n"), true),
+        // Case-insensitive, or followed by the same rules, or nothing takes the variant.
+        (
+            "[[routes]]\nprefix = \"/admin\"\nroles_all = [\"Admin\"]\ncase_insensitive = true\n[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n".to_owned(),
+            false,
+        ),
+        (format!("{admin}[[routes]]\nprefix = \"/\"\nroles_all = [\"Admin\"]\n"), false),
+        (format!("{admin}[[routes]]\nprefix = \"/public\"\nallow_anonymous = true\n"), false),
+        (
+            "[[routes]]\nprefix = \"/admin\"\nmethods = [\"POST\"]\nroles_all = [\"Admin\"]\n[[routes]]\nprefix = \"/\"\nmethods = [\"GET\"]\nallow_anonymous = true\n".to_owned(),
+            false,
+        ),
+    ];
+    for (routes, warned) in cases {
+        let loaded = load(&text(&routes)).unwrap();
+        let warning = loaded
+            .warnings
+            .iter()
+            .find(|w| w.to_string().contains("ignores case"));
+        assert_eq!(warning.is_some(), warned, "{routes}\n{:?}", loaded.warnings);
+        if let Some(w) = warning {
+            assert!(w.to_string().contains("routes[0]"), "{w}");
+        }
+    }
+}
+
+#[test]
+fn an_egress_listener_off_loopback_warns() {
+    let text = |listen: &str| {
+        format!(
+            "[egress]\nlisten = \"{listen}\"\n[[egress.targets]]\nname = \"t\"\nurl = \"https://t\"\nscope = \"s\"\ncredential = \"c\"\n[credentials.c]\nkind = \"managed_identity\"\n"
+        )
+    };
+    for (listen, warned) in [
+        ("0.0.0.0:15001", true),
+        ("10.1.2.3:15001", true),
+        ("[::]:15001", true),
+        ("127.0.0.1:15001", false),
+        ("[::1]:15001", false),
+    ] {
+        let loaded = load(&text(listen)).unwrap();
+        let warning = loaded
+            .warnings
+            .iter()
+            .any(|w| w.to_string().contains("egress.listen") && w.to_string().contains("loopback"));
+        assert_eq!(warning, warned, "{listen}: {:?}", loaded.warnings);
+    }
+}
