@@ -444,6 +444,16 @@ roles_any = ["reader"]
         );
         let (text, allowed) = report(&config, None, jwks(), &get, "/a%2Fb").await;
         assert!(!allowed && text.contains("decision: 400"), "{text}");
+        // The proxy's reading of the path and the method, not one of its own.
+        let (text, allowed) =
+            report(&config, Some(&reader), jwks(), &get, "/;x/api;v=1/orders").await;
+        assert!(allowed && text.contains("path: /api/orders"), "{text}");
+        let lower = http::Method::from_bytes(b"get").unwrap();
+        let (text, allowed) = report(&config, Some(&reader), jwks(), &lower, "/api").await;
+        assert!(
+            !allowed && text.contains("decision: 400 invalid_request") && text.contains("send GET"),
+            "{text}"
+        );
         assert!(!text.contains(&reader));
     }
 }
