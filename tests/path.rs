@@ -179,6 +179,44 @@ async fn every_path_case_over_http1_and_http2() {
     }
 }
 
+/// The smaller walk-arounds: a strict exact route's trailing-slash twin, and `HEAD` under a
+/// rule on `GET`, must not fall to an anonymous catch-all. (A refusal of a `HEAD` request keeps
+/// its head and drops its body: over HTTP/2 a body would reset the stream.)
+#[tokio::test]
+async fn trailing_slash_twins_and_head_do_not_fall_through() {
+    const RULES: &str = r#"
+[[routes]]
+exact = "/private"
+
+[[routes]]
+prefix = "/reports"
+methods = ["GET"]
+
+[[routes]]
+prefix = "/"
+allow_anonymous = true
+"#;
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&config(&backend, RULES)).await;
+    for version in [Version::HTTP_11, Version::HTTP_2] {
+        let mut conn = Conn::open(proxy.addr, version).await;
+        for (method, target) in [
+            ("GET", "/private/"),
+            ("GET", "/private"),
+            ("HEAD", "/reports/q1"),
+            ("GET", "/reports/q1"),
+        ] {
+            let reply = conn.send(method, target, &[]).await;
+            assert_eq!(reply.status, 401, "{version:?} {method} {target}");
+            backend.assert_nothing_received();
+        }
+        let reply = conn.send("HEAD", "/elsewhere", &[]).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(backend.only().method, "HEAD");
+        backend.clear();
+    }
+}
+
 #[tokio::test]
 async fn raw_backslash_and_control_characters_are_refused() {
     let backend = Backend::start().await;
