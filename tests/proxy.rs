@@ -549,11 +549,14 @@ async fn connections_that_never_complete_a_request_lose_their_slot() {
     assert_eq!(backend.only().path, "/legitimate");
 }
 
-/// Over TLS too: a handshake and then silence hold no slot.
-#[tokio::test]
-async fn a_tls_connection_that_sends_no_request_loses_its_slot() {
-    let backend = Backend::start().await;
-    let ca = support::tls::TestCa::new();
+/// tollgate terminating TLS with a certificate for `first.test` from `ca` (files in the
+/// returned directory), in front of `backend`, with `extra` `[server]` lines; and the
+/// certificate's PEM.
+async fn tls_proxy(
+    backend: &Backend,
+    ca: &support::tls::TestCa,
+    extra: &str,
+) -> (TestProxy, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = ca.issue(&["first.test"]);
     std::fs::write(dir.path().join("tls.crt"), &cert).unwrap();
@@ -561,11 +564,24 @@ async fn a_tls_connection_that_sends_no_request_loses_its_slot() {
     let toml = anonymous(
         backend.addr(),
         &format!(
-            "max_connections = 1\nheader_read_timeout = \"400ms\"\ntls = {{ cert = \"{0}/tls.crt\", key = \"{0}/tls.key\" }}",
+            "{extra}\ntls = {{ cert = \"{0}/tls.crt\", key = \"{0}/tls.key\" }}",
             dir.path().display()
         ),
     );
-    let proxy = TestProxy::start(&toml).await;
+    (TestProxy::start(&toml).await, dir, cert)
+}
+
+/// Over TLS too: a handshake and then silence hold no slot.
+#[tokio::test]
+async fn a_tls_connection_that_sends_no_request_loses_its_slot() {
+    let backend = Backend::start().await;
+    let ca = support::tls::TestCa::new();
+    let (proxy, _dir, _) = tls_proxy(
+        &backend,
+        &ca,
+        "max_connections = 1\nheader_read_timeout = \"400ms\"",
+    )
+    .await;
     let mut silent = support::tls::connect(proxy.addr, &ca.pem(), "first.test").await;
     let waiting = tokio::spawn({
         let pem = ca.pem();
@@ -681,18 +697,7 @@ async fn http2_prior_knowledge() {
 async fn tls_with_h2_by_alpn_and_certificate_reload() {
     let backend = Backend::start().await;
     let ca = support::tls::TestCa::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert_a, key_a) = ca.issue(&["first.test"]);
-    std::fs::write(dir.path().join("tls.crt"), &cert_a).unwrap();
-    std::fs::write(dir.path().join("tls.key"), &key_a).unwrap();
-    let toml = anonymous(
-        backend.addr(),
-        &format!(
-            "tls = {{ cert = \"{0}/tls.crt\", key = \"{0}/tls.key\" }}",
-            dir.path().display()
-        ),
-    );
-    let proxy = TestProxy::start(&toml).await;
+    let (proxy, dir, cert_a) = tls_proxy(&backend, &ca, "").await;
 
     let (reply, served) =
         support::tls::get_h2(proxy.addr, &ca.pem(), "first.test", "/secure").await;

@@ -67,7 +67,11 @@ where
         .await
         .expect("handshake");
     tokio::spawn(conn);
-    let response = sender.send_request(req).await.expect("response");
+    read(sender.send_request(req).await.expect("response")).await
+}
+
+/// A response with its body read whole.
+async fn read(response: http::Response<hyper::body::Incoming>) -> Reply {
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
     Reply {
@@ -166,14 +170,7 @@ impl Conn {
                 s.send_request(req).await.expect("response")
             }
         };
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-            version: parts.version,
-        }
+        read(response).await
     }
 }
 
