@@ -122,28 +122,33 @@ pub async fn serve<F, S>(
         };
         let _ = stream.set_nodelay(true);
         let builder = builder.clone();
-        let tls = tls.clone();
         let service = make(ConnInfo::new(peer, tls.is_some()));
         let (life_conn, open) = (life.clone(), open.clone());
-        life.tracker.spawn(async move {
-            let _permit = permit;
-            open.inc();
-            match tls {
-                None => drive(&builder, stream, service, &life_conn).await,
-                Some(acceptor) => {
-                    // The handshake counts against the head deadline: a silent client must
-                    // not hold a connection slot.
-                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(stream)) => drive(&builder, stream, service, &life_conn).await,
-                        Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
+        // Plain and TLS connections are tasks of different types: a task is allocated at the
+        // size of its largest state, and one type for both would give every plain connection
+        // room for a TLS handshake and stream (5.6 KiB instead of 1.9 KiB).
+        match tls.clone() {
+            None => life.tracker.spawn(async move {
+                let _permit = permit;
+                open.inc();
+                drive(&builder, stream, service, &life_conn).await;
+                open.dec();
+            }),
+            Some(acceptor) => life.tracker.spawn(async move {
+                let _permit = permit;
+                open.inc();
+                // The handshake counts against the head deadline: a silent client must not
+                // hold a connection slot.
+                match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(stream)) => drive(&builder, stream, service, &life_conn).await,
+                    Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
-            }
-            open.dec();
-        });
+                open.dec();
+            }),
+        };
     }
 }
 
