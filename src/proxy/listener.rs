@@ -1,8 +1,10 @@
 //! The accept loop: a connection cap, optional TLS, HTTP/1.1 and HTTP/2 on one port (h2c by
-//! prior knowledge, h2 by ALPN), and a drain on shutdown.
+//! prior knowledge, h2 by ALPN; [`sniff`](super::sniff) tells them apart), and a drain on
+//! shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Poll, Waker};
@@ -10,9 +12,9 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -21,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::sniff::{self, Version};
 use super::timer::Timers;
 use super::{Body, ConnInfo};
 
@@ -100,7 +103,7 @@ pub async fn serve<F, S>(
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
-    let builder = Arc::new(http_builder(&limits));
+    let builder = Arc::new(Protocols::new(&limits));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         // Take a permit before accepting: at the cap, new connections wait in the backlog
@@ -126,7 +129,8 @@ pub async fn serve<F, S>(
         let (life_conn, open) = (life.clone(), open.clone());
         // Plain and TLS connections are tasks of different types: a task is allocated at the
         // size of its largest state, and one type for both would give every plain connection
-        // room for a TLS handshake and stream (5.6 KiB instead of 1.9 KiB).
+        // room for a TLS handshake and stream (5.6 KiB, not 1.9, with hyper-util's auto
+        // builder).
         match tls.clone() {
             None => life.tracker.spawn(async move {
                 let _permit = permit;
@@ -152,42 +156,106 @@ pub async fn serve<F, S>(
     }
 }
 
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // One pool of timer registrations for the listener's header read deadlines: hyper
-    // starts one per request and almost never lets it fire (`timer`).
-    let timers = Timers::default();
-    builder
-        .http1()
-        .timer(timers.clone())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(MIN_HEAD_BUFFER))
-        .max_headers(MAX_HEADERS)
-        // Head and body copied into one buffer and written at once, as for the upstream.
-        .writev(false);
-    builder
-        .http2()
-        .timer(timers)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
-    builder
+/// The two protocols' settings, shared by a listener's connections.
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(limits: &Limits) -> Self {
+        // One pool of timer registrations for the listener's header read deadlines: hyper
+        // starts one per request and almost never lets it fire (`timer`).
+        let timers = Timers::default();
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(timers.clone())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(MIN_HEAD_BUFFER))
+            .max_headers(MAX_HEADERS)
+            // Head and body copied into one buffer and written at once, as for the upstream.
+            .writev(false);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(timers)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+        Protocols { http1, http2 }
+    }
 }
 
 /// Serves one connection; on shutdown, lets in-flight requests finish, then closes.
-async fn drive<I, S>(builder: &auto::Builder<TokioExecutor>, io: I, service: S, life: &Lifecycle)
+async fn drive<I, S>(protocols: &Protocols, io: I, service: S, life: &Lifecycle)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
+    let cancelled = life.shutdown.cancelled();
+    tokio::pin!(cancelled);
+    // Until the first bytes arrive a connection has nothing in flight: shutdown closes it.
+    let (version, io) = tokio::select! {
+        biased;
+        sniffed = sniff::sniff(io) => match sniffed {
+            Ok(sniffed) => sniffed,
+            Err(error) => {
+                tracing::debug!(%error, "connection ended before its first request");
+                return;
+            }
+        },
+        () = &mut cancelled => return,
+    };
+    let io = TokioIo::new(io);
+    let result = match version {
+        Version::H1 => {
+            let conn = protocols
+                .http1
+                .serve_connection(io, service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            finish(
+                conn,
+                http1::UpgradeableConnection::graceful_shutdown,
+                cancelled,
+                life,
+            )
+            .await
+        }
+        // Boxed: an HTTP/2 connection's state is more than twice an HTTP/1.1 one's (1,488
+        // bytes against 640), and every connection task is allocated at the size of the
+        // largest.
+        Version::H2 => {
+            let mut conn = Box::pin(protocols.http2.serve_connection(io, service));
+            finish(
+                conn.as_mut(),
+                http2::Connection::graceful_shutdown,
+                cancelled,
+                life,
+            )
+            .await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(error = %error, "connection ended with an error");
+    }
+}
+
+/// Drives `conn` until it ends or shutdown begins; then asks it to finish with
+/// `graceful_shutdown` (HTTP/1.1: finish the current request, then close; HTTP/2: GOAWAY)
+/// and drives it until it has, or the grace period is over.
+async fn finish<C>(
+    mut conn: Pin<&mut C>,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    mut cancelled: Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+    life: &Lifecycle,
+) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
     // The connection until it ends or shutdown begins. Not a `select!` over the token's
     // `cancelled()`: that takes the token's lock and re-registers the waker on every wake-up,
     // several per request (~450 instructions per proxied request, callgrind). The waker is
     // registered once (again only if the task's waker changes); later wake-ups read the flag.
-    let cancelled = life.shutdown.cancelled();
-    tokio::pin!(cancelled);
     let mut registered: Option<Waker> = None;
     let ended = std::future::poll_fn(|cx| {
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {
@@ -204,18 +272,47 @@ where
         Poll::Pending
     })
     .await;
-    let result = match ended {
+    match ended {
         Some(result) => result,
         None => {
-            // HTTP/1.1: finish the current request, then close; HTTP/2: GOAWAY.
-            conn.as_mut().graceful_shutdown();
+            graceful_shutdown(conn.as_mut());
             tokio::select! {
                 result = conn.as_mut() => result,
                 () = life.abort.cancelled() => Ok(()),
             }
         }
-    };
-    if let Err(error) = result {
-        tracing::debug!(error = %error, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every open connection holds its task's allocation, which is as large as the largest
+    /// state of the task's future: keep a plain connection's small (bench/idle-memory.sh).
+    #[tokio::test]
+    async fn a_plain_connection_task_is_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (stream, _) = listener.accept().await.expect("accept");
+        let protocols = Protocols::new(&Limits {
+            max_connections: 1,
+            header_read_timeout: Duration::from_secs(1),
+            max_header_bytes: 8192,
+        });
+        let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(super::super::full("")))
+        });
+        let life = Lifecycle::new();
+        let task = drive(&protocols, stream, service, &life);
+        // 1,016 bytes in a release build when written; 1,824 with hyper-util's auto
+        // builder, whose HTTP/2 state was inline.
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= 1536,
+            "a plain connection's task future is {size} bytes"
+        );
     }
 }
