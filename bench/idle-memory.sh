@@ -2,10 +2,13 @@
 # Memory per idle keep-alive client connection: the resident set (VmRSS) of tollgate and of
 # nginx, each a plain reverse proxy in front of the same static backend (nginx answering
 # "ok"), measured idle after a few warm-up requests, then with 1,000 and with 10,000 client
-# connections open and silent. Two kinds of connection, each in a fresh proxy process:
-#   spoke:  each sent one complete GET and read the complete response, then went quiet
-#           (an idle keep-alive connection);
-#   silent: opened and never sent a byte (before the first request).
+# connections open and silent. Three kinds of connection, each in a fresh proxy process:
+#   spoke:    each sent one complete GET and read the complete response, then went quiet
+#             (an idle keep-alive connection);
+#   silent:   opened and never sent a byte (before the first request);
+#   inflight: sent one GET that is still in flight: the proxy's upstream is then a black hole
+#             that never answers, so each also holds an upstream connection (1,000 only: at
+#             10,000 the proxy would need 20,000 descriptors).
 # KiB per connection is (RSS with N open - RSS idle) / N, from the same process. Prints a
 # Markdown table. See README.md, section "Performance", "Memory per connection".
 #
@@ -15,11 +18,11 @@
 #               memory per connection does not depend on LTO
 #   --no-build  use the binary as it is (TOLLGATE, default $CARGO_TARGET_DIR/release/tollgate)
 #
-# Knobs (environment): COUNTS ("1000 10000": cumulative, measured in one process), MODES
-# ("spoke silent"), PROXIES ("tollgate nginx"), WORKER_THREADS (1: tollgate's runtime threads,
+# Knobs (environment): COUNTS ("1000 10000": cumulative, measured in one process),
+# INFLIGHT_COUNTS ("1000"), MODES ("spoke silent inflight"), PROXIES ("tollgate nginx"), WORKER_THREADS (1: tollgate's runtime threads,
 # as nginx's one worker), CONCURRENCY (32: connections being opened, or with a request in
 # flight, at once; so each proxy needs at most that many upstream connections), SETTLE (2 s
-# before each reading), PORT_BASE (18440; uses PORT_BASE to PORT_BASE+3), TOLLGATE (binary),
+# before each reading), PORT_BASE (18440; uses PORT_BASE to PORT_BASE+4), TOLLGATE (binary),
 # KEEP_TMP (1 keeps the temp dir).
 #
 # tollgate's figure is the VmRSS of its one process, nginx's that of its one worker (the
@@ -31,7 +34,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 
 COUNTS=${COUNTS:-1000 10000}
-MODES=${MODES:-spoke silent}
+INFLIGHT_COUNTS=${INFLIGHT_COUNTS:-1000}
+MODES=${MODES:-spoke silent inflight}
 PROXIES=${PROXIES:-tollgate nginx}
 WORKER_THREADS=${WORKER_THREADS:-1}
 CONCURRENCY=${CONCURRENCY:-32}
@@ -44,6 +48,9 @@ BACKEND_PORT=$((PORT_BASE + 0))
 NGINX_PORT=$((PORT_BASE + 1))
 TOLLGATE_PORT=$((PORT_BASE + 2))
 TOLLGATE_ADMIN_PORT=$((PORT_BASE + 3))
+BLACKHOLE_PORT=$((PORT_BASE + 4))
+# The proxies' upstream: the backend, or the black hole in inflight mode.
+UPSTREAM_PORT=$BACKEND_PORT
 
 BUILD=1
 THIN=0
@@ -130,22 +137,23 @@ stop_bg() {
     wait "$pid" 2>/dev/null || true
 }
 
-wait_http() {
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_listening NAME PORT: until PORT accepts connections; NAME must stay alive meanwhile.
+wait_listening() {
     local name=$1 port=$2 i
     for i in $(seq 100); do
-        [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true) == 200 ]] && return 0
+        port_free "$port" || return 0
         kill -0 "${PID[$name]}" 2>/dev/null || { cat "$TMP/$name.out" >&2; die "$name exited"; }
         sleep 0.1
     done
     cat "$TMP/$name.out" >&2
-    die "$name did not answer 200 on port $port"
+    die "$name is not listening on port $port"
 }
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 render() {
     local template=$1 out=$2
-    sed -e "s|@TMP@|$TMP|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
+    sed -e "s|@TMP@|$TMP|g" -e "s|@BACKEND_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
         -e "s|@TOLLGATE_PORT@|$TOLLGATE_PORT|g" -e "s|@TOLLGATE_ADMIN_PORT@|$TOLLGATE_ADMIN_PORT|g" \
         -e "s|@MAX_CONNECTIONS@|$MAX_CONNECTIONS|g" -e "s|@WORKER_THREADS@|$WORKER_THREADS|g" \
         "$template" >"$out"
@@ -160,22 +168,27 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 tollgate_start() {
     render "$HERE/tollgate-idle.toml.in" "$TMP/tollgate.toml"
     start_bg proxy env RUST_LOG=warn "$TOLLGATE" run --config "$TMP/tollgate.toml"
-    wait_http proxy "$TOLLGATE_PORT"
+    wait_listening proxy "$TOLLGATE_PORT"
     PROXY_PID=${PID[proxy]}
     PROXY_PORT=$TOLLGATE_PORT
 }
 
 # The connections tollgate counts as open, or "-" for nginx.
 tollgate_open() {
-    curl -s "http://127.0.0.1:$TOLLGATE_ADMIN_PORT/metrics" |
+    curl -s -m 5 "http://127.0.0.1:$TOLLGATE_ADMIN_PORT/metrics" |
         awk '/^tollgate_open_connections\{listener="inbound"\}/ { print $2 }'
 }
 
 nginx_start() {
     render "$HERE/nginx-idle.conf.in" "$TMP/nginx-proxy.conf"
     start_bg proxy nginx -p "$TMP" -c "$TMP/nginx-proxy.conf" -e "$TMP/nginx-proxy-error.log"
-    wait_http proxy "$NGINX_PORT"
-    PROXY_PID=$(pgrep -P "${PID[proxy]}" | head -n1)
+    wait_listening proxy "$NGINX_PORT"
+    local i
+    for i in $(seq 50); do
+        PROXY_PID=$(pgrep -P "${PID[proxy]}" | head -n1 || true)
+        [[ -z $PROXY_PID ]] || break
+        sleep 0.1
+    done
     [[ -n $PROXY_PID ]] || die "no nginx worker"
     PROXY_PORT=$NGINX_PORT
 }
@@ -183,18 +196,21 @@ nginx_open() { echo -; }
 
 # ---------------------------------------------------------------------------------------------
 
-# measure PROXY MODE: one fresh proxy process; appends "PROXY MODE idle rss@count..." to
-# $TMP/results (KiB).
+# measure PROXY MODE: one fresh proxy process; appends a line "PROXY MODE IDLE N RSS" (KiB)
+# per count to $TMP/results.
 measure() {
-    local proxy=$1 mode=$2 idle n line rss open row i
+    local proxy=$1 mode=$2 counts=$COUNTS idle n line rss open i
+    # In inflight mode the proxy's upstream is the black hole, and the warm-up requests are
+    # abandoned after 0.2 s.
+    if [[ $mode == inflight ]]; then counts=$INFLIGHT_COUNTS UPSTREAM_PORT=$BLACKHOLE_PORT; fi
     "${proxy}_start"
-    for i in $(seq 10); do curl -s -o /dev/null "http://127.0.0.1:$PROXY_PORT/"; done
+    UPSTREAM_PORT=$BACKEND_PORT
+    for i in $(seq 10); do curl -s -o /dev/null -m 0.2 "http://127.0.0.1:$PROXY_PORT/" || true; done
     sleep "$SETTLE"
     idle=$(rss_kib "$PROXY_PID")
-    row="$proxy $mode $idle"
     start_bg client python3 "$HERE/idle_clients.py" --port "$PROXY_PORT" --mode "$mode" \
-        --counts "${COUNTS// /,}" --concurrency "$CONCURRENCY"
-    for n in $COUNTS; do
+        --counts "${counts// /,}" --concurrency "$CONCURRENCY"
+    for n in $counts; do
         for i in $(seq 6000); do
             grep -qx "ready $n" "$TMP/client.out" && break
             kill -0 "${PID[client]}" 2>/dev/null || { cat "$TMP/client.out" >&2; die "the client exited"; }
@@ -207,7 +223,7 @@ measure() {
         log "$(printf '%-8s %-6s %6d connections: RSS %7d KiB (idle %d), %.2f KiB per connection; open per the proxy: %s' \
             "$proxy" "$mode" "$n" "$rss" "$idle" "$(awk -v a="$rss" -v b="$idle" -v n="$n" 'BEGIN { print (a - b) / n }')" "$open")"
         [[ $open == - || $open == "$n" ]] || log "warning: tollgate counts $open open connections, not $n"
-        row+=" $rss"
+        echo "$proxy $mode $idle $n $rss" >>"$TMP/results"
         kill -USR1 "${PID[client]}"
     done
     kill -TERM "${PID[client]}"
@@ -216,34 +232,28 @@ measure() {
     line=$(sed -n 's/^closed_by_peer //p' "$TMP/client.out")
     ((line == 0)) || log "warning: $proxy closed $line of the $mode connections while they were measured"
     stop_bg proxy
-    echo "$row" >>"$TMP/results"
 }
 
 report() {
-    local counts=($COUNTS) c header="| proxy | connections | idle RSS |" rule="|---|---|--:|"
-    for c in "${counts[@]}"; do header+=" RSS at $c |"; rule+="--:|"; done
-    for c in "${counts[@]}"; do header+=" KiB/conn at $c |"; rule+="--:|"; done
-    echo "## Memory per idle connection, $(date -u +%Y-%m-%d)"
+    echo "## Memory per connection, $(date -u +%Y-%m-%d)"
     echo
     [[ " $PROXIES " != *" tollgate "* ]] ||
         echo "- tollgate: commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (modified)'), $TOLLGATE, worker_threads = $WORKER_THREADS"
     echo "- $(nginx -v 2>&1 | sed 's|^nginx version: ||'), one worker; $(uname -sr); $(nproc) CPUs"
-    echo "- spoke: one GET and its response, then silent; silent: never sent a byte. RSS in MiB (VmRSS; nginx: its worker)."
+    echo "- RSS: VmRSS of tollgate's process and of nginx's worker, idle (after 10 requests) and with N client connections open."
     echo
-    echo "$header"
-    echo "$rule"
-    awk -v n="${#counts[@]}" -v counts="$COUNTS" '
-        BEGIN { split(counts, c, " ") }
+    echo "| proxy | connections | N | idle RSS | RSS with N | KiB per connection |"
+    echo "|---|---|--:|--:|--:|--:|"
+    awk '
+        function thousands(n,    s) { s = n ""; while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]($|,)/, ",&", s); return s }
         {
-            printf "| %s | %s | %.1f MiB |", $1, ($2 == "spoke" ? "after one request" : "never spoke"), $3 / 1024
-            for (i = 1; i <= n; i++) printf " %.1f MiB |", $(3 + i) / 1024
-            for (i = 1; i <= n; i++) printf " %.2f |", ($(3 + i) - $3) / c[i]
-            printf "\n"
+            kind = $2 == "spoke" ? "after one request" : $2 == "silent" ? "never spoke" : "request in flight"
+            printf "| %s | %s | %s | %.1f MiB | %.1f MiB | %.1f |\n", $1, kind, thousands($4), $3 / 1024, $5 / 1024, ($5 - $3) / $4
         }' "$TMP/results"
 }
 
 main() {
-    local max proxy mode
+    local max proxy mode i
     install_tools
     [[ " $PROXIES " != *" tollgate "* ]] || build_tollgate
     max=0
@@ -258,13 +268,18 @@ main() {
     trap cleanup EXIT
     trap 'exit 130' INT TERM
     local port
-    for ((port = PORT_BASE; port <= PORT_BASE + 3; port++)); do
+    for ((port = PORT_BASE; port <= PORT_BASE + 4; port++)); do
         port_free "$port" || die "port $port is in use (set PORT_BASE)"
     done
     : >"$TMP/results"
+    if [[ " $MODES " == *" inflight "* ]]; then
+        start_bg blackhole python3 "$HERE/idle_clients.py" --blackhole --port "$BLACKHOLE_PORT"
+        for i in $(seq 100); do grep -qx ready "$TMP/blackhole.out" && break; sleep 0.1; done
+        grep -qx ready "$TMP/blackhole.out" || die "the black-hole upstream did not start"
+    fi
     render "$HERE/nginx-backend.conf.in" "$TMP/backend.conf"
     start_bg backend nginx -p "$TMP" -c "$TMP/backend.conf" -e "$TMP/backend-error.log"
-    wait_http backend "$BACKEND_PORT"
+    wait_listening backend "$BACKEND_PORT"
     for proxy in $PROXIES; do
         for mode in $MODES; do measure "$proxy" "$mode"; done
     done

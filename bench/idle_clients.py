@@ -4,8 +4,13 @@
 Opens connections to 127.0.0.1:PORT in stages (--counts 1000,10000: 1,000 first, then 9,000
 more). With --mode spoke each connection sends one complete `GET /` and reads the complete
 response (Content-Length or chunked), then stays open and silent; with --mode silent it never
-sends a byte. At most --concurrency connections are being opened (or have a request in
-flight) at once, so the proxy needs only that many upstream connections.
+sends a byte; with --mode inflight it sends one `GET /` and waits (the proxy's upstream is
+`--blackhole`, which never answers). At most --concurrency connections are being opened (or
+have a request in flight) at once, so the proxy needs only that many upstream connections
+(inflight aside).
+
+`--blackhole --port PORT` instead runs an upstream that accepts connections, reads what they
+send and never answers, until SIGTERM.
 
 After each stage it prints `ready N` on stdout and waits: SIGUSR1 starts the next stage,
 SIGTERM (or the end of the last stage's wait) checks every connection and closes them all.
@@ -67,8 +72,9 @@ async def open_one(loop, port, mode, limit, socks, failures):
         sock.setblocking(False)
         try:
             await loop.sock_connect(sock, ("127.0.0.1", port))
-            if mode == "spoke":
+            if mode in ("spoke", "inflight"):
                 await loop.sock_sendall(sock, REQUEST)
+            if mode == "spoke":
                 await read_response(loop, sock)
         except (OSError, ConnectionError, ValueError) as error:
             failures.append(str(error))
@@ -88,14 +94,35 @@ def still_open(sock):
     return bool(data)
 
 
+async def blackhole(port):
+    """An upstream that reads every request and never answers."""
+
+    async def swallow(reader, writer):
+        while await reader.read(65536):
+            pass
+        writer.close()
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    server = await asyncio.start_server(swallow, "127.0.0.1", port, backlog=4096)
+    print("ready", flush=True)
+    await stop.wait()
+    server.close()
+    return 0
+
+
 async def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--counts", default="1000,10000", help="cumulative totals, comma-separated")
-    parser.add_argument("--mode", choices=("spoke", "silent"), default="spoke")
+    parser.add_argument("--mode", choices=("spoke", "silent", "inflight"), default="spoke")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--hold", type=float, default=600.0, help="longest wait per stage, seconds")
+    parser.add_argument("--blackhole", action="store_true", help="run the silent upstream instead")
     args = parser.parse_args()
+    if args.blackhole:
+        return await blackhole(args.port)
 
     loop = asyncio.get_running_loop()
     go = asyncio.Event()
