@@ -19,11 +19,13 @@
 #   --no-build  use the binary as it is (TOLLGATE, default $CARGO_TARGET_DIR/release/tollgate)
 #
 # Knobs (environment): COUNTS ("1000 10000": cumulative, measured in one process),
-# INFLIGHT_COUNTS ("1000"), MODES ("spoke silent inflight"), PROXIES ("tollgate nginx"), WORKER_THREADS (1: tollgate's runtime threads,
-# as nginx's one worker), CONCURRENCY (32: connections being opened, or with a request in
-# flight, at once; so each proxy needs at most that many upstream connections), SETTLE (2 s
-# before each reading), PORT_BASE (18440; uses PORT_BASE to PORT_BASE+4), TOLLGATE (binary),
-# KEEP_TMP (1 keeps the temp dir).
+# INFLIGHT_COUNTS ("1000"), MODES ("spoke silent inflight"), PROXIES ("tollgate nginx"),
+# WORKER_THREADS (1: tollgate's runtime threads, as nginx's one worker), CONCURRENCY (32:
+# connections being opened, or with a request in flight, at once; so each proxy needs at most
+# that many upstream connections), RESPONSE_BYTES (empty: the backend answers "ok\n"; a
+# size: it answers that many bytes, to see what a connection keeps after a larger response),
+# SETTLE (2 s before each reading), PORT_BASE (18440; uses PORT_BASE to PORT_BASE+4),
+# TOLLGATE (binary), KEEP_TMP (1 keeps the temp dir).
 #
 # tollgate's figure is the VmRSS of its one process, nginx's that of its one worker (the
 # master, ~1 MiB more, does not change with connections). The client (bench/idle_clients.py)
@@ -42,6 +44,7 @@ CONCURRENCY=${CONCURRENCY:-32}
 SETTLE=${SETTLE:-2}
 PORT_BASE=${PORT_BASE:-18440}
 KEEP_TMP=${KEEP_TMP:-0}
+RESPONSE_BYTES=${RESPONSE_BYTES:-}
 TOLLGATE=${TOLLGATE:-}
 
 BACKEND_PORT=$((PORT_BASE + 0))
@@ -241,6 +244,7 @@ report() {
         echo "- tollgate: commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (modified)'), $TOLLGATE, worker_threads = $WORKER_THREADS"
     echo "- $(nginx -v 2>&1 | sed 's|^nginx version: ||'), one worker; $(uname -sr); $(nproc) CPUs"
     echo "- RSS: VmRSS of tollgate's process and of nginx's worker, idle (after 10 requests) and with N client connections open."
+    echo "- Responses of ${RESPONSE_BYTES:-3} bytes."
     echo
     echo "| proxy | connections | N | idle RSS | RSS with N | KiB per connection |"
     echo "|---|---|--:|--:|--:|--:|"
@@ -277,7 +281,14 @@ main() {
         for i in $(seq 100); do grep -qx ready "$TMP/blackhole.out" && break; sleep 0.1; done
         grep -qx ready "$TMP/blackhole.out" || die "the black-hole upstream did not start"
     fi
-    render "$HERE/nginx-backend.conf.in" "$TMP/backend.conf"
+    if [[ -n $RESPONSE_BYTES ]]; then
+        mkdir -p "$TMP/www"
+        head -c "$RESPONSE_BYTES" /dev/urandom >"$TMP/www/body"
+        chmod -R a+rX "$TMP/www"
+        render "$HERE/nginx-backend-file.conf.in" "$TMP/backend.conf"
+    else
+        render "$HERE/nginx-backend.conf.in" "$TMP/backend.conf"
+    fi
     start_bg backend nginx -p "$TMP" -c "$TMP/backend.conf" -e "$TMP/backend-error.log"
     wait_listening backend "$BACKEND_PORT"
     for proxy in $PROXIES; do
