@@ -257,7 +257,7 @@ report() {
 }
 
 main() {
-    local max proxy mode i
+    local max proxy mode i c
     install_tools
     [[ " $PROXIES " != *" tollgate "* ]] || build_tollgate
     max=0
