@@ -2,7 +2,8 @@
 
 /// mimalloc rather than the C library's allocator: every proxied request allocates and frees
 /// a few buffers (hyper's 8 KiB read buffer among them), and the container image links musl,
-/// whose allocator is slow at exactly that. Measured in `bench/NOTES.md`.
+/// whose allocator is slow at exactly that. Measured in `bench/NOTES.md`. Built with
+/// `no_thp`: no transparent huge pages (see `cli::main`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -79,6 +79,22 @@ async fn query_string_is_forwarded_unchanged() {
     assert_eq!(seen.query.as_deref(), Some(query));
 }
 
+/// Requests sent back to back before any answer (in one write, so the listener's first read
+/// holds both) are each forwarded and answered, in order.
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous(backend.addr(), "")).await;
+    let response = raw(
+        proxy.addr,
+        b"GET /first HTTP/1.1\r\nhost: x\r\n\r\nGET /second HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response.matches("HTTP/1.1 200").count(), 2, "{response}");
+    let paths: Vec<String> = backend.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(paths, ["/first", "/second"]);
+}
+
 #[tokio::test]
 async fn hop_by_hop_and_connection_named_headers_are_removed() {
     let backend = Backend::start().await;

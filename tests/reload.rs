@@ -167,6 +167,32 @@ async fn shutdown_gives_up_after_the_grace_period() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_connections_that_never_sent_a_byte_at_once() {
+    use tokio::io::AsyncReadExt;
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous_route(&backend, "/")).await;
+    let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    support::eventually("the connection was accepted", || async {
+        proxy
+            .app
+            .metrics()
+            .open_connections
+            .with_label_values(&["inbound"])
+            .get()
+            == 1
+    })
+    .await;
+    let drained = proxy.app.shutdown_within(Duration::from_secs(2)).await;
+    assert!(drained, "the silent connection held the drain");
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        client.read(&mut buf).await.unwrap(),
+        0,
+        "closed by the proxy"
+    );
+}
+
+#[tokio::test]
 async fn shutdown_closes_idle_keep_alive_connections_at_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let backend = Backend::start().await;

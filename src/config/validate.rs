@@ -26,6 +26,8 @@ mod credentials;
 mod inbound;
 mod routes;
 
+pub use inbound::DEFAULT_MAX_CONNECTIONS;
+
 /// A problem in the configuration file, at a place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {

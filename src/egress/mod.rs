@@ -37,7 +37,7 @@ use token_cache::{Slot, TokenCache, TokenError};
 /// Limits of the egress listener: its client is the app next to it, so no `[server]`-style
 /// settings; these match the inbound defaults.
 const LIMITS: Limits = Limits {
-    max_connections: 10_000,
+    max_connections: crate::config::validate::DEFAULT_MAX_CONNECTIONS,
     header_read_timeout: std::time::Duration::from_secs(10),
     max_header_bytes: 64 * 1024,
 };

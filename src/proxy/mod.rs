@@ -1,10 +1,11 @@
 //! The HTTP machinery both listeners share: accepting connections (HTTP/1.1 and HTTP/2, plain
 //! or TLS), the upstream connection pool, header rewriting, and upgrade passthrough.
 //!
-//! [`listener`] accepts and drains connections, [`tls`] terminates TLS and builds client trust,
-//! [`forward`] sends requests upstream over [`pool`]ed connections, [`timer`] runs their
-//! deadlines, [`headers`] strips hop-by-hop headers and sets
-//! `X-Forwarded-*`, and [`upgrade`] splices upgraded connections (WebSocket) together.
+//! [`listener`] accepts and drains connections ([`sniff`] tells HTTP/1.1 from HTTP/2), [`tls`]
+//! terminates TLS and builds client trust, [`forward`] sends requests upstream over
+//! [`pool`]ed connections, [`timer`] runs their deadlines, [`headers`] strips hop-by-hop
+//! headers and sets `X-Forwarded-*`, and [`upgrade`] splices upgraded connections (WebSocket)
+//! together.
 //! Nothing here knows about tokens or routes.
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ pub mod h1;
 pub mod headers;
 pub mod listener;
 pub mod pool;
+pub mod sniff;
 pub mod timer;
 pub mod tls;
 pub mod upgrade;
