@@ -191,4 +191,39 @@ mod tests {
         assert_eq!(version, Version::H1);
         assert!(reads.is_empty());
     }
+
+    proptest::proptest! {
+        /// For any bytes, sent in any pieces and read back in reads of any size: HTTP/2
+        /// exactly when they start with the whole preface (hyper-util's auto builder's rule),
+        /// and every byte comes back once, in order.
+        #[test]
+        fn every_split_reads_back_whole(
+            preface in proptest::prelude::any::<bool>(),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            prefix_len in 0..=H2_PREFACE.len(),
+            cuts in proptest::collection::vec(1..12usize, 0..8),
+            read_size in 1..40usize,
+        ) {
+            // Either the whole preface, or a prefix of it (maybe empty) and then other bytes.
+            let mut sent = if preface {
+                H2_PREFACE.to_vec()
+            } else {
+                H2_PREFACE[..prefix_len].to_vec()
+            };
+            sent.extend_from_slice(&tail);
+            let mut chunks: Vec<&[u8]> = Vec::new();
+            let mut rest = &sent[..];
+            for cut in cuts {
+                let (chunk, after) = rest.split_at(cut.min(rest.len()));
+                chunks.push(chunk);
+                rest = after;
+            }
+            chunks.push(rest);
+            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let (version, reads) = rt.block_on(run(&chunks, read_size));
+            let h2 = sent.starts_with(H2_PREFACE);
+            proptest::prop_assert_eq!(version == Version::H2, h2, "{:?}", sent);
+            proptest::prop_assert_eq!(reads.concat(), sent);
+        }
+    }
 }
