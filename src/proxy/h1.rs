@@ -25,7 +25,7 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, GetAll, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING,
+    CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING,
 };
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Frame, SizeHint};
@@ -307,13 +307,19 @@ fn parse_head(input: &Bytes, head_request: bool) -> Result<Parsed, Error> {
     let mut final_chunked = None;
     // Whether the last non-empty element of those fields is chunked.
     let mut last_coding_chunked = false;
+    // What the `Content-Length` fields say, read as they go by; an invalid one is an error
+    // only if the framing comes to rest on them (not for HEAD, 204, 304, or beside a
+    // Transfer-Encoding), as in hyper's client.
+    let mut length: Result<Option<u64>, &'static str> = Ok(None);
     let mut close = version != Version::HTTP_11;
     let mut named: Vec<HeaderName> = Vec::new();
     for header in parsed.headers.iter() {
         let name = HeaderName::from_bytes(header.name.as_bytes())
             .map_err(|_| Error::Parse(httparse::Error::HeaderName))?;
         let value = trim(header.value);
-        if headers::is_hop_by_hop(&name) {
+        if name == CONTENT_LENGTH {
+            length = length.and_then(|known| fold_length(known, value));
+        } else if headers::is_hop_by_hop(&name) {
             if name == TRANSFER_ENCODING {
                 // Whatever its value, even empty: only the final coding matters.
                 let mut elements = value.rsplit(|&b| b == b',').map(trim);
@@ -373,7 +379,7 @@ fn parse_head(input: &Bytes, head_request: bool) -> Result<Parsed, Error> {
         } else {
             Kind::UntilClose
         }
-    } else if let Some(length) = content_length(map.get_all(CONTENT_LENGTH))? {
+    } else if let Some(length) = length.map_err(Error::Framing)? {
         Kind::Length(length)
     } else {
         Kind::UntilClose
@@ -405,21 +411,17 @@ fn trim(bytes: &[u8]) -> &[u8] {
     &bytes[start..end]
 }
 
-/// The length that the `Content-Length` fields give, if any: every value, and every element of
-/// a list, must be the same number (RFC 9110 §8.6).
-fn content_length(values: GetAll<'_, HeaderValue>) -> Result<Option<u64>, Error> {
-    let mut length = None;
-    for item in values
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-    {
-        let n = parse_length(trim(item)).ok_or(Error::Framing("invalid Content-Length"))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(Error::Framing("conflicting Content-Length values"));
+/// The length so far of the `Content-Length` fields, `known`, with one more field's value:
+/// every value, and every element of a list, must be the same number (RFC 9110 §8.6).
+fn fold_length(mut known: Option<u64>, value: &[u8]) -> Result<Option<u64>, &'static str> {
+    for item in value.split(|&b| b == b',') {
+        let n = parse_length(trim(item)).ok_or("invalid Content-Length")?;
+        if known.is_some_and(|l| l != n) {
+            return Err("conflicting Content-Length values");
         }
-        length = Some(n);
+        known = Some(n);
     }
-    Ok(length)
+    Ok(known)
 }
 
 /// A `Content-Length` value: decimal digits only (leading zeros too, RFC 9110 §8.6), no sign, no
