@@ -5,7 +5,7 @@
 //! [`serve`] is the outer function: it loads the snapshot once, calls `handle`, turns every
 //! rejection into a response in one exhaustive `match`, and records the metrics and the
 //! access-log line exactly once. `handle` is the straight line of steps, each in its own
-//! module: [`identity`], [`path`](crate::path), [`policy`], [`bearer`], [`jwt`] (with
+//! module: [`identity`], [`path`], [`policy`], [`bearer`], [`jwt`] (with
 //! [`issuer`], [`jwks`], [`claims`], [`signature_cache`]), [`reject`].
 
 use std::borrow::Cow;

@@ -1,5 +1,5 @@
 //! The accept loop: a connection cap, optional TLS, HTTP/1.1 and HTTP/2 on one port (h2c by
-//! prior knowledge, h2 by ALPN; [`sniff`](super::sniff) tells them apart), a deadline on every
+//! prior knowledge, h2 by ALPN; [`sniff`] tells them apart), a deadline on every
 //! connection, and a drain on shutdown.
 //!
 //! Deadlines, all `header_read_timeout`: from accept, a connection must deliver a complete
