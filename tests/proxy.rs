@@ -482,12 +482,7 @@ async fn connection_cap_holds_new_connections_in_the_backlog() {
     // One idle connection takes the only slot.
     let idle = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     support::eventually("the idle connection is accepted", || async {
-        proxy
-            .metrics()
-            .open_connections
-            .with_label_values(&["inbound"])
-            .get()
-            == 1
+        proxy.open_connections("inbound") == 1
     })
     .await;
     let waiting = tokio::spawn(get(proxy.addr, "/", &[]));
@@ -541,14 +536,10 @@ async fn connections_that_never_complete_a_request_lose_their_slot() {
             holders.push(stream);
         }
     }
-    let open = || {
-        proxy
-            .metrics()
-            .open_connections
-            .with_label_values(&["inbound"])
-            .get()
-    };
-    eventually("every slot is taken", || async { open() == 6 }).await;
+    eventually("every slot is taken", || async {
+        proxy.open_connections("inbound") == 6
+    })
+    .await;
     let waiting = tokio::spawn(get(proxy.addr, "/legitimate", &[]));
     // Served once the slot holders are closed, a deadline after they connected.
     let reply = tokio::time::timeout(Duration::from_secs(5), waiting)

@@ -173,13 +173,7 @@ async fn shutdown_closes_connections_that_never_sent_a_byte_at_once() {
     let proxy = TestProxy::start(&anonymous_route(&backend, "/")).await;
     let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     support::eventually("the connection was accepted", || async {
-        proxy
-            .app
-            .metrics()
-            .open_connections
-            .with_label_values(&["inbound"])
-            .get()
-            == 1
+        proxy.open_connections("inbound") == 1
     })
     .await;
     let drained = proxy.app.shutdown_within(Duration::from_secs(2)).await;

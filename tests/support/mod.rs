@@ -151,6 +151,14 @@ impl TestProxy {
             .get()
     }
 
+    /// `tollgate_open_connections{listener}` (`inbound`, `egress`, `admin`).
+    pub fn open_connections(&self, listener: &str) -> i64 {
+        self.metrics()
+            .open_connections
+            .with_label_values(&[listener])
+            .get()
+    }
+
     /// `tollgate_config_reloads_total{result}`.
     pub fn reloads(&self, result: &str) -> u64 {
         self.metrics()
