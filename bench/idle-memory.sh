@@ -43,7 +43,6 @@ WORKER_THREADS=${WORKER_THREADS:-1}
 CONCURRENCY=${CONCURRENCY:-32}
 SETTLE=${SETTLE:-2}
 PORT_BASE=${PORT_BASE:-18440}
-KEEP_TMP=${KEEP_TMP:-0}
 RESPONSE_BYTES=${RESPONSE_BYTES:-}
 TOLLGATE=${TOLLGATE:-}
 
@@ -68,23 +67,16 @@ while (($#)); do
     esac
 done
 
-log() { printf '[idle-memory.sh] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-as_root() { if ((EUID == 0)); then "$@"; else sudo "$@"; fi; }
+BENCH_NAME=idle-memory.sh
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 
 install_tools() {
     local missing=()
     command -v nginx >/dev/null || missing+=(nginx-light)
     command -v curl >/dev/null || missing+=(curl)
     command -v python3 >/dev/null || missing+=(python3)
-    ((${#missing[@]})) || return 0
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! as_root apt-get install -y --no-install-recommends "${missing[@]}" >&2; then
-        as_root apt-get update >&2
-        as_root apt-get install -y --no-install-recommends "${missing[@]}" >&2
-    fi
+    apt_install "${missing[@]}"
 }
 
 build_tollgate() {
@@ -106,19 +98,6 @@ build_tollgate() {
 # ---------------------------------------------------------------------------------------------
 # Processes: everything started is registered and stopped on exit.
 
-TMP=""
-declare -A PID=()
-cleanup() {
-    local status=$? name
-    trap - EXIT INT TERM
-    ((status == 0)) || log "failed (status $status, line ${BASH_LINENO[0]:-?})"
-    for name in "${!PID[@]}"; do stop_bg "$name"; done
-    if [[ -n $TMP && -d $TMP ]]; then
-        if ((KEEP_TMP)); then log "kept $TMP"; else rm -rf "$TMP"; fi
-    fi
-    exit "$status"
-}
-
 # start_bg NAME COMMAND... : runs COMMAND, output to $TMP/NAME.out.
 start_bg() {
     local name=$1
@@ -126,21 +105,6 @@ start_bg() {
     "$@" >"$TMP/$name.out" 2>&1 &
     PID[$name]=$!
 }
-
-stop_bg() {
-    local name=$1 pid=${PID[$1]:-} i
-    [[ -n $pid ]] || return 0
-    unset "PID[$name]"
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # wait_listening NAME PORT: until PORT accepts connections; NAME must stay alive meanwhile.
 wait_listening() {

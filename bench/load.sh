@@ -37,7 +37,6 @@ PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PORT_BASE=${PORT_BASE:-18400}
 NGINX_LOG_BUFFER=${NGINX_LOG_BUFFER-64k}
-KEEP_TMP=${KEEP_TMP:-0}
 # The machine may be shared: a measurement during which other processes used more than
 # NOISE_LIMIT % of a core is repeated (up to NOISE_TRIES times); before each, the script waits
 # up to QUIET_TIMEOUT seconds for the machine to be quiet.
@@ -80,7 +79,7 @@ if [[ -n $TOLLGATE_B ]]; then
     SUITE_COMPARE[plain]+=" tollgate_b:tollgate tollgate_b:nginx"
 fi
 CASES=()
-declare -A URL=() HDR=() SCRIPT=() PID=()
+declare -A URL=() HDR=() SCRIPT=()
 
 REPORT=""
 BUILD=1
@@ -93,13 +92,12 @@ while (($#)); do
     esac
 done
 
-log() { printf '[load.sh] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH_NAME=load.sh
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Tools
-
-as_root() { if ((EUID == 0)); then "$@"; else sudo "$@"; fi; }
 
 has_suite() { [[ " $SUITES " == *" $1 "* ]]; }
 
@@ -113,13 +111,7 @@ install_tools() {
         command -v haproxy >/dev/null || missing+=(haproxy)
         command -v openssl >/dev/null || missing+=(openssl)
     fi
-    ((${#missing[@]})) || return 0
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! as_root apt-get install -y --no-install-recommends "${missing[@]}" >&2; then
-        as_root apt-get update >&2
-        as_root apt-get install -y --no-install-recommends "${missing[@]}" >&2
-    fi
+    apt_install "${missing[@]}"
 }
 
 build_tollgate() {
@@ -137,37 +129,12 @@ build_tollgate() {
 # ---------------------------------------------------------------------------------------------
 # Processes: everything started is registered and torn down on exit.
 
-TMP=""
-cleanup() {
-    local status=$? name
-    trap - EXIT INT TERM
-    ((status == 0)) || log "failed (status $status, line ${BASH_LINENO[0]:-?})"
-    for name in "${!PID[@]}"; do stop_bg "$name"; done
-    if [[ -n $TMP && -d $TMP ]]; then
-        if ((KEEP_TMP)); then log "kept $TMP"; else rm -rf "$TMP"; fi
-    fi
-    exit "$status"
-}
-
 # start_bg NAME CPU COMMAND... : runs COMMAND pinned to CPU, output appended to $TMP/NAME.out.
 start_bg() {
     local name=$1 cpu=$2
     shift 2
     taskset -c "$cpu" "$@" >>"$TMP/$name.out" 2>&1 &
     PID[$name]=$!
-}
-
-stop_bg() {
-    local name=$1 pid=${PID[$1]:-} i
-    [[ -n $pid ]] || return 0
-    unset "PID[$name]"
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
 }
 
 # wait_http NAME PORT [PATH] [STATUS]: until GET PATH (/) answers STATUS (200); the process
@@ -184,8 +151,6 @@ wait_http() {
     cat "$TMP/$name.out" >&2
     die "$name did not answer $status to GET $path on port $port"
 }
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # render TEMPLATE OUT [KEY=VALUE...]: substitutes @TMP@, the ports and every @KEY@ given.
 render() {
