@@ -325,21 +325,26 @@ async fn watch_certificate(
 ) {
     let files = resolver.files().clone();
     let Some(mut watch) = watch else { return };
-    let digests =
-        |f: &crate::config::TlsFiles| (crate::watch::digest(&f.cert), crate::watch::digest(&f.key));
-    let mut current = digests(&files);
+    let digests = |f: &crate::config::TlsFiles| {
+        (
+            crate::watch::file_digest(&f.cert),
+            crate::watch::file_digest(&f.key),
+        )
+    };
+    // The pair last tried, loaded or refused: a bad pair is reported once, not on every event.
+    let mut seen = digests(&files);
     loop {
         tokio::select! {
             changed = watch.changed() => if !changed { return },
             () = stop.cancelled() => return,
         }
         let now = digests(&files);
-        if now == current {
+        if now == seen {
             continue;
         }
+        seen = now;
         match resolver.reload() {
             Ok(()) => {
-                current = now;
                 tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
             }
             Err(error) => {

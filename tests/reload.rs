@@ -17,6 +17,16 @@ fn anonymous_route(backend: &Backend, prefix: &str) -> String {
     )
 }
 
+/// How long a test watches for reloads that should not happen: ten times the watcher's
+/// debounce, and the file is read after every reload.
+const SETTLE: Duration = Duration::from_millis(1_500);
+
+/// `(success, error)` reload counts once `SETTLE` has passed with nothing else written.
+async fn settled(proxy: &TestProxy) -> (u64, u64) {
+    tokio::time::sleep(SETTLE).await;
+    (proxy.reloads("success"), proxy.reloads("error"))
+}
+
 #[tokio::test]
 async fn a_valid_file_change_takes_effect() {
     let backend = Backend::start().await;
@@ -30,8 +40,44 @@ async fn a_valid_file_change_takes_effect() {
     })
     .await;
     assert_eq!(proxy.get("/a").await.status, 403);
-    assert_eq!(proxy.reloads("success"), 1);
-    assert_eq!(proxy.reloads("error"), 0);
+    assert_eq!(settled(&proxy).await, (1, 0), "one reload for one change");
+}
+
+#[tokio::test]
+async fn a_plain_file_reloads_once_per_change_whatever_is_written() {
+    let backend = Backend::start().await;
+    let proxy = TestProxy::start(&anonymous_route(&backend, "/a")).await;
+
+    // Written in place (same inode): applied once.
+    proxy.write_config_in_place(&anonymous_route(&backend, "/b"));
+    support::eventually("the edited file applies", || async {
+        proxy.get("/b").await.status == 200
+    })
+    .await;
+    assert_eq!(settled(&proxy).await, (1, 0));
+
+    // A touch changes no byte: no reload.
+    proxy.touch_config();
+    assert_eq!(settled(&proxy).await, (1, 0));
+
+    // An invalid edit is refused once, not on every event in the directory.
+    proxy.write_config_in_place("[[routes]]\nprefix = \"/c\"\nmethods = [\"GTE\"]\n");
+    support::eventually("the bad file is counted", || async {
+        proxy.reloads("error") == 1
+    })
+    .await;
+    assert_eq!(settled(&proxy).await, (1, 1));
+    assert_eq!(
+        proxy.get("/b").await.status,
+        200,
+        "the running configuration stays"
+    );
+
+    // A touch of the invalid file does not report it again; SIGHUP (a forced reload) does.
+    proxy.touch_config();
+    assert_eq!(settled(&proxy).await, (1, 1));
+    assert!(proxy.app.reload().is_err());
+    assert_eq!(proxy.reloads("error"), 2);
 }
 
 #[tokio::test]
@@ -49,7 +95,11 @@ async fn an_invalid_file_is_refused_counted_and_changes_nothing() {
         "the running configuration stays"
     );
     assert_eq!(proxy.get("/b").await.status, 403);
-    assert_eq!(proxy.reloads("success"), 0);
+    assert_eq!(
+        settled(&proxy).await,
+        (0, 1),
+        "refused once, not on every wake-up"
+    );
 
     // Fixing the file is a change like any other.
     proxy.write_config(&anonymous_route(&backend, "/b"));
@@ -57,7 +107,7 @@ async fn an_invalid_file_is_refused_counted_and_changes_nothing() {
         proxy.get("/b").await.status == 200
     })
     .await;
-    assert_eq!(proxy.reloads("success"), 1);
+    assert_eq!(settled(&proxy).await, (1, 1));
 }
 
 #[tokio::test]
@@ -95,6 +145,7 @@ async fn a_kubernetes_configmap_symlink_swap_is_seen() {
     })
     .await;
     assert_eq!(proxy.get("/a").await.status, 403);
+    assert_eq!(settled(&proxy).await, (1, 0));
 }
 
 #[tokio::test]

@@ -516,10 +516,21 @@ pub struct Loaded {
 
 /// Reads, expands and validates the file at `path`.
 pub fn load(path: &Path, env: Lookup<'_>) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+    load_bytes(std::fs::read(path), path, env)
+}
+
+/// [`load`] on bytes already read from `path` (or the error reading them).
+pub fn load_bytes(
+    bytes: std::io::Result<Vec<u8>>,
+    path: &Path,
+    env: Lookup<'_>,
+) -> Result<Loaded, ConfigError> {
+    let read_error = |source| ConfigError::Read {
         file: path.to_path_buf(),
-        source: e,
-    })?;
+        source,
+    };
+    let text = String::from_utf8(bytes.map_err(read_error)?)
+        .map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     parse(&text, path, env)
 }
 

@@ -36,8 +36,10 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     /// Where new issuers' key refresh tasks run.
     tasks: (TaskTracker, CancellationToken),
-    /// Digest of the file last applied, so a touch without a change is not a reload.
-    applied: Mutex<Option<[u8; 32]>>,
+    /// Digest of the content last read, applied or refused: a wake-up that finds the same
+    /// bytes (a touch, an event that changed nothing) does nothing, and an invalid file is
+    /// reported once, not again on every event in its directory.
+    seen: Mutex<Option<[u8; 32]>>,
 }
 
 /// What a reload did.
@@ -58,46 +60,45 @@ impl Reloader {
         metrics: Arc<Metrics>,
         tasks: (TaskTracker, CancellationToken),
     ) -> Self {
-        let applied = Mutex::new(watch::digest(&path));
+        let seen = Mutex::new(std::fs::read(&path).ok().map(|b| watch::digest(&b)));
         Reloader {
             path,
             env,
             live,
             metrics,
             tasks,
-            applied,
+            seen,
         }
     }
 
-    /// Reloads the file. Unless `force`d (SIGHUP), an unchanged file is left alone.
-    /// Concurrent calls are serialised, so two snapshots are never built at once.
+    /// Reloads the file. Unless `force`d (SIGHUP), content already read (applied or refused)
+    /// is left alone. Concurrent calls are serialised, so two snapshots are never built at once.
     pub fn reload(&self, force: bool) -> Result<Reloaded, ReloadError> {
-        let mut applied = self.applied.lock();
-        let digest = watch::digest(&self.path);
-        if !force && digest.is_some() && digest == *applied {
+        let mut seen = self.seen.lock();
+        // One read: the digest is of the bytes that are parsed, even if the file changes again.
+        let bytes = std::fs::read(&self.path);
+        let digest = bytes.as_deref().ok().map(watch::digest);
+        if !force && digest.is_some() && digest == *seen {
             return Ok(Reloaded::Unchanged);
         }
-        let result = self.apply();
+        *seen = digest;
+        let result = self.apply(bytes);
         let label = if result.is_ok() { "success" } else { "error" };
         self.metrics
             .config_reloads
             .with_label_values(&[label])
             .inc();
         match &result {
-            Ok(()) => {
-                *applied = digest;
-                tracing::info!(file = %self.path.display(), "configuration reloaded");
-            }
+            Ok(()) => tracing::info!(file = %self.path.display(), "configuration reloaded"),
             Err(error) => {
-                // The digest stays at the running file's: fixing the file back is a change.
                 tracing::error!(file = %self.path.display(), %error, "configuration reload refused; the running configuration stays");
             }
         }
         result.map(|()| Reloaded::Applied)
     }
 
-    fn apply(&self) -> Result<(), ReloadError> {
-        let loaded = super::load(&self.path, &*self.env)?;
+    fn apply(&self, bytes: std::io::Result<Vec<u8>>) -> Result<(), ReloadError> {
+        let loaded = super::load_bytes(bytes, &self.path, &*self.env)?;
         for warning in &loaded.warnings {
             tracing::warn!(%warning, "configuration warning");
         }

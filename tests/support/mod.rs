@@ -138,6 +138,21 @@ impl TestProxy {
         std::fs::rename(&tmp, &self.config_path).expect("replace configuration");
     }
 
+    /// Rewrites the configuration file in place (truncate and write, as `echo >` and most
+    /// editors' "write in place" do), keeping its inode.
+    pub fn write_config_in_place(&self, toml: &str) {
+        std::fs::write(&self.config_path, toml).expect("write configuration in place");
+    }
+
+    /// Sets the configuration file's modification time to now without changing its bytes.
+    pub fn touch_config(&self) {
+        std::fs::File::options()
+            .append(true)
+            .open(&self.config_path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .expect("touch configuration");
+    }
+
     /// The metric families.
     pub fn metrics(&self) -> &Metrics {
         self.app.metrics()
