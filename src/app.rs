@@ -105,7 +105,8 @@ impl App {
             tasks: Some((&life.tracker, &background)),
             tokens: tokens.clone(),
         };
-        let live = Live::new(Snapshot::build(loaded.config, None, &cx)?);
+        let Prepared { snapshot, tls } = prepare(loaded.config, &cx)?;
+        let live = Live::new(snapshot);
         let health = Arc::new(Health::default());
         let reloader = Arc::new(Reloader::new(
             options.config_path.clone(),
@@ -121,7 +122,7 @@ impl App {
             Some(server) => {
                 let listener = bind("inbound", server.listen).await?;
                 let addr = local_addr(&listener, server.listen);
-                start_inbound(listener, &config, &live, &metrics, &life, &background)?;
+                start_inbound(listener, &config, tls, &live, &metrics, &life, &background);
                 Some(addr)
             }
             None => None,
@@ -240,6 +241,53 @@ impl App {
     }
 }
 
+/// What `run` builds from a valid configuration before it binds anything.
+struct Prepared {
+    /// The first snapshot: credentials have read the variables and files they name, and every
+    /// CA file is parsed.
+    snapshot: Snapshot,
+    /// The inbound certificate, loaded and accepted by rustls.
+    tls: Option<(Arc<CertResolver>, TlsAcceptor)>,
+}
+
+/// Every step of start-up that can fail before a listener is bound. [`preflight`] runs the
+/// same function, so `tollgate check` fails exactly when `tollgate run` would fail here.
+fn prepare(config: Config, cx: &BuildContext<'_>) -> Result<Prepared, StartError> {
+    let tls = match config.server.as_ref().and_then(|s| s.tls.as_ref()) {
+        None => None,
+        Some(files) => {
+            let resolver = CertResolver::load(files.clone()).map_err(StartError::Tls)?;
+            let acceptor =
+                TlsAcceptor::from(Arc::new(resolver.server_config().map_err(StartError::Tls)?));
+            Some((resolver, acceptor))
+        }
+    };
+    let snapshot = Snapshot::build(config, None, cx)?;
+    Ok(Prepared { snapshot, tls })
+}
+
+/// What `tollgate check` runs after validation: every start-up step of [`App::start`] that
+/// does not bind a listener, start a task or call the network. `env` is what `run` would
+/// expand and read credentials from.
+pub fn preflight(config: Config, env: SharedEnv) -> Result<(), StartError> {
+    let metrics = Arc::new(Metrics::new());
+    // Never run: it only carries `env` to the credentials, as at start.
+    let tokens = config.egress.is_some().then(|| {
+        TokenCache::new(
+            env,
+            metrics.clone(),
+            tokio_util::task::TaskTracker::new(),
+            CancellationToken::new(),
+        )
+    });
+    let cx = BuildContext {
+        metrics: &metrics,
+        tasks: None,
+        tokens,
+    };
+    prepare(config, &cx).map(drop)
+}
+
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
@@ -257,30 +305,26 @@ fn local_addr(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {
 fn start_inbound(
     listener: TcpListener,
     config: &Config,
+    tls: Option<(Arc<CertResolver>, TlsAcceptor)>,
     live: &Live,
     metrics: &Arc<Metrics>,
     life: &Lifecycle,
     background: &CancellationToken,
-) -> Result<(), StartError> {
+) {
     let server = config
         .server
         .as_ref()
         .expect("start_inbound is called with a [server]");
-    let tls = match &server.tls {
-        None => None,
-        Some(files) => {
-            let resolver = CertResolver::load(files.clone()).map_err(StartError::Tls)?;
-            let acceptor =
-                TlsAcceptor::from(Arc::new(resolver.server_config().map_err(StartError::Tls)?));
-            // Watch before returning, so no change made after start is missed.
-            let watch = FileWatch::new(&[&files.cert, &files.key])
-                .inspect_err(|error| tracing::warn!(%error, "cannot watch the TLS files; the certificate will not be reloaded"))
-                .ok();
-            life.tracker
-                .spawn(watch_certificate(resolver, watch, background.clone()));
-            Some(acceptor)
-        }
-    };
+    let tls = tls.map(|(resolver, acceptor)| {
+        let files = resolver.files().clone();
+        // Watch before returning, so no change made after start is missed.
+        let watch = FileWatch::new(&[&files.cert, &files.key])
+            .inspect_err(|error| tracing::warn!(%error, "cannot watch the TLS files; the certificate will not be reloaded"))
+            .ok();
+        life.tracker
+            .spawn(watch_certificate(resolver, watch, background.clone()));
+        acceptor
+    });
     let limits = Limits {
         max_connections: server.max_connections,
         header_read_timeout: server.header_read_timeout,
@@ -314,7 +358,6 @@ fn start_inbound(
         make,
         life.clone(),
     ));
-    Ok(())
 }
 
 /// Reloads the TLS certificate when its files change; a bad new pair keeps the old one.

@@ -130,7 +130,7 @@ fn every_shipped_config_checks() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let (text, code) = tollgate::cli::check::report(&path, &|_| None);
+            let (text, code) = tollgate::cli::check::report(&path, std::sync::Arc::new(|_| None));
             assert_eq!(code, std::process::ExitCode::SUCCESS, "{text}");
             checked += 1;
         }
@@ -680,4 +680,321 @@ fn readme_configurations_check() {
         checked += 1;
     }
     assert!(checked >= 5, "only {checked} whole configurations found");
+}
+
+/// `tollgate check` fails exactly when `tollgate run`, with the same file and environment,
+/// fails before binding its listeners: both run the same start-up steps.
+mod check_predicts_run {
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::process::ExitCode;
+    use std::sync::Arc;
+
+    use tollgate::app::{App, StartOptions};
+    use tollgate::config::reload::SharedEnv;
+
+    use super::support::tls::TestCa;
+
+    const LISTENERS: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:1\"\n";
+    const ROUTE: &str = "[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n";
+
+    fn egress(credential: &str) -> String {
+        format!(
+            "[egress]\nlisten = \"127.0.0.1:0\"\n[[egress.targets]]\nname = \"graph\"\nurl = \"https://graph.microsoft.com\"\nscope = \"https://graph.microsoft.com/.default\"\ncredential = \"c\"\n[credentials.c]\n{credential}"
+        )
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> SharedEnv {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Arc::new(move |name: &str| map.get(name).cloned())
+    }
+
+    /// Whether `tollgate run` gets as far as serving: load, then start in-process.
+    async fn run_starts(path: &Path, env: SharedEnv) -> Result<(), String> {
+        let loaded = tollgate::config::load(path, &*env).map_err(|e| e.to_string())?;
+        let options = StartOptions {
+            config_path: path.to_path_buf(),
+            env,
+            watch_config: false,
+        };
+        let app = App::start(loaded, options)
+            .await
+            .map_err(|e| e.to_string())?;
+        app.shutdown_within(std::time::Duration::ZERO).await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn for_a_table_of_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let ca = TestCa::new();
+        let (cert, key) = ca.issue(&["localhost"]);
+        let (other_cert, _) = ca.issue(&["localhost"]);
+        let cert = file("cert.pem", &cert);
+        let other_cert = file("other.pem", &other_cert);
+        let key = file("key.pem", &key);
+        let not_pem = file("not.pem", "this is not PEM\n");
+        let ca_pem = file("ca.pem", &ca.pem());
+        let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let rsa_cert = rcgen::CertificateParams::new(vec!["tollgate-client".to_owned()])
+            .unwrap()
+            .self_signed(&rsa)
+            .unwrap();
+        let client_pem = file(
+            "client.pem",
+            &format!("{}{}", rsa_cert.pem(), rsa.serialize_pem()),
+        );
+        let missing = dir.path().join("missing.pem").display().to_string();
+        let tls = |c: &str, k: &str| format!("[server.tls]\ncert = \"{c}\"\nkey = \"{k}\"\n");
+        let wi = "kind = \"workload_identity\"\n";
+        let wi_env = [
+            ("AZURE_TENANT_ID", "11111111-1111-1111-1111-111111111111"),
+            ("AZURE_CLIENT_ID", "22222222-2222-2222-2222-222222222222"),
+            (
+                "AZURE_FEDERATED_TOKEN_FILE",
+                "/var/run/secrets/azure/tokens/azure-identity-token",
+            ),
+        ];
+        let secret = "kind = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"c\"\nsecret_env = \"APP_SECRET\"\n";
+        let certificate = |pem: &str| {
+            format!(
+                "kind = \"client_certificate\"\ntenant_id = \"t\"\nclient_id = \"c\"\ncertificate = \"{pem}\"\n"
+            )
+        };
+        let issuer = |extra: &str| {
+            format!(
+                "[[issuers]]\nname = \"i\"\nissuer = \"https://issuer.example\"\njwks_uri = \"https://issuer.example/keys\"\naudiences = [\"api://x\"]\n{extra}"
+            )
+        };
+
+        // (what, the file after [admin], the environment, whether run starts)
+        let cases: Vec<(&str, String, Vec<(&str, &str)>, bool)> = vec![
+            ("a plain proxy", format!("{SERVER}{ROUTE}"), vec![], true),
+            (
+                "TLS files that exist",
+                format!("{SERVER}{}{ROUTE}", tls(&cert, &key)),
+                vec![],
+                true,
+            ),
+            (
+                "TLS files missing",
+                format!("{SERVER}{}{ROUTE}", tls(&missing, &key)),
+                vec![],
+                false,
+            ),
+            (
+                "a TLS key missing",
+                format!("{SERVER}{}{ROUTE}", tls(&cert, &missing)),
+                vec![],
+                false,
+            ),
+            (
+                "TLS files that are not PEM",
+                format!("{SERVER}{}{ROUTE}", tls(&not_pem, &not_pem)),
+                vec![],
+                false,
+            ),
+            (
+                "a TLS key of another certificate",
+                format!("{SERVER}{}{ROUTE}", tls(&other_cert, &key)),
+                vec![],
+                false,
+            ),
+            (
+                "an upstream ca_file",
+                format!("{SERVER}ca_file = \"{ca_pem}\"\n{ROUTE}"),
+                vec![],
+                true,
+            ),
+            (
+                "an upstream ca_file missing",
+                format!("{SERVER}ca_file = \"{missing}\"\n{ROUTE}"),
+                vec![],
+                false,
+            ),
+            (
+                "an upstream ca_file not PEM",
+                format!("{SERVER}ca_file = \"{not_pem}\"\n{ROUTE}"),
+                vec![],
+                false,
+            ),
+            (
+                "an issuer",
+                format!("{SERVER}{}{ROUTE}", issuer("")),
+                vec![],
+                true,
+            ),
+            (
+                "an issuer ca_file not PEM",
+                format!(
+                    "{SERVER}{}{ROUTE}",
+                    issuer(&format!("ca_file = \"{not_pem}\"\n"))
+                ),
+                vec![],
+                false,
+            ),
+            (
+                "workload identity with the webhook's variables",
+                egress(wi),
+                wi_env.to_vec(),
+                true,
+            ),
+            ("workload identity without them", egress(wi), vec![], false),
+            (
+                "workload identity without the token file variable",
+                egress(wi),
+                wi_env[..2].to_vec(),
+                false,
+            ),
+            (
+                "a client secret whose variable is set",
+                egress(secret),
+                vec![("APP_SECRET", "s3cret")],
+                true,
+            ),
+            (
+                "a client secret whose variable is unset",
+                egress(secret),
+                vec![],
+                false,
+            ),
+            (
+                "a client certificate",
+                egress(&certificate(&client_pem)),
+                vec![],
+                true,
+            ),
+            (
+                "a client certificate missing",
+                egress(&certificate(&missing)),
+                vec![],
+                false,
+            ),
+            (
+                "a client certificate without a key",
+                egress(&certificate(&ca_pem)),
+                vec![],
+                false,
+            ),
+            (
+                "a managed identity",
+                egress("kind = \"managed_identity\"\n"),
+                vec![],
+                true,
+            ),
+            (
+                "a target ca_file not PEM",
+                egress(wi).replace(
+                    "credential = \"c\"\n",
+                    &format!("credential = \"c\"\nca_file = \"{not_pem}\"\n"),
+                ),
+                wi_env.to_vec(),
+                false,
+            ),
+            (
+                "a ${VAR} that is unset",
+                format!("{SERVER}{ROUTE}").replace("127.0.0.1:1", "${UPSTREAM}"),
+                vec![],
+                false,
+            ),
+        ];
+        let mut disagreements = Vec::new();
+        for (i, (what, toml, vars, starts)) in cases.iter().enumerate() {
+            let path = dir.path().join(format!("case{i}.toml"));
+            std::fs::write(&path, format!("{LISTENERS}{toml}")).unwrap();
+            let (report, code) = tollgate::cli::check::report(&path, env(vars));
+            let run = run_starts(&path, env(vars)).await;
+            let checked = code == ExitCode::SUCCESS;
+            if checked != run.is_ok() || run.is_ok() != *starts {
+                disagreements.push(format!(
+                    "{what}: check {}, run {:?}, expected run to {}\n{report}",
+                    if checked { "ok" } else { "failed" },
+                    run,
+                    if *starts { "start" } else { "fail" },
+                ));
+            }
+        }
+        assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    }
+
+    /// The one thing `check` cannot know: whether the address is free where `run` runs.
+    /// It says so.
+    #[tokio::test]
+    async fn except_an_address_in_use_which_check_names() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            format!("{LISTENERS}{SERVER}{ROUTE}")
+                .replace("127.0.0.1:0\"\nupstream", &format!("{addr}\"\nupstream")),
+        )
+        .unwrap();
+        let (report, code) = tollgate::cli::check::report(&path, env(&[]));
+        assert_eq!(code, ExitCode::SUCCESS, "{report}");
+        assert!(
+            report.contains(&format!("listen addresses free on the host (run exits 1 if one is taken): 127.0.0.1:0, {addr}")),
+            "{report}"
+        );
+        let run = run_starts(&path, env(&[])).await;
+        assert!(run.unwrap_err().contains("binding the inbound listener"));
+    }
+}
+
+/// A start-up failure is printed once, with each cause once, and `check` prints the same.
+#[test]
+fn a_start_up_error_says_why_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let config = write(
+        dir.path(),
+        "t.toml",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[server]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:1\"\n[server.tls]\ncert = \"{0}\"\nkey = \"{0}\"\n[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n",
+            missing.display()
+        ),
+    );
+    let run = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("reading {}", missing.display())),
+        "{stderr}"
+    );
+
+    let check = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(
+        stdout.matches("No such file or directory").count(),
+        1,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("valid, but tollgate run would not start"),
+        "{stdout}"
+    );
 }

@@ -4,21 +4,33 @@ use std::fmt::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::config::reload::SharedEnv;
 use crate::config::{
     self, Config, ConfigError, CredentialKind, KeySource, Loaded, Mode, PathMatch, Route,
 };
 
 /// Runs `tollgate check` on `path`, printing the report.
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    let (text, code) = report(path, &config::process_env);
+    let (text, code) = report(path, super::process_env());
     print!("{text}");
     Ok(code)
 }
 
-/// What `tollgate check` prints for `path`, and its exit code.
-pub fn report(path: &Path, env: config::Lookup<'_>) -> (String, ExitCode) {
-    match config::load(path, env) {
-        Ok(loaded) => (summary(&loaded), ExitCode::SUCCESS),
+/// What `tollgate check` prints for `path`, and its exit code: 0 exactly when `tollgate run`
+/// with the same environment would get as far as binding its listeners.
+pub fn report(path: &Path, env: SharedEnv) -> (String, ExitCode) {
+    match config::load(path, &*env) {
+        Ok(loaded) => match crate::app::preflight(loaded.config.clone(), env) {
+            Ok(()) => (summary(&loaded), ExitCode::SUCCESS),
+            Err(error) => (
+                format!(
+                    "error: {}\n{}: valid, but tollgate run would not start\n",
+                    crate::cli::describe(&error),
+                    path.display()
+                ),
+                ExitCode::FAILURE,
+            ),
+        },
         Err(ConfigError::Invalid(list)) => {
             let mut out = String::new();
             for d in &list {
@@ -27,7 +39,10 @@ pub fn report(path: &Path, env: config::Lookup<'_>) -> (String, ExitCode) {
             let _ = writeln!(out, "{}: {} error(s)", path.display(), list.len());
             (out, ExitCode::FAILURE)
         }
-        Err(e) => (format!("error: {e}\n"), ExitCode::FAILURE),
+        Err(e) => (
+            format!("error: {}\n", crate::cli::describe(&e)),
+            ExitCode::FAILURE,
+        ),
     }
 }
 
@@ -112,6 +127,7 @@ pub fn summary(loaded: &Loaded) -> String {
             "note: managed_identity detects its source (App Service, Arc, IMDS, ...) from the environment at run time"
         );
     }
+    not_checked(&mut out, c);
     if !loaded.warnings.is_empty() {
         let _ = writeln!(out, "warnings:");
         for w in &loaded.warnings {
@@ -119,6 +135,35 @@ pub fn summary(loaded: &Loaded) -> String {
         }
     }
     out
+}
+
+/// What `run` finds out only once it runs, and `check` therefore cannot promise: whether the
+/// addresses are free on the host it runs on, and what the network answers.
+fn not_checked(out: &mut String, c: &Config) {
+    let _ = writeln!(out, "not checked here:");
+    let mut addrs = vec![c.admin.listen.to_string()];
+    addrs.extend(c.server.as_ref().map(|s| s.listen.to_string()));
+    addrs.extend(c.egress.as_ref().map(|e| e.listen.to_string()));
+    let _ = writeln!(
+        out,
+        "  listen addresses free on the host (run exits 1 if one is taken): {}",
+        addrs.join(", ")
+    );
+    if !c.issuers.is_empty() {
+        let names: Vec<&str> = c.issuers.iter().map(|i| i.name.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "  issuer keys, fetched once running (/readyz waits for them): {}",
+            names.join(", ")
+        );
+    }
+    if let Some(target) = c.egress.as_ref().and_then(|e| e.targets.first()) {
+        let _ = writeln!(
+            out,
+            "  egress tokens, asked for on first use (`tollgate token --target {}` asks once)",
+            target.name
+        );
+    }
 }
 
 fn listeners(out: &mut String, c: &Config) {

@@ -76,10 +76,27 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("tollgate: {error:#}");
+            eprintln!("tollgate: {}", describe(&*error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, `outer: inner: ...`, each cause once. Most of
+/// tollgate's errors already end with their cause's text, so that a log line holding only
+/// the error says why; a cause whose text is already there is not repeated.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = e.source();
+    }
+    text
 }
 
 /// The process environment, shareable with the application.
