@@ -705,6 +705,9 @@ mod check_predicts_run {
         )
     }
 
+    /// What, the file after `[admin]`, the environment, whether run starts.
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, bool);
+
     fn env(pairs: &[(&str, &str)]) -> SharedEnv {
         let map: HashMap<String, String> = pairs
             .iter()
@@ -777,7 +780,7 @@ mod check_predicts_run {
         };
 
         // (what, the file after [admin], the environment, whether run starts)
-        let cases: Vec<(&str, String, Vec<(&str, &str)>, bool)> = vec![
+        let cases: Vec<Case> = vec![
             ("a plain proxy", format!("{SERVER}{ROUTE}"), vec![], true),
             (
                 "TLS files that exist",
