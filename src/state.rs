@@ -162,6 +162,11 @@ impl Snapshot {
             )?),
             _ => None,
         };
+        // Built whole: only now may the key set series change (a refused reload leaves them).
+        let old = previous
+            .and_then(|p| p.inbound.as_ref())
+            .map(|i| &i.issuers);
+        key_series(inbound.as_ref().map(|i| &i.issuers), old, cx.metrics);
         Ok(Snapshot {
             config: Arc::new(config),
             inbound,
@@ -201,6 +206,19 @@ fn issuers(
         out.push(Issuer::new(issuer, keys));
     }
     Ok(Issuers::new(out))
+}
+
+/// Shows the series of every configured issuer's key set from the first scrape, and removes
+/// those of issuers no longer configured.
+fn key_series(issuers: Option<&Issuers>, previous: Option<&Issuers>, metrics: &Metrics) {
+    for issuer in issuers.into_iter().flat_map(|i| i.iter()) {
+        issuer.keys.show_series();
+    }
+    for gone in previous.into_iter().flat_map(|p| p.iter()) {
+        if !issuers.is_some_and(|now| now.iter().any(|i| i.name == gone.name)) {
+            let _ = metrics.jwks_keys.remove_label_values(&[&gone.name]);
+        }
+    }
 }
 
 /// The current snapshot, shared by every listener and swapped by reload.

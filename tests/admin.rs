@@ -81,3 +81,59 @@ async fn admin_refuses_other_methods_and_paths() {
     assert_eq!(get(proxy.admin, "/", &[]).await.status, 404);
     backend.assert_nothing_received();
 }
+
+/// Gauges of configured things are on the first scrape: an issuer whose keys were never
+/// fetched shows 0 keys (so `tollgate_jwks_keys == 0` can fire), and an issuer removed by a
+/// reload leaves no stale series.
+#[tokio::test]
+async fn issuer_series_exist_from_the_first_scrape_and_leave_with_the_issuer() {
+    let backend = Backend::start().await;
+    // Keys from a port nothing listens on: never fetched.
+    let issuer = |name: &str| {
+        format!(
+            "[[issuers]]\nname = \"{name}\"\nissuer = \"https://{name}.example\"\njwks_uri = \"http://127.0.0.1:1/keys\"\naudiences = [\"api://x\"]\n"
+        )
+    };
+    let route = "[[routes]]\nprefix = \"/\"\n";
+    let base = server(backend.addr(), "");
+    let proxy = TestProxy::start(&format!(
+        "{base}{}{}{route}",
+        issuer("down"),
+        issuer("other")
+    ))
+    .await;
+    let text = proxy.admin_get("/metrics").await.text();
+    for line in [
+        "tollgate_jwks_keys{issuer=\"down\"} 0",
+        "tollgate_jwks_keys{issuer=\"other\"} 0",
+        "tollgate_jwks_refresh_total{issuer=\"down\",result=\"success\"} 0",
+        "tollgate_ready 0",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    for family in [
+        "tollgate_auth_failures_total",
+        "tollgate_egress_token_expiry_timestamp_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family}:\n{text}"
+        );
+    }
+
+    proxy.write_config(&format!("{base}{}{route}", issuer("down")));
+    support::eventually("the reload applies", || async {
+        proxy.reloads("success") == 1
+    })
+    .await;
+    let text = proxy.admin_get("/metrics").await.text();
+    assert!(
+        text.contains("tollgate_jwks_keys{issuer=\"down\"} 0"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("tollgate_jwks_keys{issuer=\"other\"}"),
+        "{text}"
+    );
+    backend.assert_nothing_received();
+}

@@ -143,12 +143,13 @@ pub struct KeySet {
 impl KeySet {
     /// A key set for `issuer`, empty until the first fetch.
     pub fn new(issuer: &config::Issuer, metrics: Arc<Metrics>) -> Result<Arc<KeySet>, FetchError> {
+        let client = fetch::client(issuer.ca_file.as_deref())?;
         Ok(Arc::new(KeySet {
             name: issuer.name.clone(),
             source: issuer.keys.clone(),
             algorithms: issuer.algorithms.clone(),
             refresh_every: issuer.jwks_refresh,
-            client: fetch::client(issuer.ca_file.as_deref())?,
+            client,
             current: ArcSwap::from_pointee(Keys::empty()),
             refetch: tokio::sync::Mutex::new(None),
             metrics,
@@ -186,6 +187,21 @@ impl KeySet {
     /// count, so the request path pays no shared-counter traffic for it.
     pub fn keys(&self) -> arc_swap::Guard<Arc<Keys>> {
         self.current.load()
+    }
+
+    /// Puts this issuer's series on `/metrics` now, before any fetch: `tollgate_jwks_keys`
+    /// with the keys held (0 until the first fetch, so that an alert on no keys fires for keys
+    /// never fetched) and both results of `tollgate_jwks_refresh_total`.
+    pub fn show_series(&self) {
+        self.metrics
+            .jwks_keys
+            .with_label_values(&[&self.name])
+            .set(self.keys().len() as i64);
+        for result in ["success", "error"] {
+            self.metrics
+                .jwks_refresh
+                .with_label_values(&[&self.name, result]);
+        }
     }
 
     /// True once keys were fetched at least once.
@@ -281,9 +297,10 @@ impl KeySet {
 }
 
 impl Drop for KeySet {
+    /// Ends the refresh task. The issuer's series stay: a key set replaced on reload is
+    /// dropped after its successor showed them (`Snapshot::build` removes a removed issuer's).
     fn drop(&mut self) {
         self.retired.cancel();
-        let _ = self.metrics.jwks_keys.remove_label_values(&[&self.name]);
     }
 }
 

@@ -1,4 +1,6 @@
-//! Every `tollgate_*` metric family, registered once on an owned registry.
+//! Every `tollgate_*` metric family, registered once on an owned registry, and on `/metrics`
+//! with its `# HELP` and `# TYPE` from the first scrape, series or not: a rule over a family
+//! that is not there yet (`tollgate_jwks_keys == 0` before any key was fetched) never fires.
 //!
 //! Label values come from enums (`as_str()`) or from names in the configuration, never from
 //! a request: a raw path as a label would let any client grow the registry without bound.
@@ -6,6 +8,8 @@
 use std::sync::OnceLock;
 
 use http::StatusCode;
+use prometheus::core::Collector;
+use prometheus::proto::MetricFamily;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -61,7 +65,9 @@ const LATENCY_BUCKETS: [f64; 15] = [
 /// The metric families. Cheap to clone handles live inside; share it as `Arc<Metrics>`.
 #[derive(Clone)]
 pub struct Metrics {
-    registry: Registry,
+    /// Every family, in registration order. The registry's own `gather` leaves out families
+    /// without a series, so `/metrics` is gathered from these instead.
+    families: std::sync::Arc<[Box<dyn Collector>]>,
     /// `tollgate_requests_total{route, decision, status}`: inbound requests answered.
     pub requests: IntCounterVec,
     /// `tollgate_request_duration_seconds{route}`: inbound time to response head.
@@ -93,23 +99,27 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates every family on a fresh registry.
+    /// Creates every family.
     pub fn new() -> Self {
+        // The registry only checks the definitions: unique names, valid labels.
         let registry = Registry::new();
+        let families = std::cell::RefCell::new(Vec::<Box<dyn Collector>>::new());
+        let register = |c: &dyn CloneCollector| {
+            registry
+                .register(c.boxed())
+                .expect("metric registered once");
+            families.borrow_mut().push(c.boxed());
+        };
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels)
                 .expect("static metric definition");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("metric registered once");
+            register(&c);
             c
         };
         let histogram = |name: &str, help: &str, labels: &[&str]| {
             let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
             let h = HistogramVec::new(opts, labels).expect("static metric definition");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("metric registered once");
+            register(&h);
             h
         };
         let requests = counter(
@@ -130,9 +140,7 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
         )
         .expect("static metric definition");
-        registry
-            .register(Box::new(upstream_duration.clone()))
-            .expect("metric registered once");
+        register(&upstream_duration);
         let auth_failures = counter(
             "tollgate_auth_failures_total",
             "Requests whose token was missing or invalid, or failed a route requirement, by reason.",
@@ -148,9 +156,7 @@ impl Metrics {
             &["issuer"],
         )
         .expect("static metric definition");
-        registry
-            .register(Box::new(jwks_keys.clone()))
-            .expect("metric registered once");
+        register(&jwks_keys);
         let identity_headers_dropped = counter(
             "tollgate_identity_headers_dropped_total",
             "Identity headers left out because their value exceeded the size limit, by header.",
@@ -179,9 +185,7 @@ impl Metrics {
             &["credential", "scope"],
         )
         .expect("static metric definition");
-        registry
-            .register(Box::new(egress_token_expiry.clone()))
-            .expect("metric registered once");
+        register(&egress_token_expiry);
         let config_reloads = counter(
             "tollgate_config_reloads_total",
             "Configuration reloads, by result (success, error).",
@@ -195,21 +199,17 @@ impl Metrics {
             &["listener"],
         )
         .expect("static metric definition");
-        registry
-            .register(Box::new(open_connections.clone()))
-            .expect("metric registered once");
+        register(&open_connections);
         let ready = IntGauge::new("tollgate_ready", "1 when /readyz answers 200, else 0.")
             .expect("static metric definition");
-        registry
-            .register(Box::new(ready.clone()))
-            .expect("metric registered once");
-        // Families with labels appear on /metrics once a series exists; the result labels of
-        // reloads are known in advance, so show them at zero from the start.
+        register(&ready);
+        // Series whose labels are known in advance start at zero, so that `increase()` sees
+        // the first one. Per-issuer series start when the issuer's key set is built.
         for result in ["success", "error"] {
             config_reloads.with_label_values(&[result]);
         }
         Metrics {
-            registry,
+            families: families.into_inner().into(),
             requests,
             request_duration,
             upstream_duration,
@@ -227,13 +227,54 @@ impl Metrics {
         }
     }
 
-    /// The registry in the Prometheus text exposition format.
+    /// Every family in the Prometheus text exposition format, sorted by name, its series
+    /// sorted by label values. A family without series yet is its `# HELP` and `# TYPE` lines.
     pub fn encode(&self) -> String {
+        let mut families: Vec<MetricFamily> =
+            self.families.iter().flat_map(|c| c.collect()).collect();
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();
-        // Encoding into a Vec cannot fail for well-formed families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        for mut family in families {
+            if family.get_metric().is_empty() {
+                // The encoder refuses an empty family; its header is two fixed lines.
+                header(&mut out, &family);
+                continue;
+            }
+            family.mut_metric().sort_by(|a, b| {
+                let values = |m: &prometheus::proto::Metric| {
+                    m.get_label()
+                        .iter()
+                        .map(|l| l.value().to_owned())
+                        .collect::<Vec<_>>()
+                };
+                values(a).cmp(&values(b))
+            });
+            // Encoding into a Vec cannot fail for a family with a name and a series.
+            let _ = TextEncoder::new().encode(std::slice::from_ref(&family), &mut out);
+        }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// A family handle that can be registered and also kept: the handles share their series.
+trait CloneCollector {
+    fn boxed(&self) -> Box<dyn Collector>;
+}
+
+impl<C: Collector + Clone + 'static> CloneCollector for C {
+    fn boxed(&self) -> Box<dyn Collector> {
+        Box::new(self.clone())
+    }
+}
+
+/// `# HELP` and `# TYPE` of a family, as the text encoder writes them. The help texts are
+/// this file's constants; escaped anyway, as the format asks (`\\` and `\n`).
+fn header(out: &mut Vec<u8>, family: &MetricFamily) {
+    use std::io::Write;
+    let help = family.help().replace('\\', "\\\\").replace('\n', "\\n");
+    let kind = format!("{:?}", family.get_field_type()).to_lowercase();
+    let name = family.name();
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 impl Default for Metrics {
@@ -266,36 +307,54 @@ mod tests {
         }
     }
 
+    /// Every family, with its type, as `/metrics` shows it before anything happened.
+    const FAMILIES: [(&str, &str); 14] = [
+        ("tollgate_auth_failures_total", "counter"),
+        ("tollgate_config_reloads_total", "counter"),
+        ("tollgate_egress_request_duration_seconds", "histogram"),
+        ("tollgate_egress_requests_total", "counter"),
+        ("tollgate_egress_token_expiry_timestamp_seconds", "gauge"),
+        ("tollgate_egress_token_requests_total", "counter"),
+        ("tollgate_identity_headers_dropped_total", "counter"),
+        ("tollgate_jwks_keys", "gauge"),
+        ("tollgate_jwks_refresh_total", "counter"),
+        ("tollgate_open_connections", "gauge"),
+        ("tollgate_ready", "gauge"),
+        ("tollgate_request_duration_seconds", "histogram"),
+        ("tollgate_requests_total", "counter"),
+        ("tollgate_upstream_duration_seconds", "histogram"),
+    ];
+
     #[test]
-    fn contract_names_are_exposed() {
-        let m = Metrics::new();
-        m.requests.with_label_values(&["/", "allowed", "200"]).inc();
-        m.request_duration.with_label_values(&["/"]).observe(0.01);
-        m.upstream_duration.observe(0.01);
-        m.auth_failures.with_label_values(&["expired"]).inc();
-        m.jwks_refresh
-            .with_label_values(&["entra", "success"])
-            .inc();
-        m.jwks_keys.with_label_values(&["entra"]).set(2);
-        m.egress_token_requests
-            .with_label_values(&["mi", "success"])
-            .inc();
-        m.egress_token_expiry
-            .with_label_values(&["mi", "api://x/.default"])
-            .set(1.0);
-        let text = m.encode();
-        for name in [
-            "tollgate_requests_total",
-            "tollgate_auth_failures_total",
-            "tollgate_request_duration_seconds",
-            "tollgate_upstream_duration_seconds",
-            "tollgate_jwks_refresh_total",
-            "tollgate_jwks_keys",
-            "tollgate_egress_token_requests_total",
-            "tollgate_egress_token_expiry_timestamp_seconds",
-            "tollgate_config_reloads_total",
-        ] {
-            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+    fn every_family_is_on_the_first_scrape_with_help_and_type() {
+        let text = Metrics::new().encode();
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        let expected: Vec<String> = FAMILIES
+            .iter()
+            .map(|(name, kind)| format!("# TYPE {name} {kind}"))
+            .collect();
+        assert_eq!(types, expected, "in name order:\n{text}");
+        for (name, _) in FAMILIES {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_family_without_series_looks_as_with_one() {
+        let m = Metrics::new();
+        let empty = m.encode();
+        m.jwks_keys.with_label_values(&["entra"]).set(2);
+        let with = m.encode();
+        let header = |text: &str| {
+            text.lines()
+                .filter(|l| l.contains(" tollgate_jwks_keys "))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(header(&empty), header(&with));
+        assert!(
+            with.contains("tollgate_jwks_keys{issuer=\"entra\"} 2\n"),
+            "{with}"
+        );
     }
 }
