@@ -9,7 +9,8 @@
 4. The Container Apps YAML is walked against the azure-mgmt-appcontainers models: unknown
    keys, wrong types and missing required keys are errors.
 5. Every tollgate TOML embedded in a manifest passes `tollgate check`, run with exactly the
-   env the manifest gives the tollgate container (nothing from this machine).
+   env the manifest gives the tollgate container (nothing from this machine), plus, in a pod
+   labelled for Azure Workload Identity, the variables its webhook injects.
 6. The sidecar invariants tollgate's docs promise: the Service targets tollgate's inbound
    port, probes hit /healthz and /readyz on the admin port, the restrictive securityContext,
    workload identity wiring, grace period above shutdown_grace, config mounted as a
@@ -106,15 +107,47 @@ def tollgate_check(binary: pathlib.Path, where: str, toml_text: str, env: dict[s
     if r.returncode != 0:
         fail(where, "tollgate check failed:\n" + (r.stdout + r.stderr).replace(str(path), "<embedded>"))
         return False
-    warnings = [l for l in r.stdout.splitlines() if l.lower().startswith("warning")]
+    # `check` prints a "warnings:" heading, then one indented "warning: ..." line each.
+    warnings = [l.strip() for l in r.stdout.splitlines() if l.strip().lower().startswith("warning:")]
     for w in warnings:
-        print(f"note  {where}: tollgate check: {w}")
+        print(f"note  {where}: tollgate check: {w.replace(str(path), '<embedded>')}")
     ok(f"{where}: tollgate check (env: {', '.join(sorted(env)) or 'none'})")
     return True
 
 
 # ---------------------------------------------------------------------------------------
 # Kubernetes
+
+# What the Azure Workload Identity mutating admission webhook adds to every container (init
+# containers included) of a pod labelled azure.workload.identity/use: "true", except the
+# containers named in the pod annotation azure.workload.identity/skip-containers (";"
+# separated), and only where the container does not set the variable itself:
+#   https://azure.github.io/azure-workload-identity/docs/installation/mutating-admission-webhook.html
+# AZURE_CLIENT_ID comes from the ServiceAccount's azure.workload.identity/client-id annotation,
+# AZURE_TENANT_ID from its azure.workload.identity/tenant-id annotation or else the webhook's
+# own setting (the cluster's tenant; a stand-in here), AZURE_AUTHORITY_HOST from the webhook's
+# cloud (the public cloud's here). The token file is the path those docs give; it does not
+# exist on this machine (`tollgate check` does not open it today).
+WI_LABEL = "azure.workload.identity/use"
+WI_TOKEN_FILE = "/var/run/secrets/azure/tokens/azure-identity-token"
+WI_DEFAULT_TENANT = "22222222-2222-2222-2222-222222222222"
+WI_AUTHORITY_HOST = "https://login.microsoftonline.com/"
+
+
+def webhook_env(doc: dict, container: dict, account: dict | None) -> dict[str, str]:
+    """The env the workload identity webhook would inject into this container of this pod."""
+    if pod_labels(doc).get(WI_LABEL) != "true":
+        return {}
+    skip = {s.strip() for s in pod_annotations(doc).get("azure.workload.identity/skip-containers", "").split(";")}
+    if container.get("name") in skip:
+        return {}
+    ann = (account or {}).get("metadata", {}).get("annotations", {}) or {}
+    return {
+        "AZURE_CLIENT_ID": ann.get("azure.workload.identity/client-id", ""),
+        "AZURE_TENANT_ID": ann.get("azure.workload.identity/tenant-id", WI_DEFAULT_TENANT),
+        "AZURE_FEDERATED_TOKEN_FILE": WI_TOKEN_FILE,
+        "AZURE_AUTHORITY_HOST": WI_AUTHORITY_HOST,
+    }
 
 def k8s_schema(docs: list[tuple[pathlib.Path, dict]], versions: list[str]) -> None:
     import kubernetes_validate
@@ -253,7 +286,8 @@ def k8s_sidecars(docs: list[tuple[pathlib.Path, dict]], binary: pathlib.Path) ->
         if toml_text is None:
             fail(where, f"ConfigMap {cm_name} has no key {config_file}")
             continue
-        env = {e["name"]: str(e["value"]) for e in tg.get("env", []) or [] if "value" in e}
+        own = {e["name"]: str(e["value"]) for e in tg.get("env", []) or [] if "value" in e}
+        env = {**webhook_env(doc, tg, accounts.get(spec.get("serviceAccountName", "default"))), **own}
         if tollgate_check(binary, f"{rel(cm_path)} ConfigMap/{cm_name} as used by {where}", toml_text, env):
             checked_configs.add(cm_name)
         facts = config_facts(toml_text)
