@@ -4,6 +4,8 @@
 1. Every YAML file parses (yamllint runs separately, in the shell script).
 2. Kubernetes objects validate against the bundled Kubernetes OpenAPI schemas
    (kubernetes-validate, strict: unknown fields are errors) for each version in --k8s.
+   Kustomizations and kustomize Components: every file they list exists, the base sets a
+   namespace, and every object file under deploy/kubernetes is used by one of them.
 3. The ServiceMonitor validates against prometheus-operator's generated schema
    (npm @kubernetes-models/prometheus-operator, via ci/servicemonitor-validate.mjs).
 4. The Container Apps YAML is walked against the azure-mgmt-appcontainers models: unknown
@@ -157,12 +159,8 @@ def k8s_schema(docs: list[tuple[pathlib.Path, dict]], versions: list[str]) -> No
         kind = doc.get("kind")
         name = doc.get("metadata", {}).get("name", "?")
         where = f"{rel(path)} {kind}/{name}"
-        if kind == "Kustomization":
-            for res in doc.get("resources", []):
-                if not (path.parent / res).exists():
-                    fail(where, f"resource {res} does not exist")
-            ok(f"{where}: every resource exists (kustomize is not a Kubernetes API object)")
-            continue
+        if kind in ("Kustomization", "Component"):
+            continue  # kustomize, not a Kubernetes API object: checked by kustomizations()
         if kind == "ServiceMonitor":
             continue  # CRD: checked by service_monitors()
         for v in versions:
@@ -386,6 +384,51 @@ def k8s_sidecars(docs: list[tuple[pathlib.Path, dict]], binary: pathlib.Path) ->
 
 
 # ---------------------------------------------------------------------------------------
+# Kustomize
+
+KUSTOMIZE_API = {"Kustomization": "kustomize.config.k8s.io/v1beta1", "Component": "kustomize.config.k8s.io/v1alpha1"}
+K8S_DIR = ROOT / "deploy" / "kubernetes"
+# A file the base kustomization lists, and the documented alternative a reader swaps in for it.
+ALTERNATIVES = {"deployment-native-sidecar.yaml": "deployment-classic.yaml"}
+
+
+def kustomizations(docs: list[tuple[pathlib.Path, dict]]) -> None:
+    """Every file a kustomization or component lists exists; every object file is listed."""
+    used: set[pathlib.Path] = set()
+    for path, doc in docs:
+        kind = doc.get("kind")
+        if kind not in KUSTOMIZE_API:
+            continue
+        where = f"{rel(path)} {kind}"
+        bad = len(failures)
+        if doc.get("apiVersion") != KUSTOMIZE_API[kind]:
+            fail(where, f"apiVersion {doc.get('apiVersion')}: a kustomize {kind} is {KUSTOMIZE_API[kind]}")
+        for res in doc.get("resources", []) or []:
+            target = (path.parent / res).resolve()
+            if not target.exists():
+                fail(where, f"resource {res} does not exist")
+            elif target.is_file():
+                used.add(target)
+        for comp in doc.get("components", []) or []:
+            if not (path.parent / comp / "kustomization.yaml").exists():
+                fail(where, f"component {comp} has no kustomization.yaml")
+        if kind == "Kustomization" and not doc.get("namespace"):
+            fail(where, "no namespace: every object would land in the namespace of kubectl's context")
+        if len(failures) == bad:
+            ok(f"{where}: every listed file exists" + (f", namespace {doc['namespace']}" if doc.get("namespace") else ""))
+    for listed, alternative in ALTERNATIVES.items():
+        if (K8S_DIR / listed).resolve() in used:
+            used.add((K8S_DIR / alternative).resolve())
+    objects = sorted({p for p, d in docs if p.is_relative_to(K8S_DIR) and d.get("kind") not in KUSTOMIZE_API})
+    unused = [p for p in objects if p.resolve() not in used]
+    for p in unused:
+        fail(rel(p), "no kustomization or component lists it: `kubectl apply -k` never applies it")
+    if objects and not unused:
+        ok(f"{rel(K8S_DIR)}: every object file is applied by the kustomization, a component of it, "
+           f"or is the documented alternative ({', '.join(ALTERNATIVES.values())})")
+
+
+# ---------------------------------------------------------------------------------------
 # Azure Container Apps
 
 def aca_walk(cls, data, where: str, errors: list[str]) -> None:
@@ -576,6 +619,7 @@ def main() -> int:
                 fail(rel(path), "neither a Kubernetes object nor a Container Apps app: not validated")
 
     k8s_schema(k8s_docs, a.k8s.split(","))
+    kustomizations(k8s_docs)
     service_monitors(k8s_docs, a.node_modules)
     k8s_sidecars(k8s_docs, a.tollgate)
     for path in sorted((ROOT / "deploy").rglob("*.json")):
