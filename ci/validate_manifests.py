@@ -797,6 +797,13 @@ def container_apps(path: pathlib.Path, doc: dict, binary: pathlib.Path) -> None:
     admin_port = port_of(facts["admin_listen"])
     if conf.get("ingress", {}).get("targetPort") != facts["inbound_port"]:
         fail(where, f"ingress.targetPort must be tollgate's inbound port {facts['inbound_port']}")
+    # The ingress publishes targetPort and additionalPortMappings only; the admin port may be
+    # among the latter only for the environment (external: false).
+    for m in conf.get("ingress", {}).get("additionalPortMappings", []) or []:
+        if m.get("targetPort") == admin_port and m.get("external") is not False:
+            fail(where, f"additionalPortMappings publishes the admin port {admin_port} outside the environment")
+        if m.get("targetPort") == facts["upstream_port"]:
+            fail(where, f"additionalPortMappings publishes the app's port {m['targetPort']}: it bypasses tollgate")
     probes = {p.get("type"): p for p in tg.get("probes", [])}
     for kind, wanted in (("Liveness", "/healthz"), ("Readiness", "/readyz")):
         http = probes.get(kind, {}).get("httpGet", {})
