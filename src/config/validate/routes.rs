@@ -65,25 +65,57 @@ fn taken_in_another_case<'r>(route: &Route, later: &'r [Route]) -> Option<&'r Ro
     };
     later
         .iter()
-        .find(|other| methods_overlap(other) && other.path.matches(route.path.as_str(), true))
+        .find(|other| methods_overlap(other) && takes_a_case_variant(other, route.path.as_str()))
         .filter(|other| requires_less(other, route))
 }
 
+/// Whether `other` matches some spelling of `path` in another case (`/Orders` for
+/// `/orders`). A case-sensitive `other` matches only its own spelling of its pattern, so
+/// it takes a variant only if it is spelled differently from `path` or leaves letters of
+/// `path` after its pattern free to vary: prefix `/api` takes `/api/ORDERS`, prefix
+/// `/orders` takes no spelling of `/orders` but its own.
+fn takes_a_case_variant(other: &Route, path: &str) -> bool {
+    if !path.bytes().any(|b| b.is_ascii_alphabetic()) || !other.path.matches(path, true) {
+        return false;
+    }
+    if other.case_insensitive || !other.path.matches(path, false) {
+        return true;
+    }
+    match &other.path {
+        PathMatch::Exact(_) => false,
+        PathMatch::Prefix(p) => path
+            .get(p.trim_end_matches('/').len()..)
+            .is_some_and(|rest| rest.bytes().any(|b| b.is_ascii_alphabetic())),
+    }
+}
+
 /// Whether `other` may let through a request `route` would refuse: it is anonymous, only
-/// audits, or does not make one of `route`'s requirements exactly.
+/// audits, or asks less than one of `route`'s requirements (an "any" list with a value
+/// `route`'s lacks, an "all" list without one of `route`'s, a claim `route` restricts
+/// further).
 fn requires_less(other: &Route, route: &Route) -> bool {
     let (o, r) = (&other.require, &route.require);
-    let differs = |theirs: &[String], ours: &[String]| !ours.is_empty() && theirs != ours;
+    let subset = |a: &[String], b: &[String]| a.iter().all(|x| b.contains(x));
+    // Any of `theirs` satisfies `other`: weaker unless it is a non-empty subset of ours.
+    let any_weaker = |theirs: &[String], ours: &[String]| {
+        !ours.is_empty() && (theirs.is_empty() || !subset(theirs, ours))
+    };
+    let claims_weaker = r.claims.iter().any(|(claim, ours)| {
+        o.claims
+            .iter()
+            .find(|(c, _)| c == claim)
+            .is_none_or(|(_, theirs)| !subset(theirs, ours))
+    });
     other.allow_anonymous
         || (other.mode == Mode::Audit && route.mode == Mode::Enforce)
-        || differs(&o.roles_any, &r.roles_any)
-        || differs(&o.roles_all, &r.roles_all)
-        || differs(&o.scopes_any, &r.scopes_any)
-        || differs(&o.client_apps, &r.client_apps)
-        || differs(&o.tenants, &r.tenants)
-        || differs(&o.principals, &r.principals)
-        || differs(&o.issuers, &r.issuers)
-        || (!r.claims.is_empty() && o.claims != r.claims)
+        || any_weaker(&o.roles_any, &r.roles_any)
+        || !subset(&r.roles_all, &o.roles_all)
+        || any_weaker(&o.scopes_any, &r.scopes_any)
+        || any_weaker(&o.client_apps, &r.client_apps)
+        || any_weaker(&o.tenants, &r.tenants)
+        || any_weaker(&o.principals, &r.principals)
+        || any_weaker(&o.issuers, &r.issuers)
+        || claims_weaker
 }
 
 fn route(

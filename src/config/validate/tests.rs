@@ -456,6 +456,11 @@ fn a_case_sensitive_route_before_a_weaker_one_warns() {
         (format!("{admin}[[routes]]\nprefix = \"/\"\nroles_any = [\"reader\"]\n"), true),
         (format!("{admin}[[routes]]\nprefix = \"/\"\nroles_all = [\"Admin\"]\nmode = \"audit\"\n"), true),
         (format!("{admin}[[routes]]\nprefix = \"/ADMIN\"\nallow_anonymous = true\n"), true),
+        (format!("{admin}[[routes]]\nprefix = \"/\"\nroles_all = [\"Admin\", \"x\"]\nmode = \"audit\"\n"), true),
+        (
+            "[[routes]]\nprefix = \"/api/admin\"\nroles_any = [\"Admin\"]\n[[routes]]\nprefix = \"/api\"\nroles_any = [\"Admin\", \"Reader\"]\n".to_owned(),
+            true,
+        ),
         // Case-insensitive, or followed by the same rules, or nothing takes the variant.
         (
             "[[routes]]\nprefix = \"/admin\"\nroles_all = [\"Admin\"]\ncase_insensitive = true\n[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n".to_owned(),
@@ -463,6 +468,17 @@ fn a_case_sensitive_route_before_a_weaker_one_warns() {
         ),
         (format!("{admin}[[routes]]\nprefix = \"/\"\nroles_all = [\"Admin\"]\n"), false),
         (format!("{admin}[[routes]]\nprefix = \"/public\"\nallow_anonymous = true\n"), false),
+        (format!("{admin}[[routes]]\nprefix = \"/\"\nroles_all = [\"Admin\", \"Owner\"]\n"), false),
+        // The shipped ConfigMap: the later route on the same path takes no other spelling,
+        // and asks a subset of the roles anyway.
+        (
+            "[[routes]]\nprefix = \"/orders\"\nmethods = [\"GET\"]\nroles_any = [\"Read\", \"Write\"]\n[[routes]]\nprefix = \"/orders\"\nroles_any = [\"Write\"]\n".to_owned(),
+            false,
+        ),
+        (
+            "[[routes]]\nprefix = \"/api/admin\"\nroles_any = [\"Admin\", \"Owner\"]\n[[routes]]\nprefix = \"/api\"\nroles_any = [\"Admin\"]\n".to_owned(),
+            false,
+        ),
         (
             "[[routes]]\nprefix = \"/admin\"\nmethods = [\"POST\"]\nroles_all = [\"Admin\"]\n[[routes]]\nprefix = \"/\"\nmethods = [\"GET\"]\nallow_anonymous = true\n".to_owned(),
             false,
