@@ -101,6 +101,8 @@ async fn an_invalid_file_is_refused_counted_and_changes_nothing() {
         "refused once, not on every wake-up"
     );
 
+    assert_eq!(proxy.metrics().config_last_reload_successful.get(), 0);
+
     // Fixing the file is a change like any other.
     proxy.write_config(&anonymous_route(&backend, "/b"));
     support::eventually("the fixed file applies", || async {
@@ -108,6 +110,7 @@ async fn an_invalid_file_is_refused_counted_and_changes_nothing() {
     })
     .await;
     assert_eq!(settled(&proxy).await, (1, 1));
+    assert_eq!(proxy.metrics().config_last_reload_successful.get(), 1);
 }
 
 #[tokio::test]

@@ -160,7 +160,7 @@ fn not_checked(out: &mut String, c: &Config) {
     if let Some(target) = c.egress.as_ref().and_then(|e| e.targets.first()) {
         let _ = writeln!(
             out,
-            "  egress tokens, asked for on first use (`tollgate token --target {}` asks once)",
+            "  egress tokens, fetched once running (`tollgate token --target {}` asks once now)",
             target.name
         );
     }

@@ -1,6 +1,7 @@
 //! Hot reload: on a file change (including a ConfigMap symlink swap) or SIGHUP, read, validate
 //! and build a whole new snapshot, then swap it in. An invalid file changes nothing; it is
-//! logged with every error and counted as `tollgate_config_reloads_total{result="error"}`.
+//! logged with every error, counted as `tollgate_config_reloads_total{result="error"}` and
+//! shown as `tollgate_config_last_reload_successful 0` until a reload succeeds.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -88,6 +89,9 @@ impl Reloader {
             .config_reloads
             .with_label_values(&[label])
             .inc();
+        self.metrics
+            .config_last_reload_successful
+            .set(i64::from(result.is_ok()));
         match &result {
             Ok(()) => tracing::info!(file = %self.path.display(), "configuration reloaded"),
             Err(error) => {

@@ -92,6 +92,8 @@ pub struct Metrics {
     pub egress_token_expiry: GaugeVec,
     /// `tollgate_config_reloads_total{result}`: configuration reloads, `success` or `error`.
     pub config_reloads: IntCounterVec,
+    /// `tollgate_config_last_reload_successful`: 0 while the file holds a refused change.
+    pub config_last_reload_successful: IntGauge,
     /// `tollgate_open_connections{listener}`: client connections open now.
     pub open_connections: IntGaugeVec,
     /// `tollgate_ready`: 1 when `/readyz` answers 200.
@@ -191,6 +193,13 @@ impl Metrics {
             "Configuration reloads, by result (success, error).",
             &["result"],
         );
+        let config_last_reload_successful = IntGauge::new(
+            "tollgate_config_last_reload_successful",
+            "1 when the last reload succeeded (or none happened), 0 while the configuration file holds a refused change.",
+        )
+        .expect("static metric definition");
+        config_last_reload_successful.set(1);
+        register(&config_last_reload_successful);
         let open_connections = IntGaugeVec::new(
             Opts::new(
                 "tollgate_open_connections",
@@ -222,6 +231,7 @@ impl Metrics {
             egress_token_requests,
             egress_token_expiry,
             config_reloads,
+            config_last_reload_successful,
             open_connections,
             ready,
         }
@@ -308,8 +318,9 @@ mod tests {
     }
 
     /// Every family, with its type, as `/metrics` shows it before anything happened.
-    const FAMILIES: [(&str, &str); 14] = [
+    const FAMILIES: [(&str, &str); 15] = [
         ("tollgate_auth_failures_total", "counter"),
+        ("tollgate_config_last_reload_successful", "gauge"),
         ("tollgate_config_reloads_total", "counter"),
         ("tollgate_egress_request_duration_seconds", "histogram"),
         ("tollgate_egress_requests_total", "counter"),
