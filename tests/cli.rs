@@ -456,6 +456,50 @@ roles_any = ["reader"]
         );
         assert!(!text.contains(&reader));
     }
+
+    /// Keys that cannot be fetched: the proxy answers 503 with Retry-After (the token may be
+    /// good), and `explain` says the same, from the same table.
+    #[tokio::test]
+    async fn agrees_with_the_proxy_when_keys_are_unavailable() {
+        let backend = super::support::Backend::start().await;
+        let issuer = LocalIssuer::new(
+            "https://issuer.test/",
+            SigningKey::generate(Algorithm::RS256, "k1").unwrap(),
+        );
+        let reader = token(&issuer, &["reader"], 600);
+        let toml = format!(
+            "{}{}",
+            super::support::server(backend.addr(), ""),
+            CONFIG
+                .replace("[server]\nupstream = \"http://127.0.0.1:3000\"\n", "")
+                .replace("https://issuer.test/keys", "http://127.0.0.1:1/keys")
+        );
+        let proxy = super::support::TestProxy::start(&toml).await;
+        let bearer = format!("Bearer {reader}");
+        let reply =
+            super::support::get(proxy.addr, "/api/orders", &[("authorization", &bearer)]).await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.header("retry-after"), Some("5"));
+        backend.assert_nothing_received();
+
+        let config = proxy.app.live().load().config.clone();
+        let (text, allowed) = report(
+            &config,
+            Some(&reader),
+            Keys::Fetch,
+            &http::Method::GET,
+            "/api/orders",
+        )
+        .await;
+        assert!(!allowed, "{text}");
+        assert!(
+            text.contains(
+                "decision: 503 temporarily_unavailable: signing keys are not available yet (Retry-After: 5)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("[FAIL] key: kid"), "{text}");
+    }
 }
 
 #[test]

@@ -15,11 +15,11 @@ use crate::config::{self, Config, Mode, PathMatch};
 use crate::inbound::issuer::{Issuer, Issuers};
 use crate::inbound::jwks::KeySet;
 use crate::inbound::jwt::{self, Step};
-use crate::inbound::{bearer, identity, policy};
+use crate::inbound::{bearer, identity, policy, reject};
 use crate::path;
 use crate::telemetry::metrics::Metrics;
 
-/// Exit code when the request would be refused (400, 401, 403).
+/// Exit code when the request would be refused (400, 401, 403, 503).
 pub const DENIED: u8 = 3;
 
 /// Arguments of `tollgate explain`.
@@ -196,7 +196,18 @@ fn token_checks(
         Err(e) => {
             let _ = writeln!(out, "  reason: {e} (metric reason {})", e.reason());
             if route.is_some() {
-                let _ = writeln!(out, "decision: 401 invalid_token: {}", e.description());
+                let refusal = reject::TokenRefusal::of(&e);
+                let _ = write!(
+                    out,
+                    "decision: {} {}: {}",
+                    refusal.status.as_u16(),
+                    refusal.error,
+                    refusal.description
+                );
+                if let Some(seconds) = refusal.retry_after {
+                    let _ = write!(out, " (Retry-After: {seconds})");
+                }
+                out.push('\n');
             }
             return false;
         }

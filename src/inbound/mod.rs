@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::{HOST, RETRY_AFTER};
+use http::header::HOST;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -200,22 +200,14 @@ fn rescue(
             count("missing_token");
             (reject::missing_token(), "missing_token")
         }
-        Reject::Unauthenticated(AuthError::KeysUnavailable(issuer)) => {
-            count("keys_unavailable");
-            tracing::warn!(%issuer, "token refused: the issuer's keys are not available yet");
-            let mut r = reject::json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "signing keys are not available yet",
-            );
-            r.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-            (r, "keys_unavailable")
-        }
         Reject::Unauthenticated(e) => {
             count(e.reason());
-            tracing::debug!(route = outcome.route, reason = e.reason(), error = %e, "token refused");
-            (reject::invalid_token(e.description()), e.reason())
+            if let AuthError::KeysUnavailable(issuer) = &e {
+                tracing::warn!(%issuer, "token refused: the issuer's keys are not available yet");
+            } else {
+                tracing::debug!(route = outcome.route, reason = e.reason(), error = %e, "token refused");
+            }
+            (reject::TokenRefusal::of(&e).response(), e.reason())
         }
         Reject::Forbidden(description) => {
             count("forbidden");

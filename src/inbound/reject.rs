@@ -1,9 +1,10 @@
 //! The responses tollgate writes itself: JSON bodies `{"error", "error_description"}`, and for
 //! 401/403 the RFC 6750 `WWW-Authenticate` challenge. Nothing from the request is echoed.
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
+use super::jwt::AuthError;
 use crate::proxy::{Body, full};
 
 /// The realm in every challenge.
@@ -35,9 +36,52 @@ pub fn missing_token() -> Response<Body> {
     r
 }
 
-/// 401 for a token that is present but not acceptable.
-pub fn invalid_token(description: &'static str) -> Response<Body> {
-    challenge(StatusCode::UNAUTHORIZED, "invalid_token", description)
+/// What a client gets for a token that was not accepted. The proxy's response and `tollgate
+/// explain`'s decision both come from here, so they cannot disagree.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TokenRefusal {
+    /// 401, or 503 while the issuer's keys are not loaded (the token may well be good).
+    pub status: StatusCode,
+    /// The OAuth error code.
+    pub error: &'static str,
+    /// The generic description; never the details of the failure.
+    pub description: &'static str,
+    /// `Retry-After` seconds, for a refusal that will pass by itself.
+    pub retry_after: Option<&'static str>,
+}
+
+impl TokenRefusal {
+    /// The refusal of a token that failed with `error`.
+    pub fn of(error: &AuthError) -> TokenRefusal {
+        match error {
+            AuthError::KeysUnavailable(_) => TokenRefusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                error: "temporarily_unavailable",
+                description: "signing keys are not available yet",
+                retry_after: Some("5"),
+            },
+            other => TokenRefusal {
+                status: StatusCode::UNAUTHORIZED,
+                error: "invalid_token",
+                description: other.description(),
+                retry_after: None,
+            },
+        }
+    }
+
+    /// The response: a 401 carries the RFC 6750 challenge, a 503 `Retry-After`.
+    pub fn response(&self) -> Response<Body> {
+        let mut r = if self.status == StatusCode::UNAUTHORIZED {
+            challenge(self.status, self.error, self.description)
+        } else {
+            json_error(self.status, self.error, self.description)
+        };
+        if let Some(seconds) = self.retry_after {
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static(seconds));
+        }
+        r
+    }
 }
 
 /// 403 for a valid token that fails the route's requirements.
@@ -64,11 +108,15 @@ mod tests {
         let r = missing_token();
         assert_eq!(r.status(), 401);
         assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer realm=\"tollgate\"");
-        let r = invalid_token("token expired");
+        let r = TokenRefusal::of(&AuthError::Expired).response();
         assert_eq!(
             r.headers()[WWW_AUTHENTICATE],
             "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"token expired\""
         );
+        let r = TokenRefusal::of(&AuthError::KeysUnavailable("entra".into())).response();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()[RETRY_AFTER], "5");
+        assert!(r.headers().get(WWW_AUTHENTICATE).is_none());
         let r = insufficient_scope("a required role is missing");
         assert_eq!(r.status(), 403);
         assert!(
