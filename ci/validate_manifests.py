@@ -25,7 +25,7 @@
    selects the pods and lets a drain proceed; every container with a read-only root but
    tollgate has a /tmp emptyDir; the `restricted` Pod Security Standard holds where the
    namespace enforces it.
-8. The Grafana dashboard is valid JSON and queries every metric of DESIGN.md section 4.
+8. The Grafana dashboard is valid JSON and queries every core metric of docs/operations.md.
 
 Exit status 1 on any failure, with every failure listed.
 """
@@ -48,7 +48,7 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-# DESIGN.md section 4: these names must exist on /metrics and be on the dashboard.
+# The core metrics of docs/operations.md: these names must exist on /metrics and be on the dashboard.
 CONTRACT_METRICS = [
     "tollgate_requests_total",
     "tollgate_auth_failures_total",
@@ -852,7 +852,7 @@ def grafana(path: pathlib.Path) -> None:
     if len(ids) != len(set(ids)):
         fail(where, "duplicate panel ids")
     if not missing:
-        ok(f"{where}: valid JSON, {len(exprs)} queries over every DESIGN section 4 metric")
+        ok(f"{where}: valid JSON, {len(exprs)} queries over every core metric")
 
 
 # ---------------------------------------------------------------------------------------
