@@ -503,3 +503,42 @@ fn an_egress_listener_off_loopback_warns() {
         assert_eq!(warning, warned, "{listen}: {:?}", loaded.warnings);
     }
 }
+
+#[test]
+fn claim_headers_refuse_every_name_tollgate_strips_or_sets() {
+    let head = "[server]\nupstream = \"http://127.0.0.1:3000\"\n[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n[identity.claims]\n\"X-User-Roles\" = \"roles\"\n";
+    let mut names: Vec<String> = crate::proxy::headers::FORWARDING_HEADERS
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    names.extend(
+        [
+            "X-Forwarded-For",
+            "X-Forwarded-Anything",
+            "X-MS-Original-URL",
+            "X-MS-CLIENT-PRINCIPAL-ID",
+            "X-MS-Anything",
+            "Forwarded",
+            "X-Real-IP",
+            "Host",
+            "Authorization",
+        ]
+        .map(String::from),
+    );
+    for name in names {
+        for spelling in [name.clone(), name.replace('-', "_")] {
+            let text = format!("{head}{spelling:?} = \"oid\"\n");
+            // File and line of the mapping, then its key.
+            let at = "/etc/tollgate/tollgate.toml:8:";
+            let want = format!("identity.claims.{spelling:?}: header {spelling:?} is reserved");
+            let all = errors(&text);
+            assert!(
+                all.iter().any(|e| e.starts_with(at) && e.contains(&want)),
+                "no {at}…{want:?} in {all:#?}"
+            );
+        }
+    }
+    // Names tollgate neither strips nor sets stay usable.
+    let text = format!("{head}\"X-Msft-Tenant\" = \"tid\"\n\"X_Caller_App\" = \"azp\"\n");
+    assert_eq!(load(&text).unwrap().config.identity.claims.len(), 3);
+}
