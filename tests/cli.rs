@@ -82,6 +82,31 @@ fn check_reports_every_error_with_position_and_exits_1() {
     assert!(stdout.contains("2 error(s)"), "{stdout}");
 }
 
+/// A managed identity whose `endpoint` is set does not detect its source: `check` says which
+/// endpoint it uses instead.
+#[test]
+fn check_says_where_each_managed_identity_gets_its_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "mi.toml",
+        "[egress]\n[[egress.targets]]\nname = \"t\"\nurl = \"https://t.example.com\"\nscope = \"api://t/.default\"\ncredential = \"detected\"\n\
+         [credentials.detected]\nkind = \"managed_identity\"\n\
+         [credentials.local]\nkind = \"managed_identity\"\nendpoint = \"http://127.0.0.1:8079\"\n\
+         [credentials.fic]\nkind = \"managed_identity_federation\"\ntenant_id = \"t\"\nclient_id = \"c\"\nendpoint = \"http://127.0.0.1:8079/\"\n",
+    );
+    let (text, code) = tollgate::cli::check::report(&path, &|_| None);
+    assert_eq!(code, std::process::ExitCode::SUCCESS, "{text}");
+    let imds = "IMDS at http://127.0.0.1:8079/metadata/identity/oauth2/token";
+    for line in [
+        "note: credential detected (managed_identity) detects its source (App Service, Arc, IMDS, ...) from the environment at run time".to_owned(),
+        format!("note: credential local (managed_identity) uses {imds} (its endpoint), whatever the environment says"),
+        format!("note: credential fic (managed_identity_federation) uses {imds} (its endpoint), whatever the environment says"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
+}
+
 #[test]
 fn check_takes_the_config_from_the_environment_then_the_working_directory() {
     let dir = tempfile::tempdir().unwrap();
