@@ -557,6 +557,7 @@ fn dev_token_verifies_with_dev_jwks_through_explain() {
 }
 
 /// `tollgate demo`'s printed curl lines, run as printed: 200, 401, 403, then 200 anonymous.
+/// The first sends forged identity headers, and the echo backend shows none of their values.
 #[test]
 fn demo_curl_lines_answer_as_printed() {
     use std::io::BufRead;
@@ -577,26 +578,51 @@ fn demo_curl_lines_answer_as_printed() {
             curls.push(line);
         }
     }
-    let statuses: Vec<u16> = curls.iter().map(|c| curl(c)).collect();
+    let replies: Vec<String> = curls.iter().map(|c| curl(c)).collect();
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let status = child.wait().unwrap();
-    assert_eq!(statuses, [200, 401, 403, 200], "{curls:#?}");
+    let statuses: Vec<&str> = replies
+        .iter()
+        .map(|r| r.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(statuses, ["200", "401", "403", "200"], "{curls:#?}");
     assert_eq!(status.code(), Some(0));
+
+    let forged = curls[0].matches("-H '").count() - 1;
+    assert!(
+        forged >= 3,
+        "the 200 line sends forged headers: {}",
+        curls[0]
+    );
+    let body = &replies[0][replies[0].find("\r\n\r\n").unwrap()..];
+    for value in ["admin@contoso.com", "Admin", "/admin"] {
+        assert!(
+            !body.contains(value),
+            "{value:?} reached the backend: {body}"
+        );
+    }
+    assert!(
+        body.contains("x-user-roles") && body.contains("reader"),
+        "{body}"
+    );
 }
 
-/// Runs one printed `curl -i [-H 'Name: value'] URL` line with a plain HTTP/1.1 request.
-fn curl(line: &str) -> u16 {
-    let header = line.split('\'').nth(1);
+/// Runs one printed `curl -i [-H 'Name: value']... URL` line with a plain HTTP/1.1 request; the
+/// whole response.
+fn curl(line: &str) -> String {
+    let headers = line
+        .split(" -H '")
+        .skip(1)
+        .map(|h| h.split('\'').next().unwrap());
     let url = line.split_whitespace().last().unwrap();
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
-    if let Some(h) = header {
+    for h in headers {
         request.push_str(&format!("{h}\r\n"));
     }
     request.push_str("\r\n");
-    let response = http_request(host.parse().unwrap(), &request).unwrap();
-    response.split_whitespace().nth(1).unwrap().parse().unwrap()
+    http_request(host.parse().unwrap(), &request).unwrap()
 }
 
 #[test]
