@@ -59,7 +59,7 @@ fn minimal_file_takes_defaults() {
 }
 
 #[test]
-fn design_example_parses_in_full() {
+fn full_example_parses_in_full() {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/full.toml")).unwrap();
     let loaded = load(&text).unwrap();
@@ -76,13 +76,14 @@ fn design_example_parses_in_full() {
     );
     assert_eq!(issuer.algorithms, [Algorithm::RS256]);
     assert_eq!(c.identity.claims.len(), 2);
-    assert_eq!(c.routes.len(), 3);
+    assert_eq!(c.routes.len(), 4);
     assert_eq!(c.routes[1].methods.as_ref().unwrap().len(), 3);
+    assert_eq!(c.routes[2].mode, Mode::Audit);
     assert_eq!(
-        c.routes[2].require.claims,
+        c.routes[3].require.claims,
         [("azpacr".to_string(), vec!["2".to_string()])]
     );
-    assert_eq!(c.routes[2].mode, Mode::Enforce);
+    assert_eq!(c.routes[3].mode, Mode::Enforce);
     let egress = c.egress.unwrap();
     assert_eq!(
         egress.targets[0].url.to_string(),
@@ -91,10 +92,11 @@ fn design_example_parses_in_full() {
     assert!(matches!(
         c.credentials["mi"].kind,
         CredentialKind::ManagedIdentity {
-            user_assigned: None,
-            ..
+            user_assigned: Some(_),
+            endpoint: None,
         }
     ));
+    assert_eq!(c.credentials.len(), 8);
 }
 
 #[test]
