@@ -4,7 +4,8 @@
 #      their comments say; more traffic for other failure reasons; scrape /metrics.
 #   2. `tollgate run` with an egress target behind a loopback IMDS stand-in (ci/mock_identity.py)
 #      and an anonymous route: egress traffic, a good and a bad reload (SIGHUP); scrape.
-#   3. promtool check metrics on both scrapes; every metric of DESIGN.md section 4 is present.
+#   3. promtool check metrics on both scrapes; the core metrics (requests, auth failures,
+#      durations, JWKS, egress tokens, reloads) are present.
 #   4. The Grafana dashboard's queries: PromQL syntax (promtool check rules), then a
 #      Prometheus server scrapes both processes and every panel query must return data.
 # Everything listens on free loopback ports. Exit 1 on any failure.
@@ -139,7 +140,7 @@ for metric in tollgate_requests_total tollgate_auth_failures_total tollgate_requ
     tollgate_upstream_duration_seconds tollgate_jwks_refresh_total tollgate_jwks_keys \
     tollgate_egress_token_requests_total tollgate_egress_token_expiry_timestamp_seconds \
     tollgate_config_reloads_total; do
-    check "DESIGN section 4 metric $metric exposed" yes \
+    check "core metric $metric exposed" yes \
         "$(grep -qh "^# TYPE $metric " "$work"/*.prom && echo yes || echo no)"
 done
 
