@@ -125,7 +125,8 @@ fn free_or_any(port: u16) -> SocketAddr {
 }
 
 /// Headers a client might forge to claim another identity or origin, sent on the demo's first
-/// curl line: tollgate replaces the first two with the token's identity and removes the third.
+/// curl line: tollgate removes all three, then sets the identity headers the token supports
+/// (`X-User-Roles: reader`; the token has no name, so no `X-MS-CLIENT-PRINCIPAL-NAME`).
 const FORGED: &str = "-H 'X-MS-CLIENT-PRINCIPAL-NAME: admin@contoso.com' -H 'X-User-Roles: Admin' -H 'X-Original-URL: /admin'";
 
 fn banner(
