@@ -41,8 +41,8 @@ check "ldd: no shared libraries" yes "$(grep -Eq 'not a dynamic executable|stati
 check "no ELF interpreter, no NEEDED" yes "$( (grep -q INTERP <<< "$(readelf -l "$bin")" || grep -q NEEDED <<< "$(readelf -d "$bin")") && echo no || echo yes)"
 check "size under 32 MiB" yes "$([[ $(stat -c %s "$bin") -lt 33554432 ]] && echo yes || echo no)"
 check "--version" "tollgate $(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)" "$("$bin" --version)"
-for f in config/*.toml; do
-    check "check $f" 0 "$("$bin" check --config "$f" > /dev/null; echo $?)"
+for f in config/*.toml; do   # full.toml's secret_env names INTEGRATION_CLIENT_SECRET
+    check "check $f" 0 "$(INTEGRATION_CLIENT_SECRET=placeholder "$bin" check --config "$f" > /dev/null; echo $?)"
 done
 
 if [[ $(id -u) -ne 0 ]] || ! command -v unshare > /dev/null || ! command -v chroot > /dev/null; then

@@ -1,5 +1,5 @@
 //! The one reading of a request path, shared by route matching and forwarding: what is
-//! authorised is exactly what the upstream (or egress target) receives (DESIGN §3.2).
+//! authorised is exactly what the upstream (or egress target) receives.
 //!
 //! tollgate reads a path as a Java servlet container does, the strictest of the common
 //! backends, and forwards the result, which every other backend then reads the same way:

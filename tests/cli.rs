@@ -82,6 +82,31 @@ fn check_reports_every_error_with_position_and_exits_1() {
     assert!(stdout.contains("2 error(s)"), "{stdout}");
 }
 
+/// A managed identity whose `endpoint` is set does not detect its source: `check` says which
+/// endpoint it uses instead.
+#[test]
+fn check_says_where_each_managed_identity_gets_its_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "mi.toml",
+        "[egress]\n[[egress.targets]]\nname = \"t\"\nurl = \"https://t.example.com\"\nscope = \"api://t/.default\"\ncredential = \"detected\"\n\
+         [credentials.detected]\nkind = \"managed_identity\"\n\
+         [credentials.local]\nkind = \"managed_identity\"\nendpoint = \"http://127.0.0.1:8079\"\n\
+         [credentials.fic]\nkind = \"managed_identity_federation\"\ntenant_id = \"t\"\nclient_id = \"c\"\nendpoint = \"http://127.0.0.1:8079/\"\n",
+    );
+    let (text, code) = tollgate::cli::check::report(&path, std::sync::Arc::new(|_| None));
+    assert_eq!(code, std::process::ExitCode::SUCCESS, "{text}");
+    let imds = "IMDS at http://127.0.0.1:8079/metadata/identity/oauth2/token";
+    for line in [
+        "note: credential detected (managed_identity) detects its source (App Service, Arc, IMDS, ...) from the environment at run time".to_owned(),
+        format!("note: credential local (managed_identity) uses {imds} (its endpoint), whatever the environment says"),
+        format!("note: credential fic (managed_identity_federation) uses {imds} (its endpoint), whatever the environment says"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
+}
+
 #[test]
 fn check_takes_the_config_from_the_environment_then_the_working_directory() {
     let dir = tempfile::tempdir().unwrap();
@@ -576,6 +601,7 @@ fn dev_token_verifies_with_dev_jwks_through_explain() {
 }
 
 /// `tollgate demo`'s printed curl lines, run as printed: 200, 401, 403, then 200 anonymous.
+/// The first sends forged identity headers, and the echo backend shows none of their values.
 #[test]
 fn demo_curl_lines_answer_as_printed() {
     use std::io::BufRead;
@@ -596,26 +622,51 @@ fn demo_curl_lines_answer_as_printed() {
             curls.push(line);
         }
     }
-    let statuses: Vec<u16> = curls.iter().map(|c| curl(c)).collect();
+    let replies: Vec<String> = curls.iter().map(|c| curl(c)).collect();
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let status = child.wait().unwrap();
-    assert_eq!(statuses, [200, 401, 403, 200], "{curls:#?}");
+    let statuses: Vec<&str> = replies
+        .iter()
+        .map(|r| r.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(statuses, ["200", "401", "403", "200"], "{curls:#?}");
     assert_eq!(status.code(), Some(0));
+
+    let forged = curls[0].matches("-H '").count() - 1;
+    assert!(
+        forged >= 3,
+        "the 200 line sends forged headers: {}",
+        curls[0]
+    );
+    let body = &replies[0][replies[0].find("\r\n\r\n").unwrap()..];
+    for value in ["admin@contoso.com", "Admin", "/admin"] {
+        assert!(
+            !body.contains(value),
+            "{value:?} reached the backend: {body}"
+        );
+    }
+    assert!(
+        body.contains("x-user-roles") && body.contains("reader"),
+        "{body}"
+    );
 }
 
-/// Runs one printed `curl -i [-H 'Name: value'] URL` line with a plain HTTP/1.1 request.
-fn curl(line: &str) -> u16 {
-    let header = line.split('\'').nth(1);
+/// Runs one printed `curl -i [-H 'Name: value']... URL` line with a plain HTTP/1.1 request; the
+/// whole response.
+fn curl(line: &str) -> String {
+    let headers = line
+        .split(" -H '")
+        .skip(1)
+        .map(|h| h.split('\'').next().unwrap());
     let url = line.split_whitespace().last().unwrap();
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
-    if let Some(h) = header {
+    for h in headers {
         request.push_str(&format!("{h}\r\n"));
     }
     request.push_str("\r\n");
-    let response = http_request(host.parse().unwrap(), &request).unwrap();
-    response.split_whitespace().nth(1).unwrap().parse().unwrap()
+    http_request(host.parse().unwrap(), &request).unwrap()
 }
 
 #[test]
@@ -1044,4 +1095,216 @@ fn a_start_up_error_says_why_once() {
         stdout.contains("valid, but tollgate run would not start"),
         "{stdout}"
     );
+}
+
+/// `config/full.toml` holds every key of the README's configuration reference, each in its
+/// section (credential keys in a credential of their kind), and every key it holds is in
+/// the reference; and it loads.
+#[test]
+fn full_toml_holds_every_key_of_the_readme() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let path = root.join("config/full.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let full: toml::Table = text.parse().unwrap();
+    let full = toml::Value::Table(full);
+
+    let (sections, kinds) = readme_keys(&readme);
+    let documented: usize = sections.iter().map(|(_, keys)| keys.len()).sum();
+    assert!(
+        documented >= 45 && sections.len() == 7,
+        "the README's key tables were not found: {sections:?}"
+    );
+    let mut missing = Vec::new();
+    for (section, keys) in &sections {
+        for key in keys {
+            let key_path = resolve(section, key);
+            if !has(&full, &key_path) {
+                missing.push(key_path.join("."));
+            }
+        }
+    }
+    assert_eq!(kinds.len(), 5, "credential kinds: {kinds:?}");
+    let credentials: Vec<&toml::Table> = full
+        .get("credentials")
+        .and_then(toml::Value::as_table)
+        .map(|t| t.values().filter_map(toml::Value::as_table).collect())
+        .unwrap_or_default();
+    for (kind, keys) in &kinds {
+        let of_kind: Vec<&&toml::Table> = credentials
+            .iter()
+            .filter(|c| c.get("kind").and_then(toml::Value::as_str) == Some(kind))
+            .collect();
+        for key in keys {
+            if !of_kind.iter().any(|c| c.contains_key(key)) {
+                missing.push(format!("credentials.<{kind}>.{key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "config/full.toml lacks keys the README documents: {missing:#?}"
+    );
+
+    // And the other way: nothing in full.toml that the reference does not document.
+    let mut undocumented = Vec::new();
+    for (section, value) in full.as_table().unwrap() {
+        if section == "credentials" {
+            for credential in value.as_table().unwrap().values() {
+                let credential = credential.as_table().unwrap();
+                let kind = credential["kind"].as_str().unwrap();
+                let keys = &kinds.iter().find(|(k, _)| k == kind).unwrap().1;
+                for key in credential.keys().filter(|k| *k != "kind") {
+                    if !keys.contains(key) {
+                        undocumented.push(format!("credentials.<{kind}>.{key}"));
+                    }
+                }
+            }
+            continue;
+        }
+        for key_path in leaf_keys(section, value) {
+            let known = sections.iter().any(|(s, keys)| {
+                keys.iter()
+                    .any(|k| resolve(s, k).join(".") == key_path.join("."))
+            });
+            if !known {
+                undocumented.push(key_path.join("."));
+            }
+        }
+    }
+    assert!(
+        undocumented.is_empty(),
+        "config/full.toml has keys the README does not document: {undocumented:#?}"
+    );
+
+    // The secret_env credential names a variable; CI sets it for `tollgate check` too.
+    let env = |name: &str| (name == "INTEGRATION_CLIENT_SECRET").then(|| "placeholder".to_owned());
+    let loaded = tollgate::config::parse(&text, &path, &env);
+    let loaded = loaded.unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+/// Key names by section, or by credential kind.
+type Sections = Vec<(String, Vec<String>)>;
+
+/// The keys of the README's configuration tables: per section (the heading's first `[...]`),
+/// the first cell of each `| key | default | meaning |` row; and per credential kind, the
+/// keys its row of the Credentials table names, plus those every kind takes.
+fn readme_keys(readme: &str) -> (Sections, Sections) {
+    let reference = readme
+        .split("\n## Configuration reference\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap();
+    let mut sections: Sections = Vec::new();
+    let mut in_key_table = false;
+    for line in reference.lines() {
+        if let Some(heading) = line.strip_prefix("### ") {
+            in_key_table = false;
+            if let Some(section) = first_ticked(heading) {
+                let section = section.trim_matches(|c| c == '[' || c == ']').to_owned();
+                sections.push((section, Vec::new()));
+            }
+        } else if line.starts_with("| key | default | meaning |") {
+            in_key_table = true;
+        } else if !line.starts_with('|') {
+            in_key_table = false;
+        } else if in_key_table && let Some(key) = line.split('|').nth(1).and_then(first_ticked) {
+            sections.last_mut().unwrap().1.push(key.to_owned());
+        }
+    }
+    sections.retain(|(_, keys)| !keys.is_empty());
+
+    let credentials = readme.split("\n### Credentials\n").nth(1).unwrap();
+    let every_kind: Vec<String> = credentials
+        .split("Every kind also takes ")
+        .nth(1)
+        .and_then(first_ticked)
+        .map(|k| vec![k.to_owned()])
+        .unwrap_or_default();
+    let mut kinds = Vec::new();
+    for line in credentials
+        .lines()
+        .skip_while(|l| !l.starts_with("| kind |"))
+    {
+        if !line.starts_with('|') {
+            break;
+        }
+        let cells: Vec<&str> = line.split('|').collect();
+        let Some(kind) = first_ticked(cells[1]) else {
+            continue;
+        };
+        // Key names only: not values such as `"PS256"`, `$AZURE_TENANT_ID` or `x5t`.
+        let mut keys: Vec<String> = ticked(cells[2])
+            .filter(|k| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .map(str::to_owned)
+            .collect();
+        keys.extend(every_kind.iter().cloned());
+        kinds.push((kind.to_owned(), keys));
+    }
+    (sections, kinds)
+}
+
+/// Every `code span` of a line of Markdown.
+fn ticked(text: &str) -> impl Iterator<Item = &str> {
+    text.split('`').skip(1).step_by(2)
+}
+
+fn first_ticked(text: &str) -> Option<&str> {
+    ticked(text).next()
+}
+
+/// Where a README key lives in the file: `listen` under its section; `[identity.claims]`
+/// and `egress.listen` as written; `targets[].name` under the section's `targets` array.
+fn resolve(section: &str, key: &str) -> Vec<String> {
+    let split = |s: &str| s.split('.').map(str::to_owned).collect::<Vec<_>>();
+    if let Some(table) = key.strip_prefix('[') {
+        return split(table.trim_end_matches(']'));
+    }
+    if let Some((array, field)) = key.split_once("[].") {
+        return [split(section), vec![array.to_owned(), field.to_owned()]].concat();
+    }
+    if key.contains('.') {
+        return split(key);
+    }
+    [split(section), vec![key.to_owned()]].concat()
+}
+
+/// Whether `path` leads somewhere in `value`; an array step is taken by any of its tables.
+fn has(value: &toml::Value, path: &[String]) -> bool {
+    match value {
+        _ if path.is_empty() => true,
+        toml::Value::Array(items) => items.iter().any(|item| has(item, path)),
+        toml::Value::Table(table) => table.get(&path[0]).is_some_and(|v| has(v, &path[1..])),
+        _ => false,
+    }
+}
+
+/// The key paths a top-level section of full.toml sets: its keys, the keys of the tables in
+/// its arrays (`egress.targets`), and `identity.claims` as a whole (its keys are header names).
+fn leaf_keys(section: &str, value: &toml::Value) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let tables: Vec<&toml::Table> = match value {
+        toml::Value::Table(t) => vec![t],
+        toml::Value::Array(items) => items.iter().filter_map(toml::Value::as_table).collect(),
+        _ => return out,
+    };
+    for table in tables {
+        for (key, v) in table {
+            let path = vec![section.to_owned(), key.clone()];
+            match v {
+                toml::Value::Array(items)
+                    if items.iter().all(toml::Value::is_table) && !items.is_empty() =>
+                {
+                    for item in items.iter().filter_map(toml::Value::as_table) {
+                        for field in item.keys() {
+                            out.push([path.clone(), vec![field.clone()]].concat());
+                        }
+                    }
+                }
+                _ => out.push(path),
+            }
+        }
+    }
+    out
 }

@@ -6,7 +6,7 @@
 mod support;
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -221,19 +221,38 @@ impl Write for Capture {
     }
 }
 
+impl Capture {
+    /// Everything logged so far.
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().clone()).unwrap()
+    }
+}
+
+/// The log capture of this test binary, installed on first use. Global, not scoped: tasks
+/// may run on any thread, and callsite interest is process-wide. Every test of this binary
+/// logs here, so each looks for its own route names.
+fn capture() -> Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE
+        .get_or_init(|| {
+            let capture = Capture::default();
+            let writer = capture.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this test binary");
+            capture
+        })
+        .clone()
+}
+
 #[tokio::test]
 async fn no_token_or_secret_header_reaches_the_logs() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    // Global, not scoped: tasks may run on any thread, and callsite interest is process-wide.
     // Other tests of this binary log here too, which only widens what is checked.
-    tracing::subscriber::set_global_default(subscriber)
-        .expect("no other global subscriber in this test binary");
-
+    let capture = capture();
     let (issuer, backend) = (MockIssuer::start().await, Backend::start().await);
     let proxy = start(
         &issuer,
@@ -254,7 +273,7 @@ async fn no_token_or_secret_header_reaches_the_logs() {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(get(proxy.addr, "/api", &headers).await.status, status);
     }
-    let logs = String::from_utf8(capture.0.lock().clone()).unwrap();
+    let logs = capture.text();
     assert!(
         logs.contains("tollgate::access"),
         "nothing was captured:\n{logs}"
@@ -271,5 +290,73 @@ async fn no_token_or_secret_header_reaches_the_logs() {
             !logs.contains(signature),
             "a secret reached the logs:\n{logs}"
         );
+    }
+}
+
+/// Every refusal writes one `token refused` line naming the route, the metric reason and the
+/// detail, whatever the reason, and never the token.
+#[tokio::test]
+async fn every_refusal_writes_a_token_refused_line() {
+    let capture = capture();
+    let (issuer, backend) = (MockIssuer::start().await, Backend::start().await);
+    let down = support::issuer::MockIssuer::start_with(
+        "https://down.tollgate.test/",
+        tollgate::config::Algorithm::RS256,
+        support::issuer::Mode::Down,
+    )
+    .await;
+    let toml = format!(
+        "{}{}{}[[routes]]\nname = \"refusal-test\"\nprefix = \"/refusals\"\nroles_any = [\"reader\"]\n",
+        server(backend.addr(), ""),
+        issuer.toml("idp", ""),
+        down.toml("down", "")
+    );
+    let proxy = TestProxy::start(&toml).await;
+    let good = issuer.token(json!({"roles": ["reader"]}));
+    support::eventually("the up issuer's keys", || async {
+        let auth = format!("Bearer {good}");
+        get(proxy.addr, "/refusals", &[("authorization", &auth)])
+            .await
+            .status
+            == 200
+    })
+    .await;
+    let cases = [
+        (None, 401, "missing_token"),
+        (Some(issuer.token(json!({"exp": 1}))), 401, "expired"),
+        (
+            Some(issuer.token(json!({"roles": ["guest"]}))),
+            403,
+            "forbidden",
+        ),
+        (
+            Some(down.token(json!({"roles": ["reader"]}))),
+            503,
+            "keys_unavailable",
+        ),
+    ];
+    for (token, status, _) in &cases {
+        let auth = token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        assert_eq!(get(proxy.addr, "/refusals", &headers).await.status, *status);
+    }
+    // The log writer is the test's own, synchronous: every line is there once answered.
+    let logs = capture.text();
+    for (token, _, reason) in &cases {
+        let line = logs.lines().find(|l| {
+            l.contains("token refused")
+                && l.contains("route=\"refusal-test\"")
+                && l.contains(&format!("reason=\"{reason}\""))
+        });
+        let line = line.unwrap_or_else(|| panic!("no token refused line for {reason}:\n{logs}"));
+        assert!(line.contains("error="), "{line}");
+        if let Some(token) = token {
+            let signature = token.rsplit('.').next().unwrap();
+            assert!(
+                !logs.contains(signature),
+                "a token reached the logs:\n{logs}"
+            );
+        }
     }
 }

@@ -8,6 +8,7 @@ use crate::config::reload::SharedEnv;
 use crate::config::{
     self, Config, ConfigError, CredentialKind, KeySource, Loaded, Mode, PathMatch, Route,
 };
+use crate::egress::credential::managed_identity::source::imds_url;
 
 /// Runs `tollgate check` on `path`, printing the report.
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
@@ -118,15 +119,7 @@ pub fn summary(loaded: &Loaded) -> String {
             unused.join(", ")
         );
     }
-    if c.credentials
-        .values()
-        .any(|cr| matches!(cr.kind, CredentialKind::ManagedIdentity { .. }))
-    {
-        let _ = writeln!(
-            out,
-            "note: managed_identity detects its source (App Service, Arc, IMDS, ...) from the environment at run time"
-        );
-    }
+    managed_identity_notes(&mut out, c);
     not_checked(&mut out, c);
     if !loaded.warnings.is_empty() {
         let _ = writeln!(out, "warnings:");
@@ -162,6 +155,34 @@ fn not_checked(out: &mut String, c: &Config) {
             out,
             "  egress tokens, fetched once running (`tollgate token --target {}` asks once now)",
             target.name
+        );
+    }
+}
+
+/// Where each credential backed by a managed identity gets its tokens: from the source the
+/// environment offers at run time, or, with `endpoint` set, from IMDS at that address only.
+fn managed_identity_notes(out: &mut String, c: &Config) {
+    for cr in c.credentials.values() {
+        let (CredentialKind::ManagedIdentity { endpoint, .. }
+        | CredentialKind::ManagedIdentityFederation { endpoint, .. }) = &cr.kind
+        else {
+            continue;
+        };
+        let source = match endpoint.as_ref().map(|e| imds_url(e.as_str())) {
+            None => {
+                "detects its source (App Service, Arc, IMDS, ...) from the environment at run time"
+                    .to_owned()
+            }
+            Some(Ok(url)) => {
+                format!("uses IMDS at {url} (its endpoint), whatever the environment says")
+            }
+            Some(Err(e)) => format!("has an endpoint that cannot be used: {e}"),
+        };
+        let _ = writeln!(
+            out,
+            "note: credential {} ({}) {source}",
+            cr.name,
+            cr.kind.as_str()
         );
     }
 }

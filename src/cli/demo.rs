@@ -124,6 +124,11 @@ fn free_or_any(port: u16) -> SocketAddr {
     }
 }
 
+/// Headers a client might forge to claim another identity or origin, sent on the demo's first
+/// curl line: tollgate removes all three, then sets the identity headers the token supports
+/// (`X-User-Roles: reader`; the token has no name, so no `X-MS-CLIENT-PRINCIPAL-NAME`).
+const FORGED: &str = "-H 'X-MS-CLIENT-PRINCIPAL-NAME: admin@contoso.com' -H 'X-User-Roles: Admin' -H 'X-Original-URL: /admin'";
+
 fn banner(
     inbound: SocketAddr,
     admin: SocketAddr,
@@ -134,8 +139,11 @@ fn banner(
         String::new(),
         format!("tollgate demo: proxy http://{inbound} -> echo backend http://{echo}"),
         String::new(),
-        "  # 200: a token with the role \"reader\"; the echo backend shows the identity headers it got".into(),
-        format!("  curl -i -H 'Authorization: Bearer {reader}' http://{inbound}/api/orders"),
+        // One comment line: ci/promtool.sh reads the line after "# 200: a token" as the curl line.
+        "  # 200: a token with the role \"reader\" plus forged headers: the echo backend shows the identity headers tollgate set, none of the forged values".into(),
+        format!(
+            "  curl -i {FORGED} -H 'Authorization: Bearer {reader}' http://{inbound}/api/orders"
+        ),
         String::new(),
         "  # 401: no token".into(),
         format!("  curl -i http://{inbound}/api/orders"),

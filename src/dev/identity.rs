@@ -1,5 +1,6 @@
 //! The local managed-identity endpoint behind `tollgate dev`: the IMDS protocol and App
-//! Service's 2019-08-01 protocol (`shared/azure-protocols.md` A.1, A.2, E), answered with
+//! Service's 2019-08-01 protocol, with the quirks the Azure SDKs depend on (IMDS writes every
+//! value as a JSON string; App Service writes `expires_on` and no `expires_in`), answered with
 //! tokens from the local issuer.
 //!
 //! [`IdentityEndpoint::respond`] is a pure function of the request and `now`; the listener in
@@ -259,14 +260,14 @@ impl IdentityEndpoint {
         let lifetime = self.identity.lifetime.as_secs();
         let expires_on = (issued + lifetime).to_string();
         let body = match protocol {
-            // A.1 / E.1: every value a string, the full field set.
+            // IMDS: every value a string, the full field set.
             Protocol::Imds => json!({
                 "access_token": access_token, "refresh_token": "",
                 "expires_in": lifetime.to_string(), "expires_on": expires_on,
                 "ext_expires_in": lifetime.to_string(), "not_before": issued.to_string(),
                 "resource": resource, "token_type": "Bearer", "client_id": who.client_id,
             }),
-            // A.2 / E.4: a string epoch and no expires_in.
+            // App Service 2019: a string epoch and no expires_in.
             Protocol::AppService => json!({
                 "access_token": access_token, "expires_on": expires_on, "resource": resource,
                 "token_type": "Bearer", "client_id": who.client_id,
@@ -324,8 +325,9 @@ fn invalid(message: &str) -> Refusal {
     )
 }
 
-/// IMDS's checks. The SSRF guard comes first: the SDKs' probe (A.10) sends no `Metadata`
-/// header and must get this 400, whatever else the request says.
+/// IMDS's checks. The SSRF guard comes first: the SDKs probe for IMDS with a request that has
+/// no `Metadata` header and take any answer as "IMDS is here", so it must get this 400,
+/// whatever else the request says.
 fn check_imds(
     method: &Method,
     headers: &HeaderMap,

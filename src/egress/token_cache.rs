@@ -34,8 +34,9 @@ use slot::State;
 pub const MAX_TOKEN_WAIT: Duration = Duration::from_secs(10);
 /// Tokens are refreshed this long before they expire…
 pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
-/// …or at half-life when they live at least this long (C.2: managed-identity tokens last
-/// ~24 h, and an outage at the 5-minute mark would then be an outage).
+/// …or at half-life when they live at least this long, as MSAL does for managed identities:
+/// their tokens last ~24 h, and an identity-endpoint outage at the 5-minute mark would
+/// otherwise be an outage.
 pub const HALF_LIFE_FROM: Duration = Duration::from_secs(2 * 3600);
 /// A token is not sent with less than this left, so it does not expire in transit.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(30);

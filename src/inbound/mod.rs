@@ -66,7 +66,12 @@ enum Reject {
     /// The token is not acceptable: 401 (503 while the issuer has no keys yet).
     Unauthenticated(AuthError),
     /// A valid token fails the route's requirements: 403.
-    Forbidden(&'static str),
+    Forbidden {
+        /// The first requirement that failed, as the config names it (`roles_any`).
+        requirement: String,
+        /// The generic `error_description`.
+        description: &'static str,
+    },
     /// The upstream could not answer: 502, 504.
     Upstream(ForwardError),
     /// The listener was started for a configuration that no longer has a `[server]`.
@@ -198,19 +203,27 @@ fn rescue(
         ),
         Reject::MissingToken => {
             count("missing_token");
+            refused(outcome, "missing_token", &"no bearer token");
             (reject::missing_token(), "missing_token")
         }
         Reject::Unauthenticated(e) => {
             count(e.reason());
-            if let AuthError::KeysUnavailable(issuer) = &e {
-                tracing::warn!(%issuer, "token refused: the issuer's keys are not available yet");
+            if let AuthError::KeysUnavailable(_) = &e {
+                // At warn: the issuer's keys could not be fetched, which an operator must fix
+                // (readiness says 503 meanwhile).
+                tracing::warn!(route = outcome.route, reason = e.reason(), error = %e, "token refused");
             } else {
-                tracing::debug!(route = outcome.route, reason = e.reason(), error = %e, "token refused");
+                refused(outcome, e.reason(), &e);
             }
             (reject::TokenRefusal::of(&e).response(), e.reason())
         }
-        Reject::Forbidden(description) => {
+        Reject::Forbidden {
+            requirement,
+            description,
+        } => {
             count("forbidden");
+            let error = format_args!("requirement {requirement} not met");
+            refused(outcome, "forbidden", &error);
             (reject::insufficient_scope(description), "forbidden")
         }
         // The request was decided; only the upstream failed, so the decision stays.
@@ -227,6 +240,13 @@ fn rescue(
             "inbound_disabled",
         ),
     }
+}
+
+/// The debug line every refused token writes (the Troubleshooting section of the README
+/// promises it): the route, the metric reason and the detail. Never the token: no error
+/// holds it.
+fn refused(outcome: &Outcome<'_>, reason: &str, error: &dyn std::fmt::Display) {
+    tracing::debug!(route = outcome.route, reason, error = %error, "token refused");
 }
 
 async fn handle<'s>(
@@ -416,10 +436,10 @@ fn authorize(
     };
     let requirement = failed.requirement.key();
     match route.mode {
-        Mode::Enforce => {
-            tracing::debug!(route = outcome.route, %requirement, "requirement not met");
-            Err(Reject::Forbidden(failed.requirement.description()))
-        }
+        Mode::Enforce => Err(Reject::Forbidden {
+            requirement,
+            description: failed.requirement.description(),
+        }),
         Mode::Audit => {
             tracing::warn!(route = outcome.route, %requirement, "requirement not met; allowed by audit mode");
             Ok(Decision::Audit)

@@ -91,7 +91,9 @@ pub struct Check<'r> {
 /// Every requirement of a route, checked against one token.
 #[derive(Clone, Debug, Default)]
 pub struct Decision<'r> {
-    /// The checks, in the order of the route table in DESIGN §2.
+    /// The checks, in the order the README's `[[routes]]` table lists the requirements
+    /// (`roles_any`, `roles_all`, `scopes_any`, `client_apps`, `tenants`, `principals`,
+    /// `issuers`, then each of `claims`).
     pub checks: Vec<Check<'r>>,
 }
 

@@ -40,7 +40,7 @@ async fn the_target_gets_the_mock_token_and_never_the_apps_own() {
         "hop-by-hop headers are stripped"
     );
 
-    // The IMDS request as A.1 describes it.
+    // The IMDS request as Microsoft documents it.
     let asked = &imds.log()[0];
     assert_eq!(asked.method, "GET");
     assert_eq!(asked.path, "/metadata/identity/oauth2/token");

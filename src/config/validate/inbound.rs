@@ -12,6 +12,7 @@ use toml::Spanned;
 use super::{Context, strings};
 use crate::config::schema::{RawIdentity, RawIssuer, RawServer};
 use crate::config::{Algorithm, Identity, Issuer, KeySource, Server, TENANT_PLACEHOLDER, TlsFiles};
+use crate::proxy::headers::FORWARDING_HEADERS;
 
 /// Defaults of `[server]`, in one place so the README and the code agree.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -349,9 +350,10 @@ fn algorithms(
     out
 }
 
-/// Headers the claim mapping may not write: framing, routing and credentials, and the names
-/// tollgate sets itself.
-const RESERVED_HEADERS: [&str; 16] = [
+/// Framing, routing and credential headers the claim mapping may not write. Every
+/// `X-Forwarded-*` and `X-MS-*` name, and every forwarding header tollgate strips, are
+/// refused too ([`is_reserved`]).
+const RESERVED_HEADERS: [&str; 13] = [
     "authorization",
     "connection",
     "content-length",
@@ -365,10 +367,19 @@ const RESERVED_HEADERS: [&str; 16] = [
     "trailer",
     "transfer-encoding",
     "upgrade",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
 ];
+
+/// Whether a claim header would collide with a header tollgate strips from clients or sets
+/// itself: a backend reads `_` as `-` (ASP.NET Core, PHP, CGI), so both spellings are
+/// refused. A collision would either forward a claim under a name the backend trusts for
+/// something else, or see tollgate's own claim header removed on its way out.
+fn is_reserved(lower: &str) -> bool {
+    let name = lower.replace('_', "-");
+    RESERVED_HEADERS.contains(&name.as_str())
+        || FORWARDING_HEADERS.contains(&name.as_str())
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("x-ms-")
+}
 
 pub(super) fn identity(cx: &mut Context<'_>, raw: RawIdentity) -> Identity {
     let mut claims = Vec::new();
@@ -386,14 +397,14 @@ pub(super) fn identity(cx: &mut Context<'_>, raw: RawIdentity) -> Identity {
                 continue;
             };
             let lower = name.as_str();
-            if RESERVED_HEADERS.contains(&lower)
-                || lower.starts_with("x-ms-client-principal")
-                || lower.starts_with("x-ms-token-")
-            {
-                cx.error_at(
-                    span.clone(),
+            if is_reserved(lower) {
+                cx.error(
+                    &claim,
                     &key,
-                    format!("header {header:?} is reserved and cannot carry a claim"),
+                    format!(
+                        "header {header:?} is reserved and cannot carry a claim: tollgate owns \
+                         framing, credential, X-Forwarded-*, X-MS-* and forwarding headers"
+                    ),
                 );
                 continue;
             }

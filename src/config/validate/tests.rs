@@ -59,7 +59,7 @@ fn minimal_file_takes_defaults() {
 }
 
 #[test]
-fn design_example_parses_in_full() {
+fn full_example_parses_in_full() {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/full.toml")).unwrap();
     let loaded = load(&text).unwrap();
@@ -76,13 +76,14 @@ fn design_example_parses_in_full() {
     );
     assert_eq!(issuer.algorithms, [Algorithm::RS256]);
     assert_eq!(c.identity.claims.len(), 2);
-    assert_eq!(c.routes.len(), 3);
+    assert_eq!(c.routes.len(), 4);
     assert_eq!(c.routes[1].methods.as_ref().unwrap().len(), 3);
+    assert_eq!(c.routes[2].mode, Mode::Audit);
     assert_eq!(
-        c.routes[2].require.claims,
+        c.routes[3].require.claims,
         [("azpacr".to_string(), vec!["2".to_string()])]
     );
-    assert_eq!(c.routes[2].mode, Mode::Enforce);
+    assert_eq!(c.routes[3].mode, Mode::Enforce);
     let egress = c.egress.unwrap();
     assert_eq!(
         egress.targets[0].url.to_string(),
@@ -91,10 +92,11 @@ fn design_example_parses_in_full() {
     assert!(matches!(
         c.credentials["mi"].kind,
         CredentialKind::ManagedIdentity {
-            user_assigned: None,
-            ..
+            user_assigned: Some(_),
+            endpoint: None,
         }
     ));
+    assert_eq!(c.credentials.len(), 8);
 }
 
 #[test]
@@ -518,4 +520,43 @@ fn an_egress_listener_off_loopback_warns() {
             .any(|w| w.to_string().contains("egress.listen") && w.to_string().contains("loopback"));
         assert_eq!(warning, warned, "{listen}: {:?}", loaded.warnings);
     }
+}
+
+#[test]
+fn claim_headers_refuse_every_name_tollgate_strips_or_sets() {
+    let head = "[server]\nupstream = \"http://127.0.0.1:3000\"\n[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n[identity.claims]\n\"X-User-Roles\" = \"roles\"\n";
+    let mut names: Vec<String> = crate::proxy::headers::FORWARDING_HEADERS
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    names.extend(
+        [
+            "X-Forwarded-For",
+            "X-Forwarded-Anything",
+            "X-MS-Original-URL",
+            "X-MS-CLIENT-PRINCIPAL-ID",
+            "X-MS-Anything",
+            "Forwarded",
+            "X-Real-IP",
+            "Host",
+            "Authorization",
+        ]
+        .map(String::from),
+    );
+    for name in names {
+        for spelling in [name.clone(), name.replace('-', "_")] {
+            let text = format!("{head}{spelling:?} = \"oid\"\n");
+            // File and line of the mapping, then its key.
+            let at = "/etc/tollgate/tollgate.toml:8:";
+            let want = format!("identity.claims.{spelling:?}: header {spelling:?} is reserved");
+            let all = errors(&text);
+            assert!(
+                all.iter().any(|e| e.starts_with(at) && e.contains(&want)),
+                "no {at}…{want:?} in {all:#?}"
+            );
+        }
+    }
+    // Names tollgate neither strips nor sets stay usable.
+    let text = format!("{head}\"X-Msft-Tenant\" = \"tid\"\n\"X_Caller_App\" = \"azp\"\n");
+    assert_eq!(load(&text).unwrap().config.identity.claims.len(), 3);
 }

@@ -1,6 +1,7 @@
 //! Which identity a request names, and the ids its token carries: the system-assigned
 //! identity, or any user-assigned one named by client id, object (principal) id or resource
-//! id with the protocol's own parameter names (E.3).
+//! id with the protocol's own parameter names (IMDS `client_id`, `object_id`, `msi_res_id`;
+//! App Service `client_id`, `principal_id` or `object_id`, `mi_res_id`).
 
 use super::{Identity, Protocol};
 
@@ -49,8 +50,8 @@ pub(super) fn principal(identity: &Identity, selector: Option<&Selector>) -> Pri
 /// A protocol's query parameters naming a user-assigned identity, and what each names.
 type ParameterNames = &'static [(&'static str, fn(String) -> Selector)];
 
-/// The user-assigned identity named with this protocol's parameter names (E.3); more than
-/// one is an error, as the services allow at most one.
+/// The user-assigned identity named with this protocol's parameter names; more than one is
+/// an error, as the services allow at most one.
 pub(super) fn select<'q>(
     protocol: Protocol,
     param: &impl Fn(&str) -> Option<&'q str>,

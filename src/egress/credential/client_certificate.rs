@@ -1,5 +1,5 @@
 //! `kind = "client_certificate"`: an app registration's certificate, proven with a
-//! `private_key_jwt` client assertion (RFC 7523, B.3). PS256 with `x5t#S256` by default, as
+//! `private_key_jwt` client assertion (RFC 7523). PS256 with `x5t#S256` by default, as
 //! Entra now asks; RS256 with the SHA-1 `x5t` for older setups. The PEM file is read again at
 //! every fetch, so a rotated certificate is picked up.
 

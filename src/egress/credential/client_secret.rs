@@ -1,6 +1,6 @@
-//! `kind = "client_secret"`: an app registration's client secret (B.2), kept in a file (read
-//! for every fetch, so a rotated secret is picked up) or an environment variable; never
-//! written in the configuration itself.
+//! `kind = "client_secret"`: an app registration's client secret (sent as `client_secret` in
+//! the client-credentials form), kept in a file (read for every fetch, so a rotated secret is
+//! picked up) or an environment variable; never written in the configuration itself.
 
 use std::path::Path;
 

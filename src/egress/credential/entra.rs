@@ -1,4 +1,5 @@
-//! The Entra ID v2 token endpoint, client-credentials grant (B.1): one POST, authenticated by
+//! The Entra ID v2 token endpoint, client-credentials grant
+//! (`POST {authority}/{tenant}/oauth2/v2.0/token`, form-encoded): one POST, authenticated by
 //! a client secret or a client assertion (a signed JWT, a Kubernetes token, a managed-identity
 //! token).
 
@@ -104,7 +105,7 @@ fn authority_from_env(env: Lookup<'_>) -> Result<Url, CredentialError> {
 }
 
 /// `{authority}/{tenant}/oauth2/v2.0/token`, whether or not the authority ends with `/`
-/// (the workload-identity webhook sets it with one, E.9).
+/// (the workload-identity webhook sets `AZURE_AUTHORITY_HOST` with one).
 pub fn token_url(authority: &Url, tenant: &str) -> Result<Url, CredentialError> {
     // A tenant is a GUID or a domain name: anything else could rewrite the path.
     if tenant.is_empty()

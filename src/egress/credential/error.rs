@@ -107,8 +107,9 @@ pub enum CredentialError {
 }
 
 impl CredentialError {
-    /// Whether and when to try again (A.9): 408, 429 and 5xx always; 404 and 410 only from
-    /// IMDS and Arc; "identity not found" (400) and other 4xx never.
+    /// Whether and when to try again, following the Azure SDKs' retry policies: 408, 429 and
+    /// 5xx always; 404 and 410 only from IMDS and Arc; "identity not found" (400) and other
+    /// 4xx never.
     pub fn retry(&self) -> Retry {
         match self {
             CredentialError::Rejected {

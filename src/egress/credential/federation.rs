@@ -1,7 +1,8 @@
 //! `kind = "managed_identity_federation"`: a managed identity as the federated credential of
-//! an app registration (B.4, source document 001). The managed-identity token for
-//! `api://AzureADTokenExchange` is the client assertion; it is kept while it has more than
-//! [`ASSERTION_MARGIN`] left, since managed-identity tokens live for hours.
+//! an app registration (Microsoft's "Configure an application to trust a managed identity").
+//! The managed-identity token for `api://AzureADTokenExchange` is the client assertion; it is
+//! kept while it has more than [`ASSERTION_MARGIN`] left, since managed-identity tokens live
+//! for hours.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -31,8 +32,8 @@ pub struct Federation {
 }
 
 impl Federation {
-    /// `identity_client_id` selects a user-assigned identity (the feature supports only
-    /// those, B.4); `endpoint` overrides IMDS as for `managed_identity`.
+    /// `identity_client_id` selects a user-assigned identity (Entra supports only those as
+    /// federated credentials); `endpoint` overrides IMDS as for `managed_identity`.
     pub fn new(
         kind: &CredentialKind,
         ca_file: Option<&Path>,

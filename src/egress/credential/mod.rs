@@ -103,7 +103,7 @@ pub fn build(
 }
 
 /// The v1 `resource` a managed-identity endpoint takes for a v2 `scope`: the scope without a
-/// trailing `/.default`, and nothing else changed (A.8).
+/// trailing `/.default`, and nothing else changed (as every Azure SDK converts it).
 pub fn scope_to_resource(scope: &str) -> &str {
     scope.strip_suffix("/.default").unwrap_or(scope)
 }

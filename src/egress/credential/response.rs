@@ -28,7 +28,8 @@ struct RawToken {
 }
 
 /// Parses a successful token response. `requested` is when the request was sent: an
-/// `expires_in` counts from then (A.8), so a slow answer errs towards refreshing early.
+/// `expires_in` counts from then (as azure-identity counts it), so a slow answer errs
+/// towards refreshing early.
 pub fn parse_token(
     endpoint: Endpoint,
     body: &[u8],
@@ -123,9 +124,10 @@ pub fn seconds(value: &Value) -> Option<u64> {
     }
 }
 
-/// Unix seconds from the date strings seen in the wild (A.3, A.8), all UTC unless an offset
-/// is given: `06/20/2019 02:57:58 +00:00`, `1/16/2020 5:24:12 AM +00:00`,
-/// `01/02/2006 15:04:05`, `2006-01-02 15:04:05` and RFC 3339 (`2006-01-02T15:04:05Z`).
+/// Unix seconds from the date strings App Service 2017 writes and the SDKs' parsers accept,
+/// all UTC unless an offset is given: `06/20/2019 02:57:58 +00:00`,
+/// `1/16/2020 5:24:12 AM +00:00`, `01/02/2006 15:04:05`, `2006-01-02 15:04:05` and RFC 3339
+/// (`2006-01-02T15:04:05Z`).
 pub fn parse_date(text: &str) -> Option<u64> {
     let (date, rest) = text.split_once([' ', 'T'])?;
     let (year, month, day) = if date.contains('/') {

@@ -18,7 +18,7 @@ const REMOTE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// An HTTP client for token requests: rustls with the webpki roots plus `ca_file`, no
 /// redirects (a redirect would carry a secret somewhere unplanned), a per-attempt deadline.
 /// `direct` bypasses `HTTP(S)_PROXY`: IMDS and local identity endpoints must never be
-/// reached through a proxy (A.1).
+/// reached through a proxy (Microsoft documents IMDS through a proxy as unsupported).
 pub fn http_client(
     ca_file: Option<&Path>,
     direct: bool,

@@ -1,4 +1,4 @@
-//! `kind = "workload_identity"`: AKS workload identity (A.7). The projected Kubernetes
+//! `kind = "workload_identity"`: AKS workload identity. The projected Kubernetes
 //! service-account token is the client assertion; Kubernetes rotates it, so the file is read
 //! again for every fetch.
 

@@ -1,4 +1,4 @@
-//! The Entra ID v2 token endpoint (B.1–B.6): checks the client-credentials form, then the
+//! The Entra ID v2 token endpoint: checks the client-credentials form, then the
 //! client's proof: a secret, a federated assertion (workload identity, managed identity), or a
 //! `private_key_jwt` whose signature, thumbprint header and claims (aud, iss, sub, jti, exp)
 //! are verified as Entra does. Errors carry `error_codes` and `AADSTS…` descriptions.
@@ -116,7 +116,7 @@ pub(crate) fn check(state: &State, c: &EntraConfig, l: &Logged) -> Option<Answer
     check_form(c, l).or_else(|| check_client(state, c, l))
 }
 
-/// The client-credentials form itself (B.1).
+/// The client-credentials form itself: `grant_type=client_credentials`, `client_id`, `scope`.
 fn check_form(c: &EntraConfig, l: &Logged) -> Option<Answer> {
     let form = l
         .header("content-type")
@@ -153,7 +153,7 @@ fn check_form(c: &EntraConfig, l: &Logged) -> Option<Answer> {
     Some(error(400, refusal.0, refusal.1, refusal.2))
 }
 
-/// The client's proof: a secret (B.2), a federated assertion (B.4) or a certificate (B.3).
+/// The client's proof: a secret, a federated assertion or a certificate.
 fn check_client(state: &State, c: &EntraConfig, l: &Logged) -> Option<Answer> {
     let assertion = l.field("client_assertion");
     let typed = l.field("client_assertion_type") == Some(JWT_BEARER);
@@ -188,7 +188,7 @@ fn check_client(state: &State, c: &EntraConfig, l: &Logged) -> Option<Answer> {
     }
 }
 
-/// Checks a `private_key_jwt` as Entra does (B.3); `Err((AADSTS code, reason))`.
+/// Checks a `private_key_jwt` as Entra does; `Err((AADSTS code, reason))`.
 fn verify(assertion: &str, c: &EntraConfig, aud: &str) -> Result<(), (u32, String)> {
     let EntraAuth::Certificate {
         cert_der,
@@ -212,7 +212,7 @@ fn verify(assertion: &str, c: &EntraConfig, aud: &str) -> Result<(), (u32, Strin
         _ => ("x5t", &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY),
     };
     let want = aws_lc_rs::digest::digest(digest, cert_der);
-    // Entra accepts base64url with or without padding, and standard base64 (B.3).
+    // Entra accepts base64url with or without padding, and standard base64.
     let given = header[name].as_str().unwrap_or_default();
     let decoded = URL_SAFE_NO_PAD
         .decode(given.trim_end_matches('='))
@@ -238,7 +238,7 @@ fn verify(assertion: &str, c: &EntraConfig, aud: &str) -> Result<(), (u32, Strin
     verify_claims(&claims, c, aud)
 }
 
-/// The claims of a verified assertion (B.3): aud, iss = sub, a fresh jti, a short window.
+/// The claims of a verified assertion: aud, iss = sub, a fresh jti, a short window.
 fn verify_claims(claims: &Value, c: &EntraConfig, aud: &str) -> Result<(), (u32, String)> {
     let bad = |code, text: &str| Err((code, text.to_owned()));
     if claims["aud"] != aud {

@@ -1,6 +1,7 @@
-//! In-process mocks of the identity endpoints, faithful to `shared/azure-protocols.md` (A, B
-//! and the E checklist): IMDS, App Service 2019 and 2017, Azure Arc with its challenge,
-//! Service Fabric over pinned TLS, Cloud Shell, and the Entra token endpoint ([`entra`]).
+//! In-process mocks of the identity endpoints, with the wire formats and quirks of the real
+//! services (as Microsoft documents them and the Azure SDKs read them): IMDS, App Service 2019
+//! and 2017, Azure Arc with its challenge, Service Fabric over pinned TLS, Cloud Shell, and
+//! the Entra token endpoint ([`entra`]).
 //!
 //! Each mock binds 127.0.0.1 port 0, checks requests the way the real service does (a missing
 //! `Metadata: true` is IMDS's 400 `bad_request_102`, an unassigned identity is 400 "Identity

@@ -1,4 +1,5 @@
-//! What each mocked service checks and how it answers: the wire formats of A.1–A.6 and E.
+//! What each mocked service checks and how it answers: each managed-identity source's wire
+//! format and the Entra token endpoint's, quirks included.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,7 +12,7 @@ use super::{Flavor, Id, Logged, Reply, State};
 /// Status, extra headers and JSON body.
 pub(crate) type Answer = (u16, Vec<(&'static str, String)>, Value);
 
-/// How App Service 2017 writes `expires_on` (A.3).
+/// How App Service 2017 writes `expires_on`.
 #[derive(Clone, Copy, Debug)]
 pub enum DateStyle {
     /// Linux hosts: `06/20/2019 02:57:58 +00:00`.
@@ -104,7 +105,8 @@ fn has_resource(l: &Logged) -> bool {
 }
 
 fn no_metadata(l: &Logged) -> Option<Answer> {
-    // E.2: the SSRF guard; the lower-case value exactly.
+    // IMDS's SSRF guard: 400 bad_request_102 unless `Metadata: true`, the lower-case value
+    // exactly.
     (l.header("metadata") != Some("true")).then(|| {
         imds_error(
             400,
@@ -139,7 +141,7 @@ fn check_arc(key_dir: &std::path::Path, key: &str, l: &Logged) -> Option<Answer>
     if let Some(refusal) = no_metadata(l) {
         return Some(refusal);
     }
-    // E.6: challenge first; the key file's raw contents are the answer.
+    // Arc: challenge first; the key file's raw contents are the answer.
     if l.header("authorization") != Some(&format!("Basic {key}")) {
         let realm = format!("Basic realm={}", key_dir.join("mock.key").display());
         return Some((
@@ -276,24 +278,24 @@ fn token(state: &State, l: &Logged, lifetime: u64) -> Answer {
         "roles": ["Orders.Read", "Orders.Write"], "uti": format!("mock-{n}"),
     })));
     let body = match &state.flavor {
-        // A.1 / E.1: every value a string, the full field set.
+        // IMDS: every value a string, the full field set.
         Flavor::Imds | Flavor::Arc { .. } => json!({
             "access_token": access, "refresh_token": "", "expires_in": lifetime.to_string(),
             "expires_on": exp.to_string(), "ext_expires_in": lifetime.to_string(),
             "not_before": iat.to_string(), "resource": resource, "token_type": "Bearer",
             "client_id": "a0a0a0a0-0000-0000-0000-000000000001",
         }),
-        // E.4: string epoch, no expires_in.
+        // App Service 2019: a string epoch, no expires_in.
         Flavor::AppService { .. } => json!({
             "access_token": access, "expires_on": exp.to_string(), "resource": resource,
             "token_type": "Bearer", "client_id": "a0a0a0a0-0000-0000-0000-000000000001",
         }),
-        // E.5: a date string, or Azure ML's integer.
+        // App Service 2017: a date string, or Azure ML's integer.
         Flavor::AppService2017 { style, .. } => json!({
             "access_token": access, "expires_on": date(exp, *style), "resource": resource,
             "token_type": "Bearer",
         }),
-        // E.7: a number.
+        // Service Fabric: a number.
         Flavor::ServiceFabric { .. } => json!({
             "token_type": "Bearer", "access_token": access, "expires_on": exp, "resource": resource,
         }),
@@ -301,7 +303,7 @@ fn token(state: &State, l: &Logged, lifetime: u64) -> Answer {
             "access_token": access, "expires_in": lifetime.to_string(), "expires_on": exp.to_string(),
             "resource": resource, "token_type": "Bearer",
         }),
-        // E.10: numbers.
+        // Entra v2: numbers.
         Flavor::Entra(_) => json!({
             "token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
             "access_token": access,

@@ -1,4 +1,4 @@
-//! Azure Arc's challenge (A.4): the first request is answered 401 with
+//! Azure Arc's challenge: the first request is answered 401 with
 //! `WWW-Authenticate: Basic realm=<path to a .key file>`; the key file's contents, read only
 //! from the agent's own directory, go back as `Authorization: Basic <contents>`.
 
@@ -57,7 +57,8 @@ pub async fn fetch(
         return Err(invalid("the challenge key file is larger than 4096 bytes"));
     }
     let key = read_secret_file(&key_path, "Arc key file").await?;
-    // The raw file contents, not base64 of user:password (A.4 step 4).
+    // The raw file contents, not base64 of user:password as Basic usually means: what the
+    // Arc agent expects.
     let answer = format!("Basic {}", key.expose());
     request_token(Endpoint::Arc, request().header(AUTHORIZATION, answer)).await
 }

@@ -2,7 +2,7 @@
 //! offers, each spoken in its own dialect.
 //!
 //! [`source`] detects the source; this file builds each source's request (its api-version,
-//! its secret header, its own names for a user-assigned identity: E.3); [`arc`] runs Arc's
+//! its secret header, its own names for a user-assigned identity); [`arc`] runs Arc's
 //! challenge and [`pinned`] trusts Service Fabric's self-signed certificate by thumbprint.
 //! No request here ever goes through an HTTP proxy.
 
@@ -23,7 +23,7 @@ pub mod source;
 
 use source::{Platform, Source};
 
-/// The IMDS protocol version (A.1); later ones work too, this one everywhere.
+/// The IMDS protocol version the SDKs send; IMDS takes this one or any later one.
 pub const IMDS_API_VERSION: &str = "2018-02-01";
 /// App Service, Functions, Container Apps.
 pub const APP_SERVICE_API_VERSION: &str = "2019-08-01";
@@ -115,8 +115,8 @@ impl ManagedIdentity {
             query.push((name, id));
         }
         // Metadata: true everywhere but Service Fabric: IMDS and Arc require it, Azure
-        // Automation (an App Service flavour) too (A.2).
-        // Appended to the endpoint's own query: IDENTITY_ENDPOINT is used verbatim (A.2).
+        // Automation (an App Service flavour) too; App Service does not need it.
+        // Appended to the endpoint's own query: IDENTITY_ENDPOINT is used verbatim.
         let mut url = self.source.endpoint().clone();
         url.query_pairs_mut().extend_pairs(&query);
         let mut request = self.client.get(url);
@@ -131,7 +131,8 @@ impl ManagedIdentity {
 }
 
 /// The query parameter that selects `id` on `source`: each protocol names it differently
-/// (E.3), and some cannot select one at all.
+/// (IMDS `msi_res_id` is App Service's `mi_res_id`, App Service 2017 knows only `clientid`),
+/// and some cannot select one at all.
 pub fn selector(
     source: &Source,
     id: &UserAssigned,

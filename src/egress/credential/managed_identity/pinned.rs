@@ -1,5 +1,5 @@
 //! Service Fabric's token service presents a self-signed certificate: it is trusted by its
-//! SHA-1 thumbprint (`IDENTITY_SERVER_THUMBPRINT`) instead of a chain (A.5). This is the
+//! SHA-1 thumbprint (`IDENTITY_SERVER_THUMBPRINT`) instead of a chain. This is the
 //! only place tollgate skips chain validation, and only for that one certificate.
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
-//! Which managed-identity source the environment offers, detected as the Azure SDKs do
-//! (A.0): App Service 2019 or Service Fabric, then App Service 2017 or Cloud Shell, then
-//! Azure Arc, else IMDS. A pure function of the environment lookup and two file-system facts.
+//! Which managed-identity source the environment offers, detected in the order MSAL Go and
+//! MSAL Python use: App Service 2019 or Service Fabric, then App Service 2017 or Cloud Shell,
+//! then Azure Arc, else IMDS. A pure function of the environment lookup and two file-system facts.
 
 use std::path::{Path, PathBuf};
 
