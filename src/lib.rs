@@ -2,10 +2,15 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML file, parsed and validated into types that cannot be invalid,
-//!   and reloaded when it changes.
-//! - [`state`]: the [`state::Snapshot`] built from a configuration, swapped whole on reload.
-//! - [`app`]: binds the listeners, starts background tasks, shuts down in order.
+//! The layers run one way (`tests/layers.rs` holds them to it): the vocabulary ([`path`],
+//! [`header_names`]), the data ([`config`]), mechanisms ([`filewatch`], [`telemetry`],
+//! [`proxy`], [`fetch`]), the two request paths ([`inbound`], [`egress`], siblings), the
+//! application ([`app`]), and the shells ([`dev`], [`cli`]).
+//!
+//! - [`config`]: the TOML file, parsed and validated into types that cannot be invalid.
+//! - [`app`]: the running application: the [`app::state::Snapshot`] built from a
+//!   configuration and swapped whole on reload, the listeners, background tasks, the admin
+//!   endpoints (`/healthz`, `/readyz`, `/metrics`), an orderly shutdown.
 //! - [`path`]: the one reading of a request path, for route matching and forwarding alike
 //!   (inbound and egress); depends on nothing else in the crate.
 //! - [`inbound`]: the request path in front of the upstream: identity stripping, path
@@ -14,23 +19,20 @@
 //!   cache and the credentials (managed identity, workload identity, secret, certificate).
 //! - [`proxy`]: HTTP machinery shared by the listeners: accept loop, TLS, upstream client,
 //!   header rewriting, upgrades.
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`telemetry`]: logging, metric families, redaction of secrets.
 //! - [`dev`]: the echo backend, local issuer and identity endpoint behind `tollgate demo`,
 //!   `tollgate dev` and the tests.
 //! - [`cli`]: the command line; the only module that knows about the process.
 
-pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod egress;
 pub mod fetch;
+pub mod filewatch;
 pub mod ids;
 pub mod inbound;
 pub mod path;
 pub mod proxy;
-pub mod state;
 pub mod telemetry;
-pub mod watch;

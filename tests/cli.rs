@@ -786,7 +786,7 @@ mod check_predicts_run {
     use std::sync::Arc;
 
     use tollgate::app::{App, StartOptions};
-    use tollgate::config::reload::SharedEnv;
+    use tollgate::config::SharedEnv;
 
     use super::support::tls::TestCa;
 

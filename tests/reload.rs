@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use support::{Backend, TestProxy, get, server};
-use tollgate::config::reload::Reloaded;
+use tollgate::app::reload::Reloaded;
 
 fn anonymous_route(backend: &Backend, prefix: &str) -> String {
     format!(

@@ -4,9 +4,8 @@ use std::fmt::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::reload::SharedEnv;
 use crate::config::{
-    self, Config, ConfigError, CredentialKind, KeySource, Loaded, Mode, PathMatch, Route,
+    self, Config, ConfigError, CredentialKind, KeySource, Loaded, Mode, PathMatch, Route, SharedEnv,
 };
 use crate::egress::credential::managed_identity::source::imds_url;
 

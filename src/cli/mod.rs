@@ -100,6 +100,6 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The process environment, shareable with the application.
-fn process_env() -> crate::config::reload::SharedEnv {
+fn process_env() -> crate::config::SharedEnv {
     std::sync::Arc::new(crate::config::process_env)
 }

@@ -3,6 +3,9 @@
 /// Looks a variable up in some environment: the process's in production, a map in tests.
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// An environment shareable across tasks: reloads expand with it, credentials read from it.
+pub type SharedEnv = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Expands `${VAR}` and `${VAR:-default}` in `text`.
 ///
 /// - `${VAR}` must be set (an empty value counts as set); an unset variable is an error, so a

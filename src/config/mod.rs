@@ -14,11 +14,10 @@ use std::time::Duration;
 
 pub mod duration;
 pub mod expand;
-pub mod reload;
 pub mod schema;
 pub mod validate;
 
-pub use expand::Lookup;
+pub use expand::{Lookup, SharedEnv};
 pub use validate::{ConfigError, Diagnostic, Warning, is_loopback};
 
 /// Methods a route may name: RFC 9110, PATCH, and WebDAV's, in their only accepted spelling

@@ -14,17 +14,13 @@ use std::sync::Arc;
 use http::header::{AUTHORIZATION, HOST};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::inbound::reject::json_error;
 use crate::proxy::forward::{ForwardError, Upstream};
-use crate::proxy::listener::{self, Lifecycle, Limits};
+use crate::proxy::listener::Limits;
 use crate::proxy::tls::TlsError;
-use crate::proxy::{Body, ConnInfo, headers};
-use crate::state::Live;
+use crate::proxy::{Body, headers, json_error};
 use crate::telemetry::metrics::Metrics;
 
 pub mod credential;
@@ -36,7 +32,7 @@ use token_cache::{Slot, TokenCache, TokenError};
 
 /// Limits of the egress listener: its client is the app next to it, so no `[server]`-style
 /// settings; these match the inbound defaults.
-const LIMITS: Limits = Limits {
+pub const LIMITS: Limits = Limits {
     max_connections: crate::config::validate::DEFAULT_MAX_CONNECTIONS,
     header_read_timeout: std::time::Duration::from_secs(10),
     max_header_bytes: 64 * 1024,
@@ -162,38 +158,6 @@ fn upstream_for(
     Ok(Arc::new(upstream))
 }
 
-/// What every egress request shares.
-pub struct Shared {
-    /// The current configuration snapshot.
-    pub live: Live,
-    /// Metric families.
-    pub metrics: Arc<Metrics>,
-}
-
-/// Accepts egress connections on `listener` until shutdown.
-pub fn spawn(listener: TcpListener, shared: Shared, life: &Lifecycle) {
-    let gauge = shared
-        .metrics
-        .open_connections
-        .with_label_values(&["egress"]);
-    let shared = Arc::new(shared);
-    let make = move |_conn: ConnInfo| {
-        let shared = shared.clone();
-        service_fn(move |req| {
-            let shared = shared.clone();
-            async move { serve(req, &shared).await }
-        })
-    };
-    life.tracker.spawn(listener::serve(
-        listener,
-        None,
-        LIMITS,
-        gauge,
-        make,
-        life.clone(),
-    ));
-}
-
 /// Why a request was not forwarded, or failed at the target.
 #[derive(Debug)]
 enum Reject {
@@ -214,13 +178,16 @@ enum Reject {
 }
 
 /// Serves one egress request. Never fails: every error becomes a response here.
-pub async fn serve(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body>, Infallible> {
+pub async fn serve(
+    req: Request<Incoming>,
+    egress: Option<&EgressState>,
+    metrics: &Metrics,
+) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    let snapshot = shared.live.load();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut target = NO_TARGET;
-    let result = match &snapshot.egress {
+    let result = match egress {
         Some(egress) => handle(req, egress, &mut target).await,
         None => Err(Reject::Disabled),
     };
@@ -237,7 +204,7 @@ pub async fn serve(req: Request<Incoming>, shared: &Shared) -> Result<Response<B
         }
     };
     record(
-        &shared.metrics,
+        metrics,
         target,
         &method,
         &path,

@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use super::credential::retry::RetryPolicy;
 use super::credential::{self, Credential, CredentialError};
-use crate::config::{self, reload::SharedEnv};
+use crate::config::{self, SharedEnv};
 use crate::telemetry::metrics::Metrics;
 
 mod slot;

@@ -22,7 +22,6 @@ use crate::config::{Mode, Route};
 use crate::path;
 use crate::proxy::listener::Lifecycle;
 use crate::proxy::{Body, ConnInfo, forward::ForwardError, headers, upgrade};
-use crate::state::{InboundState, Live, Snapshot};
 use crate::telemetry::{
     self,
     json::Access,
@@ -39,13 +38,14 @@ pub mod me;
 pub mod policy;
 pub mod reject;
 pub mod signature_cache;
+mod state;
+
+pub use state::{BuildError, InboundState, Tasks, show_key_series};
 
 use jwt::{AuthError, Verified};
 
-/// What every inbound request shares.
+/// What every inbound request shares, besides the state of the moment.
 pub struct Shared {
-    /// The current configuration snapshot.
-    pub live: Live,
     /// Metric families.
     pub metrics: Arc<Metrics>,
     /// Shutdown signals and task tracking (for upgraded connections).
@@ -131,10 +131,10 @@ const NO_ROUTE: &str = "none";
 pub async fn serve(
     req: Box<Request<Incoming>>,
     conn: &ConnInfo,
+    inbound: Option<&InboundState>,
     shared: &Shared,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    let snapshot = shared.live.load();
     let method = req.method().clone();
     let uri = req.uri().clone();
     let mut outcome = Outcome {
@@ -146,7 +146,7 @@ pub async fn serve(
         error: None,
         issuer: None,
     };
-    let response = match handle(req, &uri, conn, shared, &snapshot, &mut outcome).await {
+    let response = match handle(req, &uri, conn, shared, inbound, &mut outcome).await {
         Ok(response) => response,
         Err(reject) => {
             let (response, error) = rescue(reject, &outcome, &shared.metrics);
@@ -254,10 +254,10 @@ async fn handle<'s>(
     uri: &http::Uri,
     conn: &ConnInfo,
     shared: &Shared,
-    snapshot: &'s Snapshot,
+    inbound: Option<&'s InboundState>,
     outcome: &mut Outcome<'s>,
 ) -> Result<Response<Body>, Reject> {
-    let inbound = snapshot.inbound.as_ref().ok_or(Reject::InboundDisabled)?;
+    let inbound = inbound.ok_or(Reject::InboundDisabled)?;
     // Strip before anything can branch, so anonymous routes and error paths are covered too.
     identity::strip_spoofable(req.headers_mut(), &inbound.claim_headers);
     let trusted = inbound.is_trusted_proxy(conn.peer.ip());

@@ -1,25 +1,16 @@
 //! The responses tollgate writes itself: JSON bodies `{"error", "error_description"}`, and for
 //! 401/403 the RFC 6750 `WWW-Authenticate` challenge. Nothing from the request is echoed.
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
 use super::jwt::AuthError;
-use crate::proxy::{Body, full};
+use crate::proxy::Body;
 
 /// The realm in every challenge.
 pub const REALM: &str = "tollgate";
 
-/// A JSON error response. `error` and `description` are tollgate's own static words.
-pub fn json_error(status: StatusCode, error: &str, description: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": error, "error_description": description });
-    let mut response = Response::new(full(body.to_string()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
+pub use crate::proxy::json_error;
 
 /// 401 for a request with no bearer token at all: a bare challenge, no error code
 /// (RFC 6750 §3.1: the client may simply not know authentication is needed).
@@ -125,6 +116,6 @@ mod tests {
                 .unwrap()
                 .contains("insufficient_scope")
         );
-        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(r.headers()[http::header::CONTENT_TYPE], "application/json");
     }
 }

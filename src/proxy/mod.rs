@@ -11,7 +11,8 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 
 pub mod forward;
@@ -30,6 +31,18 @@ pub type Body = Either<pool::UpstreamBody, Full<Bytes>>;
 /// A small body written by tollgate.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Either::Right(Full::new(bytes.into()))
+}
+
+/// A JSON error response `{"error", "error_description"}`, not to be cached. `error` and
+/// `description` are tollgate's own words: nothing from the request is echoed.
+pub fn json_error(status: StatusCode, error: &str, description: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": error, "error_description": description });
+    let mut response = Response::new(full(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// A response tollgate wrote, made fit for a `HEAD` request: the same head, with the length

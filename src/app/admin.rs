@@ -9,8 +9,8 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::state::Live;
 use crate::proxy::{Body, full};
-use crate::state::Live;
 use crate::telemetry::metrics::Metrics;
 
 /// Process-wide readiness facts that are not part of a snapshot.

@@ -16,17 +16,22 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, Admin, Health};
-use crate::config::reload::{self, ReloadError, Reloaded, Reloader, SharedEnv};
+pub mod admin;
+pub mod reload;
+pub mod state;
+
+use crate::config::SharedEnv;
 use crate::config::{Config, Loaded};
 use crate::egress::{self, token_cache::TokenCache};
+use crate::filewatch::FileWatch;
 use crate::inbound;
 use crate::proxy::listener::{self, Lifecycle, Limits};
 use crate::proxy::tls::{CertResolver, TlsError};
 use crate::proxy::{Body, ConnInfo};
-use crate::state::{BuildContext, BuildError, Live, Snapshot};
 use crate::telemetry::metrics::Metrics;
-use crate::watch::FileWatch;
+use admin::{Admin, Health};
+use reload::{ReloadError, Reloaded, Reloader};
+use state::{BuildContext, BuildError, Live, Snapshot};
 
 /// Connections the admin listener accepts at once: probes and a scraper.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -131,11 +136,7 @@ impl App {
             (Some(e), Some(tokens)) => {
                 let listener = bind("egress", e.listen).await?;
                 let addr = local_addr(&listener, e.listen);
-                let shared = egress::Shared {
-                    live: live.clone(),
-                    metrics: metrics.clone(),
-                };
-                egress::spawn(listener, shared, &life);
+                start_egress(listener, &live, &metrics, &life);
                 life.tracker.spawn(tokens.run());
                 Some(addr)
             }
@@ -169,7 +170,7 @@ impl App {
         ));
         if options.watch_config {
             life.tracker
-                .spawn(reload::watch(reloader.clone(), background.clone()));
+                .spawn(reload::on_changes(reloader.clone(), background.clone()));
         }
         health.bound.store(true, Ordering::Release);
         tracing::info!(
@@ -331,14 +332,14 @@ fn start_inbound(
         max_header_bytes: server.max_header_bytes,
     };
     let shared = Arc::new(inbound::Shared {
-        live: live.clone(),
         metrics: metrics.clone(),
         life: life.clone(),
     });
+    let live = live.clone();
     let gauge = metrics.open_connections.with_label_values(&["inbound"]);
     let make = move |conn: ConnInfo| {
         // One allocation per connection; each request then clones a single Arc.
-        let per_conn = Arc::new((conn, shared.clone()));
+        let per_conn = Arc::new((conn, shared.clone(), live.clone()));
         service_fn(move |req| {
             let per_conn = per_conn.clone();
             let req = Box::new(req);
@@ -346,7 +347,11 @@ fn start_inbound(
             // HTTP/1.1 connection, and this one is ~1.2 KiB; boxed, the slot holds a pointer
             // and an idle keep-alive connection holds nothing (bench/idle-memory.sh). One
             // allocation per request, from mimalloc's thread-local free list.
-            Box::pin(async move { inbound::serve(req, &per_conn.0, &per_conn.1).await })
+            Box::pin(async move {
+                // The snapshot of the moment, kept for the whole request.
+                let snapshot = per_conn.2.load();
+                inbound::serve(req, &per_conn.0, snapshot.inbound.as_ref(), &per_conn.1).await
+            })
                 as Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>
         })
     };
@@ -354,6 +359,30 @@ fn start_inbound(
         listener,
         tls,
         limits,
+        gauge,
+        make,
+        life.clone(),
+    ));
+}
+
+/// Accepts egress connections on `listener` until shutdown.
+fn start_egress(listener: TcpListener, live: &Live, metrics: &Arc<Metrics>, life: &Lifecycle) {
+    let gauge = metrics.open_connections.with_label_values(&["egress"]);
+    let shared = Arc::new((metrics.clone(), live.clone()));
+    let make = move |_conn: ConnInfo| {
+        let shared = shared.clone();
+        service_fn(move |req| {
+            let shared = shared.clone();
+            async move {
+                let snapshot = shared.1.load();
+                egress::serve(req, snapshot.egress.as_ref(), &shared.0).await
+            }
+        })
+    };
+    life.tracker.spawn(listener::serve(
+        listener,
+        None,
+        egress::LIMITS,
         gauge,
         make,
         life.clone(),
@@ -370,8 +399,8 @@ async fn watch_certificate(
     let Some(mut watch) = watch else { return };
     let digests = |f: &crate::config::TlsFiles| {
         (
-            crate::watch::file_digest(&f.cert),
-            crate::watch::file_digest(&f.key),
+            crate::filewatch::file_digest(&f.cert),
+            crate::filewatch::file_digest(&f.key),
         )
     };
     // The pair last tried, loaded or refused: a bad pair is reported once, not on every event.

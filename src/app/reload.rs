@@ -10,13 +10,10 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Config, ConfigError};
-use crate::state::{BuildContext, BuildError, Live, Snapshot};
+use super::state::{BuildContext, BuildError, Live, Snapshot};
+use crate::config::{self, Config, ConfigError, SharedEnv};
+use crate::filewatch::{self, FileWatch};
 use crate::telemetry::metrics::Metrics;
-use crate::watch::{self, FileWatch};
-
-/// The environment the configuration is expanded with, shareable across tasks.
-pub type SharedEnv = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Why a reload was refused. The running configuration stays.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +58,7 @@ impl Reloader {
         metrics: Arc<Metrics>,
         tasks: (TaskTracker, CancellationToken),
     ) -> Self {
-        let seen = Mutex::new(std::fs::read(&path).ok().map(|b| watch::digest(&b)));
+        let seen = Mutex::new(std::fs::read(&path).ok().map(|b| filewatch::digest(&b)));
         Reloader {
             path,
             env,
@@ -78,7 +75,7 @@ impl Reloader {
         let mut seen = self.seen.lock();
         // One read: the digest is of the bytes that are parsed, even if the file changes again.
         let bytes = std::fs::read(&self.path);
-        let digest = bytes.as_deref().ok().map(watch::digest);
+        let digest = bytes.as_deref().ok().map(filewatch::digest);
         if !force && digest.is_some() && digest == *seen {
             return Ok(Reloaded::Unchanged);
         }
@@ -102,7 +99,7 @@ impl Reloader {
     }
 
     fn apply(&self, bytes: std::io::Result<Vec<u8>>) -> Result<(), ReloadError> {
-        let loaded = super::load_bytes(bytes, &self.path, &*self.env)?;
+        let loaded = config::load_bytes(bytes, &self.path, &*self.env)?;
         for warning in &loaded.warnings {
             tracing::warn!(%warning, "configuration warning");
         }
@@ -155,7 +152,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 
 /// Starts watching the configuration file and SIGHUP now (so no change made after this call
 /// is missed), and returns the task that reloads on them until `shutdown`.
-pub fn watch(
+pub fn on_changes(
     reloader: Arc<Reloader>,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send {

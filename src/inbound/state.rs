@@ -1,0 +1,181 @@
+//! The compiled inbound side of a configuration: routes, issuers with their key sets, the
+//! upstream pool, the identity mapping. Built by the application on start and reload, handed
+//! to [`serve`](super::serve) with every request.
+
+use std::sync::Arc;
+
+use http::HeaderName;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::issuer::{Issuer, Issuers};
+use super::jwks::KeySet;
+use super::policy::Routes;
+use super::signature_cache::SignatureCache;
+use crate::config::{self, Config, Identity};
+use crate::fetch::FetchError;
+use crate::proxy::forward::Upstream;
+use crate::proxy::tls::TlsError;
+use crate::telemetry::metrics::Metrics;
+
+/// The compiled inbound side.
+pub struct InboundState {
+    /// Routes in file order.
+    pub routes: Routes,
+    /// The protected upstream and its connection pool.
+    pub upstream: Arc<Upstream>,
+    /// Forward the client's Host (true) or the upstream's authority.
+    pub preserve_host: bool,
+    /// Peers whose `X-Forwarded-*` headers are kept (`[server] trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Header names of the `[identity.claims]` mapping, stripped from every request.
+    pub claim_headers: Vec<HeaderName>,
+    /// What the upstream learns about the caller.
+    pub identity: Identity,
+    /// Trusted issuers with their key sets.
+    pub issuers: Issuers,
+    /// Verified-signature cache; `None` when `token_cache_entries = 0`.
+    pub signature_cache: Option<Arc<SignatureCache>>,
+    /// The upstream's URL and deadline when it has no CA file of its own: a reload with the
+    /// same keeps the connection pool (a CA file is always reread: its contents may change).
+    pool_key: Option<(http::Uri, std::time::Duration)>,
+}
+
+/// Why the inbound side could not be built from a valid configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The upstream's extra CA file is unusable.
+    #[error("upstream trust: {0}")]
+    UpstreamTls(#[source] TlsError),
+    /// An issuer's HTTP client could not be built (its CA file, say).
+    #[error("issuer {issuer}: {source}")]
+    Issuer {
+        /// The issuer.
+        issuer: String,
+        /// Why.
+        #[source]
+        source: FetchError,
+    },
+}
+
+/// Where new key sets run their refresh tasks; `None` builds an offline state (`check`,
+/// `explain`, benches) whose key sets are filled by hand or never.
+pub type Tasks<'a> = Option<(&'a TaskTracker, &'a CancellationToken)>;
+
+impl InboundState {
+    /// The inbound side of `config` (`None` without `[server]`), reusing what `previous`
+    /// holds where the settings did not change: the upstream pool, the key sets, the
+    /// signature cache.
+    pub fn build(
+        config: &Config,
+        previous: Option<&InboundState>,
+        metrics: &Arc<Metrics>,
+        tasks: Tasks<'_>,
+    ) -> Result<Option<InboundState>, BuildError> {
+        let Some(server) = &config.server else {
+            return Ok(None);
+        };
+        let pool_key = server
+            .ca_file
+            .is_none()
+            .then(|| (server.upstream.clone(), server.request_timeout));
+        let reusable = previous.filter(|p| pool_key.is_some() && p.pool_key == pool_key);
+        let upstream = match reusable {
+            Some(p) => p.upstream.clone(),
+            None => Arc::new(
+                Upstream::new(
+                    &server.upstream,
+                    server.ca_file.as_deref(),
+                    server.request_timeout,
+                )
+                .map_err(BuildError::UpstreamTls)?,
+            ),
+        };
+        let signature_cache = match previous.and_then(|i| i.signature_cache.clone()) {
+            Some(cache) if cache.capacity() == server.token_cache_entries => Some(cache),
+            _ => SignatureCache::new(server.token_cache_entries).map(Arc::new),
+        };
+        Ok(Some(InboundState {
+            routes: Routes::new(config.routes.clone()),
+            upstream,
+            preserve_host: server.preserve_host,
+            trusted_proxies: server.trusted_proxies.clone(),
+            claim_headers: config
+                .identity
+                .claims
+                .iter()
+                .map(|(h, _)| h.clone())
+                .collect(),
+            identity: config.identity.clone(),
+            issuers: issuers(
+                &config.issuers,
+                previous.map(|i| &i.issuers),
+                metrics,
+                tasks,
+            )?,
+            signature_cache,
+            pool_key,
+        }))
+    }
+
+    /// Whether a client connection comes from a trusted proxy (an IPv4 peer on a dual-stack
+    /// listener, `::ffff:a.b.c.d`, is compared as IPv4).
+    #[inline]
+    pub fn is_trusted_proxy(&self, peer: std::net::IpAddr) -> bool {
+        !self.trusted_proxies.is_empty() && {
+            let peer = peer.to_canonical();
+            self.trusted_proxies.iter().any(|net| net.contains(&peer))
+        }
+    }
+}
+
+/// The issuers of a configuration. A key set is reused when its issuer's key settings did not
+/// change, so a reload does not refetch every JWKS; a new one starts its refresh task.
+fn issuers(
+    settings: &[config::Issuer],
+    previous: Option<&Issuers>,
+    metrics: &Arc<Metrics>,
+    tasks: Tasks<'_>,
+) -> Result<Issuers, BuildError> {
+    let mut out = Vec::with_capacity(settings.len());
+    for issuer in settings {
+        let reused = previous
+            .and_then(|p| p.iter().find(|old| old.keys.serves(issuer)))
+            .map(|old| old.keys.clone());
+        let keys = match reused {
+            Some(keys) => keys,
+            None => {
+                let keys =
+                    KeySet::new(issuer, metrics.clone()).map_err(|source| BuildError::Issuer {
+                        issuer: issuer.name.clone(),
+                        source,
+                    })?;
+                if let Some((tracker, stop)) = tasks {
+                    tracker.spawn(KeySet::run(Arc::downgrade(&keys), stop.clone()));
+                }
+                keys
+            }
+        };
+        out.push(Issuer::new(issuer, keys));
+    }
+    Ok(Issuers::new(out))
+}
+
+/// Shows the series of every configured issuer's key set from the first scrape, and removes
+/// those of issuers no longer configured. Called once the whole snapshot is built, so a
+/// refused reload leaves the running configuration's series alone.
+pub fn show_key_series(
+    now: Option<&InboundState>,
+    previous: Option<&InboundState>,
+    metrics: &Metrics,
+) {
+    let issuers = now.map(|i| &i.issuers);
+    for issuer in issuers.into_iter().flat_map(|i| i.iter()) {
+        issuer.keys.show_series();
+    }
+    for gone in previous.into_iter().flat_map(|p| p.issuers.iter()) {
+        if !issuers.is_some_and(|now| now.iter().any(|i| i.name == gone.name)) {
+            let _ = metrics.jwks_keys.remove_label_values(&[&gone.name]);
+        }
+    }
+}
