@@ -31,6 +31,7 @@ pub mod dev;
 pub mod egress;
 pub mod fetch;
 pub mod filewatch;
+pub mod header_names;
 pub mod ids;
 pub mod inbound;
 pub mod path;

@@ -176,7 +176,7 @@ async fn forwarded_headers_are_set() {
 fn forwarding_headers_are_tollgate_s_own() {
     use proptest::prelude::*;
     use proptest::test_runner::TestRunner;
-    use tollgate::proxy::headers::FORWARDING_HEADERS;
+    use tollgate::header_names::FORWARDING_HEADERS;
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let backend = rt.block_on(Backend::start());

@@ -217,7 +217,7 @@ fn token_checks(
         print_headers(out, &verified, config);
         return true;
     };
-    let decision = policy::authorize(route, &verified.claims, &verified.issuer.name);
+    let decision = policy::evaluate(route, &verified.claims, &verified.issuer.name);
     if decision.checks.is_empty() {
         let _ = writeln!(out, "requirements: none (any valid token)");
     }

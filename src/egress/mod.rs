@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::proxy::forward::{ForwardError, Upstream};
+use crate::proxy::forward::{self, ForwardError, Origin, Peer};
 use crate::proxy::listener::Limits;
 use crate::proxy::tls::TlsError;
 use crate::proxy::{Body, headers, json_error};
@@ -51,7 +51,7 @@ pub struct EgressTarget {
     /// The target's name, its metric label.
     pub name: String,
     /// The connection pool to the target.
-    pub upstream: Arc<Upstream>,
+    pub upstream: Arc<Origin>,
     /// The token slot for the target's (credential, scope).
     pub slot: Arc<Slot>,
     config: crate::config::Target,
@@ -125,11 +125,6 @@ impl EgressState {
             .collect();
         Ok(EgressState { matchers, targets })
     }
-
-    /// The targets, in file order.
-    pub fn targets(&self) -> &[EgressTarget] {
-        &self.targets
-    }
 }
 
 /// The connection pool for `t`: `previous`'s when the URL, trust and deadline are the same
@@ -137,7 +132,7 @@ impl EgressState {
 fn upstream_for(
     t: &crate::config::Target,
     previous: Option<&EgressState>,
-) -> Result<Arc<Upstream>, BuildError> {
+) -> Result<Arc<Origin>, BuildError> {
     let reusable = previous
         .and_then(|p| p.targets.iter().find(|o| o.config.url == t.url))
         .filter(|o| {
@@ -149,7 +144,7 @@ fn upstream_for(
         return Ok(old.upstream.clone());
     }
     let upstream =
-        Upstream::new(&t.url, t.ca_file.as_deref(), t.request_timeout).map_err(|source| {
+        Origin::new(&t.url, t.ca_file.as_deref(), t.request_timeout).map_err(|source| {
             BuildError::TargetTls {
                 name: t.name.clone(),
                 source,
@@ -246,17 +241,7 @@ fn rejection(reject: Reject, target: &str) -> (Response<Body>, &'static str) {
         }
         Reject::Target(e) => {
             tracing::debug!(egress_target = target, error = %e, source = ?std::error::Error::source(&e), "egress target failed");
-            let (error, description) = match e {
-                ForwardError::Timeout(_) => ("target_timeout", "the target did not answer in time"),
-                ForwardError::Connect(_) => {
-                    ("target_unreachable", "the target could not be reached")
-                }
-                ForwardError::Failed(_) | ForwardError::UnexpectedUpgrade => {
-                    ("target_failed", "the target connection failed")
-                }
-                ForwardError::BadUri(_) => ("invalid_request", "the request target is not valid"),
-            };
-            (e.status(), error, description.to_owned())
+            return e.response(Peer::Target);
         }
         Reject::Disabled => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -306,15 +291,12 @@ async fn handle<'s>(
     h.insert(HOST, target.upstream.host().clone());
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
-    let mut response = target
+    let response = target
         .upstream
         .send(Box::new(req), None)
         .await
         .map_err(Reject::Target)?;
-    if !response.body().hop_by_hop_removed() {
-        headers::strip_hop_by_hop(response.headers_mut());
-    }
-    Ok(response.map(Body::Left))
+    Ok(forward::for_client(response))
 }
 
 /// Records the request metrics and the access-log line, once per request.

@@ -20,8 +20,9 @@ use tokio::time::Instant;
 
 use crate::config::{Mode, Route};
 use crate::path;
+use crate::proxy::forward::{self, ForwardError, Peer};
 use crate::proxy::listener::Lifecycle;
-use crate::proxy::{Body, ConnInfo, forward::ForwardError, headers, upgrade};
+use crate::proxy::{Body, ConnInfo, headers, upgrade};
 use crate::telemetry::{
     self,
     json::Access,
@@ -229,7 +230,7 @@ fn rescue(
         // The request was decided; only the upstream failed, so the decision stays.
         Reject::Upstream(e) => {
             tracing::debug!(error = %e, source = ?std::error::Error::source(&e), route = outcome.route, "upstream request failed");
-            upstream_error(&e)
+            e.response(Peer::Upstream)
         }
         Reject::InboundDisabled => (
             reject::json_error(
@@ -430,7 +431,7 @@ fn authorize(
     verified: &Verified<'_>,
     outcome: &Outcome<'_>,
 ) -> Result<Decision, Reject> {
-    let decision = policy::authorize(route, &verified.claims, &verified.issuer.name);
+    let decision = policy::evaluate(route, &verified.claims, &verified.issuer.name);
     let Some(failed) = decision.first_failure() else {
         return Ok(Decision::Allowed);
     };
@@ -509,10 +510,7 @@ async fn forward(
         // 101 keeps Connection and Upgrade: they are the point of the response.
         return Ok(response.map(Body::Left));
     }
-    if !response.body().hop_by_hop_removed() {
-        headers::strip_hop_by_hop(response.headers_mut());
-    }
-    Ok(response.map(Body::Left))
+    Ok(forward::for_client(response))
 }
 
 fn path_description(e: path::PathError) -> &'static str {
@@ -524,20 +522,6 @@ fn path_description(e: path::PathError) -> &'static str {
         path::PathError::DoubleEncoding => "the path contains a double percent-encoding",
         path::PathError::NotAbsolute => "the request target is not an absolute path",
     }
-}
-
-/// The response for an upstream failure, and its error code.
-pub fn upstream_error(e: &ForwardError) -> (Response<Body>, &'static str) {
-    let (error, description) = match e {
-        ForwardError::Timeout(_) => ("upstream_timeout", "the upstream did not answer in time"),
-        ForwardError::Connect(_) => ("upstream_unreachable", "the upstream could not be reached"),
-        ForwardError::Failed(_) => ("upstream_failed", "the upstream connection failed"),
-        ForwardError::UnexpectedUpgrade => {
-            ("upstream_failed", "the upstream switched protocols unasked")
-        }
-        ForwardError::BadUri(_) => ("invalid_request", "the request target is not valid"),
-    };
-    (reject::json_error(e.status(), error, description), error)
 }
 
 /// Records the request metric and the access-log line, once per request.

@@ -1,7 +1,7 @@
 //! Routes and requirements: which rule covers a request (first match in file order, on the
 //! normalised path and the method), and whether a verified token meets that rule.
 //!
-//! [`authorize`] is pure: the request path and `tollgate explain` both call it, so they cannot
+//! [`evaluate`] is pure: the request path and `tollgate explain` both call it, so they cannot
 //! disagree.
 
 use http::Method;
@@ -90,19 +90,14 @@ pub struct Check<'r> {
 
 /// Every requirement of a route, checked against one token.
 #[derive(Clone, Debug, Default)]
-pub struct Decision<'r> {
+pub struct Evaluation<'r> {
     /// The checks, in the order the README's `[[routes]]` table lists the requirements
     /// (`roles_any`, `roles_all`, `scopes_any`, `client_apps`, `tenants`, `principals`,
     /// `issuers`, then each of `claims`).
     pub checks: Vec<Check<'r>>,
 }
 
-impl<'r> Decision<'r> {
-    /// True when every requirement passed (a route with none allows any valid token).
-    pub fn allowed(&self) -> bool {
-        self.checks.iter().all(|c| c.passed)
-    }
-
+impl<'r> Evaluation<'r> {
     /// The first requirement that failed.
     pub fn first_failure(&self) -> Option<&Check<'r>> {
         self.checks.iter().find(|c| !c.passed)
@@ -112,7 +107,7 @@ impl<'r> Decision<'r> {
 /// Checks every requirement of `route` against a verified token's claims and issuer name.
 /// Every requirement is evaluated (not only up to the first failure) so the decision can be
 /// shown whole.
-pub fn authorize<'r>(route: &'r Route, claims: &Claims, issuer: &str) -> Decision<'r> {
+pub fn evaluate<'r>(route: &'r Route, claims: &Claims, issuer: &str) -> Evaluation<'r> {
     let q = &route.require;
     let mut checks = Vec::new();
     let mut check = |requirement, wanted: &'r [String], passed: &dyn Fn(&'r [String]) -> bool| {
@@ -157,7 +152,7 @@ pub fn authorize<'r>(route: &'r Route, claims: &Claims, issuer: &str) -> Decisio
             claims.matches(name, w)
         });
     }
-    Decision { checks }
+    Evaluation { checks }
 }
 
 /// The routes of one configuration, in file order, each with its metric series.
@@ -348,9 +343,8 @@ mod tests {
         ];
         for (require, allowed) in cases {
             let route = requiring(require.clone());
-            let decision = authorize(&route, &token, "entra");
-            assert_eq!(decision.allowed(), allowed, "{require:?}");
-            assert_eq!(decision.first_failure().is_none(), allowed);
+            let evaluation = evaluate(&route, &token, "entra");
+            assert_eq!(evaluation.first_failure().is_none(), allowed, "{require:?}");
         }
     }
 
@@ -362,7 +356,7 @@ mod tests {
             client_apps: vec!["v1-app".into()],
             ..Default::default()
         });
-        let d = authorize(&route, &token, "entra");
+        let d = evaluate(&route, &token, "entra");
         assert_eq!(d.checks.len(), 2);
         assert!(!d.checks[0].passed && d.checks[1].passed);
         assert_eq!(

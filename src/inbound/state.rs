@@ -14,7 +14,7 @@ use super::policy::Routes;
 use super::signature_cache::SignatureCache;
 use crate::config::{self, Config, Identity};
 use crate::fetch::FetchError;
-use crate::proxy::forward::Upstream;
+use crate::proxy::forward::Origin;
 use crate::proxy::tls::TlsError;
 use crate::telemetry::metrics::Metrics;
 
@@ -23,7 +23,7 @@ pub struct InboundState {
     /// Routes in file order.
     pub routes: Routes,
     /// The protected upstream and its connection pool.
-    pub upstream: Arc<Upstream>,
+    pub upstream: Arc<Origin>,
     /// Forward the client's Host (true) or the upstream's authority.
     pub preserve_host: bool,
     /// Peers whose `X-Forwarded-*` headers are kept (`[server] trusted_proxies`).
@@ -83,7 +83,7 @@ impl InboundState {
         let upstream = match reusable {
             Some(p) => p.upstream.clone(),
             None => Arc::new(
-                Upstream::new(
+                Origin::new(
                     &server.upstream,
                     server.ca_file.as_deref(),
                     server.request_timeout,

@@ -17,6 +17,7 @@ use super::headers::Forwarded;
 use super::pool::{Pool, SendError, UpstreamBody};
 use super::timer::Timers;
 use super::tls::{self, TlsError};
+use super::{Body, json_error};
 
 /// Longest time to establish a TCP connection to an upstream or target.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,7 +58,56 @@ pub enum ForwardError {
     BadUri(#[source] http::Error),
 }
 
+/// An upstream's or target's response made ready for the client: hop-by-hop headers removed
+/// (unless the lean client already did) and the body in the listeners' type.
+pub fn for_client(mut response: Response<UpstreamBody>) -> Response<Body> {
+    if !response.body().hop_by_hop_removed() {
+        super::headers::strip_hop_by_hop(response.headers_mut());
+    }
+    response.map(Body::Left)
+}
+
+/// Who is on the other side of a failed exchange, for the error code the client gets:
+/// the inbound listener's upstream, or an egress target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// The protected app behind the inbound listener.
+    Upstream,
+    /// An egress target.
+    Target,
+}
+
 impl ForwardError {
+    /// The JSON error response for this failure, and its error code: one table for both
+    /// listeners, each naming its own side (`upstream_timeout`, `target_timeout`).
+    pub fn response(&self, peer: Peer) -> (Response<Body>, &'static str) {
+        let (error, description) = match (self, peer) {
+            (ForwardError::Timeout(_), Peer::Upstream) => {
+                ("upstream_timeout", "the upstream did not answer in time")
+            }
+            (ForwardError::Timeout(_), Peer::Target) => {
+                ("target_timeout", "the target did not answer in time")
+            }
+            (ForwardError::Connect(_), Peer::Upstream) => {
+                ("upstream_unreachable", "the upstream could not be reached")
+            }
+            (ForwardError::Connect(_), Peer::Target) => {
+                ("target_unreachable", "the target could not be reached")
+            }
+            (ForwardError::Failed(_), Peer::Upstream) => {
+                ("upstream_failed", "the upstream connection failed")
+            }
+            (ForwardError::UnexpectedUpgrade, Peer::Upstream) => {
+                ("upstream_failed", "the upstream switched protocols unasked")
+            }
+            (ForwardError::Failed(_) | ForwardError::UnexpectedUpgrade, Peer::Target) => {
+                ("target_failed", "the target connection failed")
+            }
+            (ForwardError::BadUri(_), _) => ("invalid_request", "the request target is not valid"),
+        };
+        (json_error(self.status(), error, description), error)
+    }
+
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -70,8 +120,9 @@ impl ForwardError {
     }
 }
 
-/// One upstream (or egress target): where it is, its connections, and the deadline.
-pub struct Upstream {
+/// An origin server tollgate forwards to: the inbound listener's upstream or an egress
+/// target. Where it is, its connections, and the deadline.
+pub struct Origin {
     /// The upstream's authority as a `Host` header value, made once.
     host: HeaderValue,
     /// A path prefixed to every forwarded path (egress targets only); empty for none.
@@ -82,7 +133,7 @@ pub struct Upstream {
     timers: Timers,
 }
 
-impl Upstream {
+impl Origin {
     /// An upstream at `base` (scheme, authority, optional base path).
     pub fn new(base: &Uri, ca_file: Option<&Path>, timeout: Duration) -> Result<Self, TlsError> {
         let connector = connector(tls::client_config(ca_file)?);
@@ -99,7 +150,7 @@ impl Upstream {
             .expect("a scheme and an authority make a URI");
         let host = HeaderValue::from_str(authority.as_str())
             .expect("an authority is a valid header value");
-        Ok(Upstream {
+        Ok(Origin {
             host,
             base_path: base.path().trim_end_matches('/').to_owned(),
             pool: Pool::new(connector, origin, POOL_IDLE_TIMEOUT),
@@ -132,7 +183,7 @@ impl Upstream {
     }
 
     /// The request target for a request whose path and query go upstream unchanged: the
-    /// client's own bytes are shared, nothing is copied. Falls back to [`Upstream::uri`] when
+    /// client's own bytes are shared, nothing is copied. Falls back to [`Origin::uri`] when
     /// this upstream has a base path.
     pub fn uri_unchanged(&self, original: &Uri) -> Result<Uri, ForwardError> {
         match original.path_and_query() {
@@ -143,7 +194,7 @@ impl Upstream {
 
     /// Sends the request, with this hop's `X-Forwarded-*` headers if any, and waits for the
     /// response head, at most the configured deadline. The request must already carry its
-    /// target from [`Upstream::uri`] (origin form) and a `Host` header.
+    /// target from [`Origin::uri`] (origin form) and a `Host` header.
     pub async fn send(
         &self,
         req: Box<Request<Incoming>>,

@@ -160,54 +160,8 @@ pub fn strip_forwarding(headers: &mut HeaderMap, trusted: bool) {
     }
 }
 
-/// The forwarding headers [`strip_forwarding`] removes (the README's Security model lists
-/// them); `X-Forwarded-Port` only from peers that are not trusted proxies.
-pub const FORWARDING_HEADERS: [&str; 42] = [
-    "x-forwarded-port",
-    "forwarded",
-    "x-real-ip",
-    "x-client-ip",
-    "client-ip",
-    "true-client-ip",
-    "x-cluster-client-ip",
-    "cf-connecting-ip",
-    "fastly-client-ip",
-    "x-original-forwarded-for",
-    "x-original-for",
-    "x-azure-clientip",
-    "x-azure-socketip",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "x-forwarded-scheme",
-    "x-forwarded-ssl",
-    "x-forwarded-path",
-    "x-forwarded-uri",
-    "x-url-scheme",
-    "front-end-https",
-    "x-original-host",
-    "x-original-proto",
-    "x-host",
-    "x-arr-ssl",
-    "x-appservice-proto",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-uri",
-    "x-original-method",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-waws-unencoded-url",
-    "x-arr-clientcert",
-    "x-client-cert",
-    "x-ssl-client-cert",
-    "x-forwarded-client-cert",
-    "ssl-client-cert",
-    "x-ssl-cert",
-    "x-client-verify",
-    "x-ssl-client-verify",
-];
-
-/// Whether a (lower-case, `-` spelled) name is one of [`FORWARDING_HEADERS`] to remove: a
+/// Whether a (lower-case, `-` spelled) name is one of [`FORWARDING_HEADERS`](crate::header_names::FORWARDING_HEADERS) to remove
+/// (`X-Forwarded-Port` only from peers that are not trusted proxies): a
 /// `match`, which compares lengths first, where a scan of the list would not.
 fn is_forwarding(name: &str, trusted: bool) -> bool {
     match name {
@@ -320,6 +274,7 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header_names::FORWARDING_HEADERS;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

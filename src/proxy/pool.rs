@@ -1,6 +1,6 @@
 //! Keep-alive HTTP/1.1 connections to one upstream.
 //!
-//! Every [`Upstream`](super::forward::Upstream) has exactly one scheme and authority, so the
+//! Every [`Origin`](super::forward::Origin) has exactly one scheme and authority, so the
 //! pool is a stack of idle connections, not a map keyed by host: a checkout is a lock and a
 //! `pop`, and the most recently used connection (the one whose buffers are still in cache) is
 //! reused first. A connection goes back on the stack when its response body has been read to

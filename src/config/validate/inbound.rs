@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::{Context, strings};
 use crate::config::schema::{RawIdentity, RawIssuer, RawServer};
 use crate::config::{Algorithm, Identity, Issuer, KeySource, Server, TENANT_PLACEHOLDER, TlsFiles};
-use crate::proxy::headers::FORWARDING_HEADERS;
+use crate::header_names::FORWARDING_HEADERS;
 
 /// Defaults of `[server]`, in one place so the README and the code agree.
 pub const DEFAULT_LISTEN: SocketAddr =

@@ -525,7 +525,7 @@ fn an_egress_listener_off_loopback_warns() {
 #[test]
 fn claim_headers_refuse_every_name_tollgate_strips_or_sets() {
     let head = "[server]\nupstream = \"http://127.0.0.1:3000\"\n[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n[identity.claims]\n\"X-User-Roles\" = \"roles\"\n";
-    let mut names: Vec<String> = crate::proxy::headers::FORWARDING_HEADERS
+    let mut names: Vec<String> = crate::header_names::FORWARDING_HEADERS
         .iter()
         .map(|n| n.to_string())
         .collect();

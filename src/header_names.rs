@@ -1,0 +1,51 @@
+//! Header names more than one layer must agree on: what the proxy strips is what the
+//! configuration may not reuse. A leaf: it imports nothing from the crate.
+
+/// The forwarding headers the inbound listener removes from every request (the README's
+/// Security model lists them), which `[identity.claims]` may therefore not name either:
+/// where a client claims to come from, the scheme, host, prefix or URL it used, the method
+/// it meant, and the client certificate a front end saw.
+pub const FORWARDING_HEADERS: [&str; 42] = [
+    "x-forwarded-port",
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
+    "x-original-for",
+    "x-azure-clientip",
+    "x-azure-socketip",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-forwarded-path",
+    "x-forwarded-uri",
+    "x-url-scheme",
+    "front-end-https",
+    "x-original-host",
+    "x-original-proto",
+    "x-host",
+    "x-arr-ssl",
+    "x-appservice-proto",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-original-method",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-waws-unencoded-url",
+    "x-arr-clientcert",
+    "x-client-cert",
+    "x-ssl-client-cert",
+    "x-forwarded-client-cert",
+    "ssl-client-cert",
+    "x-ssl-cert",
+    "x-client-verify",
+    "x-ssl-client-verify",
+];
