@@ -482,6 +482,118 @@ roles_any = ["reader"]
         assert!(!text.contains(&reader));
     }
 
+    /// The proxy and `explain` decide every request of a table alike: both call
+    /// `inbound::decide_refetching`; here the proxy runs for real, with keys from a real
+    /// JWKS endpoint, and `explain` fetches the same keys.
+    #[tokio::test]
+    async fn agrees_with_the_proxy_on_a_table_of_requests() {
+        use super::support::issuer::MockIssuer;
+        use tollgate::inbound::Verdict;
+
+        let backend = super::support::Backend::start().await;
+        let issuer = MockIssuer::start().await;
+        let toml = format!(
+            "{}{}{}",
+            super::support::server(backend.addr(), ""),
+            issuer.toml("entra", ""),
+            r#"
+[[routes]]
+prefix = "/public"
+allow_anonymous = true
+[[routes]]
+prefix = "/api"
+roles_any = ["reader"]
+[[routes]]
+prefix = "/audit"
+roles_any = ["admin"]
+mode = "audit"
+[[routes]]
+exact = "/admin"
+methods = ["POST"]
+roles_all = ["admin"]
+"#
+        );
+        let proxy = super::support::TestProxy::start(&toml).await;
+        let reader = issuer.token(json!({"roles": ["reader"]}));
+        let guest = issuer.token(json!({"roles": ["guest"]}));
+        let admin = issuer.token(json!({"roles": ["admin"]}));
+        let expired = issuer.token(json!({"exp": 1}));
+        let other_audience = issuer.token(json!({"aud": "api://other"}));
+        let unknown_key = issuer.sign(&issuer.claims(), &json!({"kid": "nobody"}));
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("GET", "/public/x", None),
+            ("GET", "/public/x", Some("not.a.token")),
+            ("GET", "/public/x", Some(&reader)),
+            ("GET", "/api/orders", Some(&reader)),
+            ("HEAD", "/api/orders", Some(&reader)),
+            ("GET", "/api/../api/orders", Some(&reader)),
+            ("GET", "/api/orders", Some(&guest)),
+            ("GET", "/api/orders", None),
+            ("GET", "/api/orders", Some(&expired)),
+            ("GET", "/api/orders", Some(&other_audience)),
+            ("GET", "/api/orders", Some(&unknown_key)),
+            ("GET", "/api/orders", Some("not.a.token")),
+            ("GET", "/elsewhere", Some(&reader)),
+            ("GET", "/a%2Fb", Some(&reader)),
+            ("GET", "/api%252Forders", Some(&reader)),
+            ("get", "/api/orders", Some(&reader)),
+            ("GET", "/.auth/me", Some(&reader)),
+            ("GET", "/.auth/me", None),
+            ("GET", "/.auth/me", Some(&expired)),
+            ("GET", "/audit/x", Some(&guest)),
+            ("POST", "/admin", Some(&admin)),
+            ("POST", "/admin", Some(&reader)),
+            ("GET", "/admin", Some(&admin)),
+        ];
+        let config = proxy.app.live().load().config.clone();
+        for (method, path, token) in cases {
+            let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            let explained =
+                tollgate::cli::explain::explanation(&config, *token, Keys::Fetch, &method, path)
+                    .await;
+            let mut req = http::Request::builder()
+                .method(method.clone())
+                .uri(*path)
+                .header("host", proxy.addr.to_string());
+            if let Some(token) = token {
+                req = req.header("authorization", format!("Bearer {token}"));
+            }
+            let before = backend.count();
+            let reply = super::support::send(
+                proxy.addr,
+                req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap(),
+            )
+            .await;
+            let forwarded = backend.count() > before;
+            let what = format!(
+                "{method} {path} (token {}):\n{}",
+                token.is_some(),
+                explained.text
+            );
+            match explained.verdict {
+                Verdict::Forward(_) => {
+                    assert!(forwarded, "explain forwards, the proxy did not: {what}");
+                    assert_eq!(reply.status, 200, "{what}");
+                }
+                Verdict::Me => {
+                    assert!(!forwarded, "{what}");
+                    assert_eq!(reply.status, 200, "{what}");
+                }
+                Verdict::Reject(_) => {
+                    assert!(!forwarded, "explain refuses, the proxy forwarded: {what}");
+                    let refusal = explained.refusal.expect("a refusal");
+                    assert_eq!(reply.status, refusal.status, "{what}");
+                    if method != http::Method::HEAD {
+                        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+                        assert_eq!(body["error"], refusal.error, "{what}");
+                        assert_eq!(body["error_description"], refusal.description, "{what}");
+                    }
+                }
+            }
+        }
+    }
+
     /// Keys that cannot be fetched: the proxy answers 503 with Retry-After (the token may be
     /// good), and `explain` says the same, from the same table.
     #[tokio::test]

@@ -11,12 +11,13 @@ use std::time::SystemTime;
 use anyhow::Context;
 use http::Method;
 
+use http::HeaderValue;
+
 use crate::config::{self, Config, Mode, PathMatch};
-use crate::inbound::issuer::{Issuer, Issuers};
-use crate::inbound::jwks::KeySet;
 use crate::inbound::jwt::{self, Step};
-use crate::inbound::{bearer, identity, policy, reject};
-use crate::path;
+use crate::inbound::{
+    self, Decision, InboundState, Refusal, Reject, Routed, Token, Trace, Verdict, identity,
+};
 use crate::telemetry::metrics::Metrics;
 
 /// Exit code when the request would be refused (400, 401, 403, 503).
@@ -93,6 +94,17 @@ fn read_token(arg: &str) -> anyhow::Result<String> {
     }
 }
 
+/// What `explain` concluded for one request: the printed report, the verdict, and for a
+/// refusal what the client gets.
+pub struct Explanation {
+    /// The report, as printed.
+    pub text: String,
+    /// What the proxy would do.
+    pub verdict: Verdict,
+    /// The status, error code and description of a refusal.
+    pub refusal: Option<Refusal>,
+}
+
 /// The explanation for one request, and whether it would be forwarded.
 pub async fn report(
     config: &Config,
@@ -101,156 +113,229 @@ pub async fn report(
     method: &Method,
     raw_path: &str,
 ) -> (String, bool) {
-    let mut out = String::new();
-    let _ = writeln!(out, "request: {method} {raw_path}");
-    if policy::is_miscased_method(method) {
-        let _ = writeln!(
-            out,
-            "method: REFUSED: methods are case-sensitive: send {}\ndecision: 400 invalid_request",
-            method.as_str().to_ascii_uppercase()
-        );
-        return (out, false);
-    }
-    let normalised = match path::normalise(raw_path.split('?').next().unwrap_or_default()) {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = writeln!(out, "path: REFUSED: {e}\ndecision: 400 invalid_request");
-            return (out, false);
-        }
-    };
-    let _ = writeln!(out, "path: {normalised}");
-    let routes = crate::inbound::policy::Routes::new(config.routes.clone());
-    let Some(route) = routes.find(method, &normalised) else {
-        let _ = writeln!(
-            out,
-            "route: none matches\ndecision: 403 forbidden (no route allows this request)"
-        );
-        return (out, false);
-    };
-    let (kind, pattern) = match &route.path {
-        PathMatch::Prefix(p) => ("prefix", p),
-        PathMatch::Exact(p) => ("exact", p),
-    };
-    let _ = writeln!(
-        out,
-        "route: {:?} ({kind} {pattern}, {}:{}){}",
-        route.name,
-        config.source.display(),
-        route.position.line,
-        if route.mode == Mode::Audit {
-            " [audit mode]"
-        } else {
-            ""
-        }
-    );
-    let issuers = issuers(config, keys, &mut out).await;
-    let token = token.map(|t| t.strip_prefix("Bearer ").unwrap_or(t));
-    if route.allow_anonymous {
-        let _ = writeln!(out, "anonymous route: no token needed");
-        if let Some(token) = token {
-            token_checks(&mut out, token, &issuers, config, None);
-        }
-        let _ = writeln!(out, "decision: allow (anonymous)");
-        return (out, true);
-    }
-    let Some(token) = token else {
-        let _ = writeln!(
-            out,
-            "token: none\ndecision: 401 (no error code: a bearer token is required)"
-        );
-        return (out, false);
-    };
-    let allowed = token_checks(&mut out, token, &issuers, config, Some(route));
-    (out, allowed)
+    let e = explanation(config, token, keys, method, raw_path).await;
+    let allowed = matches!(e.verdict, Verdict::Forward(_) | Verdict::Me);
+    (e.text, allowed)
 }
 
-/// Prints the token checks, and for a protected route the requirements and the decision.
-fn token_checks(
-    out: &mut String,
-    token: &str,
-    issuers: &Issuers,
+/// The explanation for one request: the proxy's own decision ([`inbound::decide_refetching`])
+/// on an offline inbound state, printed step by step.
+pub async fn explanation(
     config: &Config,
-    route: Option<&config::Route>,
-) -> bool {
-    if let Some((header, claims)) = jwt::dangerous::decode_unverified(token) {
+    token: Option<&str>,
+    keys: Keys,
+    method: &Method,
+    raw_path: &str,
+) -> Explanation {
+    let mut out = String::new();
+    let _ = writeln!(out, "request: {method} {raw_path}");
+    let metrics = Arc::new(Metrics::new());
+    let state = match InboundState::build(config, None, &metrics, None) {
+        Ok(state) => state,
+        Err(e) => {
+            let _ = writeln!(out, "error: {e}");
+            let refusal = None;
+            return Explanation {
+                text: out,
+                verdict: Verdict::Reject(inbound::Reject::InboundDisabled),
+                refusal,
+            };
+        }
+    };
+    // With keys from a document, nothing is fetched: not even for an unknown kid.
+    let offline = matches!(keys, Keys::Document(_));
+    if let Some(state) = &state {
+        load_keys(state, keys, &mut out).await;
+    }
+    let token = token.map(|t| t.strip_prefix("Bearer ").unwrap_or(t));
+    let mut headers = http::HeaderMap::new();
+    if let Some(value) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+        headers.insert(http::header::AUTHORIZATION, value);
+    }
+    let path = raw_path.split('?').next().unwrap_or_default();
+    let trace = if offline {
+        inbound::decide(state.as_ref(), method, path, &headers, SystemTime::now())
+    } else {
+        inbound::decide_refetching(state.as_ref(), method, path, &headers).await
+    };
+    print_trace(&mut out, &trace, config, method, token);
+    Explanation {
+        text: out,
+        verdict: trace.verdict,
+        refusal: trace.refusal(),
+    }
+}
+
+/// Each issuer's keys, from the `--jwks` document or fetched once.
+async fn load_keys(state: &InboundState, keys: Keys, out: &mut String) {
+    for issuer in state.issuers.iter() {
+        let loaded = match &keys {
+            Keys::Document(doc) => issuer.keys.load_document(doc).map_err(|e| e.to_string()),
+            Keys::Fetch => issuer.keys.refresh().await.map_err(|e| e.to_string()),
+        };
+        let keys = issuer.keys.keys();
+        match loaded {
+            Ok(()) => {
+                let _ = writeln!(
+                    out,
+                    "keys for {}: {} ({})",
+                    issuer.name,
+                    keys.len(),
+                    keys.kids().join(", ")
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "keys for {}: {e}", issuer.name);
+            }
+        }
+    }
+}
+
+/// The trace, one step a line, then the decision and the headers the upstream would get.
+fn print_trace(
+    out: &mut String,
+    trace: &Trace<'_, '_>,
+    config: &Config,
+    method: &Method,
+    token: Option<&str>,
+) {
+    match trace.verdict {
+        Verdict::Reject(Reject::MiscasedMethod) => {
+            let _ = writeln!(
+                out,
+                "method: REFUSED: methods are case-sensitive: send {}",
+                method.as_str().to_ascii_uppercase()
+            );
+        }
+        Verdict::Reject(Reject::BadPath(e)) => {
+            let _ = writeln!(out, "path: REFUSED: {e}");
+        }
+        Verdict::Reject(Reject::InboundDisabled) => {
+            let _ = writeln!(out, "inbound: the configuration has no [server]");
+        }
+        _ => {}
+    }
+    if let Some(path) = &trace.path {
+        let _ = writeln!(out, "path: {path}");
+    }
+    match &trace.route {
+        Routed::NotReached => {}
+        Routed::Me => {
+            let _ = writeln!(
+                out,
+                "route: {} (tollgate answers it: the caller's identity)",
+                inbound::me::PATH
+            );
+        }
+        Routed::None => {
+            let _ = writeln!(out, "route: none matches");
+        }
+        Routed::Route(route, _) => {
+            let (kind, pattern) = match &route.path {
+                PathMatch::Prefix(p) => ("prefix", p),
+                PathMatch::Exact(p) => ("exact", p),
+            };
+            let _ = writeln!(
+                out,
+                "route: {:?} ({kind} {pattern}, {}:{}){}",
+                route.name,
+                config.source.display(),
+                route.position.line,
+                if route.mode == Mode::Audit {
+                    " [audit mode]"
+                } else {
+                    ""
+                }
+            );
+            if route.allow_anonymous {
+                let _ = writeln!(out, "anonymous route: no token needed");
+            }
+        }
+    }
+    print_token(out, &trace.token, token);
+    if let Some(evaluation) = &trace.requirements {
+        if evaluation.checks.is_empty() {
+            let _ = writeln!(out, "requirements: none (any valid token)");
+        }
+        for check in &evaluation.checks {
+            let mark = if check.passed { "pass" } else { "FAIL" };
+            let _ = writeln!(
+                out,
+                "  [{mark}] {} in [{}]",
+                check.requirement.key(),
+                check.wanted.join(", ")
+            );
+        }
+    }
+    match trace.verdict {
+        Verdict::Forward(Decision::Allowed) => {
+            let _ = writeln!(out, "decision: allow");
+        }
+        Verdict::Forward(Decision::Anonymous) => {
+            let _ = writeln!(out, "decision: allow (anonymous)");
+        }
+        Verdict::Forward(Decision::Audit) => {
+            let _ = writeln!(
+                out,
+                "decision: allow (audit mode: the failure is logged and counted)"
+            );
+        }
+        Verdict::Forward(Decision::Denied) | Verdict::Reject(_) => {
+            let refusal = trace.refusal().unwrap_or_else(Refusal::fallback);
+            let _ = write!(
+                out,
+                "decision: {} {}: {}",
+                refusal.status.as_u16(),
+                refusal.error,
+                refusal.description
+            );
+            if let Some(seconds) = refusal.retry_after {
+                let _ = write!(out, " (Retry-After: {seconds})");
+            }
+            out.push('\n');
+        }
+        Verdict::Me => {
+            let _ = writeln!(out, "decision: answer with the caller's identity (JSON)");
+        }
+    }
+    if let (Verdict::Forward(_), Some(verified)) = (trace.verdict, trace.verified()) {
+        print_headers(out, verified, config);
+    }
+}
+
+/// The token: its unverified header and claims, then every check with pass or FAIL.
+fn print_token(out: &mut String, checked: &Token<'_>, raw: Option<&str>) {
+    let failed = match checked {
+        Token::NotRead => return,
+        Token::Absent => {
+            let _ = writeln!(out, "token: none");
+            return;
+        }
+        Token::Valid(_) => None,
+        Token::Invalid(e) => Some(e),
+    };
+    if let Some((header, claims)) = raw.and_then(jwt::dangerous::decode_unverified) {
         let _ = writeln!(out, "token header (unverified): {header}");
         let _ = writeln!(out, "token claims (unverified): {claims}");
     }
-    let mut headers = http::HeaderMap::new();
-    if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {token}")) {
-        headers.insert(http::header::AUTHORIZATION, v);
-    }
-    let result = bearer::extract(&headers)
-        .and_then(|t| jwt::verify(t.unwrap_or_default(), issuers, None, SystemTime::now()));
-    let failed = result.as_ref().err().map(|e| e.step());
+    let failed_step = failed.map(|e| e.step());
     for step in Step::ALL {
-        let mark = match failed {
+        let mark = match failed_step {
             Some(f) if f == step => "FAIL",
             Some(f) if f < step => "----",
             _ => "pass",
         };
         let _ = writeln!(out, "  [{mark}] {}", step.describe());
     }
-    let verified = match result {
-        Ok(v) => v,
-        Err(e) => {
+    match checked {
+        Token::Invalid(e) => {
             let _ = writeln!(out, "  reason: {e} (metric reason {})", e.reason());
-            if route.is_some() {
-                let refusal = reject::TokenRefusal::of(&e);
-                let _ = write!(
-                    out,
-                    "decision: {} {}: {}",
-                    refusal.status.as_u16(),
-                    refusal.error,
-                    refusal.description
-                );
-                if let Some(seconds) = refusal.retry_after {
-                    let _ = write!(out, " (Retry-After: {seconds})");
-                }
-                out.push('\n');
-            }
-            return false;
         }
-    };
-    let _ = writeln!(out, "issuer: {} ({})", verified.issuer.name, verified.alg);
-    let Some(route) = route else {
-        print_headers(out, &verified, config);
-        return true;
-    };
-    let decision = policy::evaluate(route, &verified.claims, &verified.issuer.name);
-    if decision.checks.is_empty() {
-        let _ = writeln!(out, "requirements: none (any valid token)");
+        Token::Valid(v) => {
+            let _ = writeln!(out, "issuer: {} ({})", v.issuer.name, v.alg);
+        }
+        Token::NotRead | Token::Absent => {}
     }
-    for check in &decision.checks {
-        let mark = if check.passed { "pass" } else { "FAIL" };
-        let _ = writeln!(
-            out,
-            "  [{mark}] {} in [{}]",
-            check.requirement.key(),
-            check.wanted.join(", ")
-        );
-    }
-    match (decision.first_failure(), route.mode) {
-        (None, _) => {
-            let _ = writeln!(out, "decision: allow");
-        }
-        (Some(_), Mode::Audit) => {
-            let _ = writeln!(
-                out,
-                "decision: allow (audit mode: the failure is logged and counted)"
-            );
-        }
-        (Some(failed), Mode::Enforce) => {
-            let _ = writeln!(
-                out,
-                "decision: 403 insufficient_scope: {}",
-                failed.requirement.description()
-            );
-            return false;
-        }
-    }
-    print_headers(out, &verified, config);
-    true
 }
 
 fn print_headers(out: &mut String, verified: &jwt::Verified<'_>, config: &Config) {
@@ -275,43 +360,4 @@ fn print_headers(out: &mut String, verified: &jwt::Verified<'_>, config: &Config
     if !config.identity.forward_token {
         let _ = writeln!(out, "  (Authorization removed: forward_token = false)");
     }
-}
-
-async fn issuers(config: &Config, keys: Keys, out: &mut String) -> Issuers {
-    let metrics = Arc::new(Metrics::new());
-    let mut list = Vec::new();
-    for settings in &config.issuers {
-        let set = match &keys {
-            Keys::Document(doc) => match KeySet::from_document(settings, doc, metrics.clone()) {
-                Ok(set) => Some(set),
-                Err(e) => {
-                    let _ = writeln!(out, "keys for {}: {e}", settings.name);
-                    None
-                }
-            },
-            Keys::Fetch => match KeySet::new(settings, metrics.clone()) {
-                Ok(set) => {
-                    if let Err(e) = set.refresh().await {
-                        let _ = writeln!(out, "keys for {}: {e}", settings.name);
-                    }
-                    Some(set)
-                }
-                Err(e) => {
-                    let _ = writeln!(out, "keys for {}: {e}", settings.name);
-                    None
-                }
-            },
-        };
-        if let Some(set) = set {
-            let _ = writeln!(
-                out,
-                "keys for {}: {} ({})",
-                settings.name,
-                set.keys().len(),
-                set.keys().kids().join(", ")
-            );
-            list.push(Issuer::new(settings, set));
-        }
-    }
-    Issuers::new(list)
 }

@@ -165,8 +165,14 @@ impl KeySet {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<KeySet>, JwksError> {
         let set = KeySet::new(issuer, metrics)?;
-        set.store(parse(jwks, &issuer.algorithms)?);
+        set.load_document(jwks)?;
         Ok(set)
+    }
+
+    /// Replaces the keys with those of a JWKS document (`tollgate explain --jwks`).
+    pub fn load_document(&self, jwks: &[u8]) -> Result<(), JwksError> {
+        self.store(parse(jwks, &self.algorithms)?);
+        Ok(())
     }
 
     /// The issuer's name.

@@ -2,24 +2,23 @@
 //! route, verify the token, apply the route's requirements, add the caller's identity, and
 //! forward to the upstream.
 //!
-//! [`serve`] is the outer function: it loads the snapshot once, calls `handle`, turns every
-//! rejection into a response in one exhaustive `match`, and records the metrics and the
-//! access-log line exactly once. `handle` is the straight line of steps, each in its own
-//! module: [`identity`], [`path`], [`policy`], [`bearer`], [`jwt`] (with
-//! [`issuer`], [`jwks`], [`claims`], [`signature_cache`]), [`reject`].
+//! [`serve`] is the outer function: it calls `handle`, turns every refusal and upstream
+//! failure into a response in one place, and records the metrics and the access-log line
+//! exactly once. `handle` strips forged headers, asks [`decide`] (the whole decision, shared
+//! with `tollgate explain`), then adds the caller's identity and forwards. The steps of the
+//! decision each have their own module: [`path`](crate::path), [`policy`], [`bearer`],
+//! [`jwt`] (with [`issuer`], [`jwks`], [`claims`], [`signature_cache`]); [`identity`] builds
+//! the headers the upstream gets.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use http::header::HOST;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::config::{Mode, Route};
-use crate::path;
 use crate::proxy::forward::{self, ForwardError, Peer};
 use crate::proxy::listener::Lifecycle;
 use crate::proxy::{Body, ConnInfo, headers, upgrade};
@@ -31,16 +30,17 @@ use crate::telemetry::{
 
 pub mod bearer;
 pub mod claims;
+pub mod decide;
 pub mod identity;
 pub mod issuer;
 pub mod jwks;
 pub mod jwt;
 pub mod me;
 pub mod policy;
-pub mod reject;
 pub mod signature_cache;
 mod state;
 
+pub use decide::{Refusal, Reject, Routed, Token, Trace, Verdict, decide, decide_refetching};
 pub use state::{BuildError, InboundState, Tasks, show_key_series};
 
 use jwt::{AuthError, Verified};
@@ -53,30 +53,13 @@ pub struct Shared {
     pub life: Lifecycle,
 }
 
-/// Why a request was not forwarded, or failed upstream. Turned into a response in one place.
+/// Why tollgate answered instead of the upstream. Turned into a response in one place.
 #[derive(Debug)]
-enum Reject {
-    /// The path is malformed or dangerous: 400.
-    BadPath(path::PathError),
-    /// A method routes can name, spelled in another case: 400.
-    MiscasedMethod,
-    /// No route covers the request: 403.
-    NoRoute,
-    /// The route needs a token and there is none: 401 with a bare challenge.
-    MissingToken,
-    /// The token is not acceptable: 401 (503 while the issuer has no keys yet).
-    Unauthenticated(AuthError),
-    /// A valid token fails the route's requirements: 403.
-    Forbidden {
-        /// The first requirement that failed, as the config names it (`roles_any`).
-        requirement: String,
-        /// The generic `error_description`.
-        description: &'static str,
-    },
+enum Failure {
+    /// The decision refused the request.
+    Refused(Refusal),
     /// The upstream could not answer: 502, 504.
     Upstream(ForwardError),
-    /// The listener was started for a configuration that no longer has a `[server]`.
-    InboundDisabled,
 }
 
 /// How the request was decided, for the `decision` label and the access log.
@@ -86,7 +69,7 @@ pub enum Decision {
     Allowed,
     /// The route allows anonymous requests.
     Anonymous,
-    /// Refused (400, 401, 403).
+    /// Refused (400, 401, 403, 503).
     Denied,
     /// The requirements failed but the route is in audit mode.
     Audit,
@@ -122,7 +105,7 @@ struct Outcome<'s> {
 }
 
 /// Label for requests that matched no route (or never got that far).
-const NO_ROUTE: &str = "none";
+pub(crate) const NO_ROUTE: &str = "none";
 
 /// Serves one inbound request. Never fails: every error becomes a response here.
 ///
@@ -149,8 +132,8 @@ pub async fn serve(
     };
     let response = match handle(req, &uri, conn, shared, inbound, &mut outcome).await {
         Ok(response) => response,
-        Err(reject) => {
-            let (response, error) = rescue(reject, &outcome, &shared.metrics);
+        Err(failure) => {
+            let (response, error) = rescue(failure, &outcome);
             outcome.error = Some(error);
             if method == Method::HEAD {
                 crate::proxy::for_head(response)
@@ -170,170 +153,127 @@ pub async fn serve(
     Ok(response)
 }
 
-/// Every rejection becomes a response here, with its error code and failure metric.
-fn rescue(
-    reject: Reject,
-    outcome: &Outcome<'_>,
-    metrics: &Metrics,
-) -> (Response<Body>, &'static str) {
-    let count = |reason: &str| metrics.auth_failures.with_label_values(&[reason]).inc();
-    match reject {
-        Reject::BadPath(e) => (
-            reject::json_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                path_description(e),
-            ),
-            "invalid_path",
-        ),
-        Reject::MiscasedMethod => (
-            reject::json_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "methods are case-sensitive: send the method in upper case",
-            ),
-            "invalid_method",
-        ),
-        Reject::NoRoute => (
-            reject::json_error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "no route allows this request",
-            ),
-            "no_route",
-        ),
-        Reject::MissingToken => {
-            count("missing_token");
-            refused(outcome, "missing_token", &"no bearer token");
-            (reject::missing_token(), "missing_token")
-        }
-        Reject::Unauthenticated(e) => {
-            count(e.reason());
-            if let AuthError::KeysUnavailable(_) = &e {
-                // At warn: the issuer's keys could not be fetched, which an operator must fix
-                // (readiness says 503 meanwhile).
-                tracing::warn!(route = outcome.route, reason = e.reason(), error = %e, "token refused");
-            } else {
-                refused(outcome, e.reason(), &e);
-            }
-            (reject::TokenRefusal::of(&e).response(), e.reason())
-        }
-        Reject::Forbidden {
-            requirement,
-            description,
-        } => {
-            count("forbidden");
-            let error = format_args!("requirement {requirement} not met");
-            refused(outcome, "forbidden", &error);
-            (reject::insufficient_scope(description), "forbidden")
-        }
+/// Every refusal and upstream failure becomes a response here, with its error code.
+fn rescue(failure: Failure, outcome: &Outcome<'_>) -> (Response<Body>, &'static str) {
+    match failure {
+        Failure::Refused(refusal) => (refusal.response(), refusal.reason),
         // The request was decided; only the upstream failed, so the decision stays.
-        Reject::Upstream(e) => {
+        Failure::Upstream(e) => {
             tracing::debug!(error = %e, source = ?std::error::Error::source(&e), route = outcome.route, "upstream request failed");
             e.response(Peer::Upstream)
         }
-        Reject::InboundDisabled => (
-            reject::json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the inbound listener is disabled by the current configuration",
-            ),
-            "inbound_disabled",
-        ),
     }
 }
 
-/// The debug line every refused token writes (the Troubleshooting section of the README
-/// promises it): the route, the metric reason and the detail. Never the token: no error
-/// holds it.
-fn refused(outcome: &Outcome<'_>, reason: &str, error: &dyn std::fmt::Display) {
-    tracing::debug!(route = outcome.route, reason, error = %error, "token refused");
+/// Counts and logs what the decision concluded: authentication failures (audit-mode denials
+/// count as the denial they would have been), the `token refused` line every refused token
+/// writes (the README's Troubleshooting section promises it; never the token: no error holds
+/// it), and the whole trace at `trace` level.
+fn observe(trace: &Trace<'_, '_>, refusal: Option<&Refusal>, metrics: &Metrics) {
+    let route = trace.route_label();
+    tracing::trace!(%trace, "decided");
+    if let Some(refusal) = refusal.filter(|r| r.counted) {
+        metrics
+            .auth_failures
+            .with_label_values(&[refusal.reason])
+            .inc();
+        let reason = refusal.reason;
+        match (&trace.token, trace.failed_requirement()) {
+            // At warn: the issuer's keys could not be fetched, which an operator must fix
+            // (readiness says 503 meanwhile).
+            (Token::Invalid(e @ AuthError::KeysUnavailable(_)), _) => {
+                tracing::warn!(route, reason, error = %e, "token refused");
+            }
+            (Token::Invalid(e), _) => tracing::debug!(route, reason, error = %e, "token refused"),
+            (_, Some(check)) => {
+                let error = format_args!("requirement {} not met", check.requirement.key());
+                tracing::debug!(route, reason, error = %error, "token refused");
+            }
+            _ => tracing::debug!(route, reason, error = "no bearer token", "token refused"),
+        }
+    }
+    match (trace.verdict, &trace.token) {
+        (Verdict::Forward(Decision::Audit), _) => {
+            metrics
+                .auth_failures
+                .with_label_values(&["forbidden"])
+                .inc();
+            if let Some(check) = trace.failed_requirement() {
+                let requirement = check.requirement.key();
+                tracing::warn!(route, %requirement, "requirement not met; allowed by audit mode");
+            }
+        }
+        (Verdict::Forward(Decision::Anonymous), Token::Invalid(e)) => {
+            tracing::debug!(
+                route,
+                reason = e.reason(),
+                "invalid token on an anonymous route: dropped"
+            );
+        }
+        _ => {}
+    }
 }
 
 async fn handle<'s>(
     mut req: Box<Request<Incoming>>,
-    uri: &http::Uri,
+    uri: &'s http::Uri,
     conn: &ConnInfo,
     shared: &Shared,
     inbound: Option<&'s InboundState>,
     outcome: &mut Outcome<'s>,
-) -> Result<Response<Body>, Reject> {
-    let inbound = inbound.ok_or(Reject::InboundDisabled)?;
-    // Strip before anything can branch, so anonymous routes and error paths are covered too.
-    identity::strip_spoofable(req.headers_mut(), &inbound.claim_headers);
-    let trusted = inbound.is_trusted_proxy(conn.peer.ip());
+) -> Result<Response<Body>, Failure> {
+    // Strip before anything can branch, so anonymous routes and refusals are covered too.
+    let trusted = inbound.is_some_and(|i| i.is_trusted_proxy(conn.peer.ip()));
+    if let Some(inbound) = inbound {
+        identity::strip_spoofable(req.headers_mut(), &inbound.claim_headers);
+    }
     headers::strip_forwarding(req.headers_mut(), trusted);
     // Hop-by-hop headers go now, before identity headers are added: a client naming
     // X-MS-CLIENT-PRINCIPAL-ID in Connection must not get tollgate's own header removed.
     let upgrade =
         headers::strip_hop_by_hop(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
-    if policy::is_miscased_method(req.method()) {
-        return Err(Reject::MiscasedMethod);
+
+    let trace = decide_refetching(inbound, req.method(), uri.path(), req.headers()).await;
+    let refusal = trace.refusal();
+    observe(&trace, refusal.as_ref(), &shared.metrics);
+    outcome.route = trace.route_label();
+    if let Routed::Route(_, series) = trace.route {
+        outcome.series = Some(series);
     }
-    let normalised = path::normalise(uri.path()).map_err(Reject::BadPath)?;
-    if let Cow::Owned(p) = &normalised {
+    outcome.issuer = trace.verified().map(|v| v.issuer).map(|i| i.name.as_str());
+    if let Some(Cow::Owned(p)) = &trace.path {
         outcome.normalised = Some(p.clone());
     }
-    if normalised == me::PATH && req.method() == Method::GET {
-        outcome.route = me::PATH;
-        let verified = authenticate(&req, inbound)
-            .await
-            .map_err(Reject::Unauthenticated)?;
-        let verified = verified.ok_or(Reject::MissingToken)?;
+    if let (Verdict::Me, Some(verified)) = (trace.verdict, trace.verified()) {
         outcome.decision = Decision::Allowed;
-        return Ok(me::response(&verified));
+        return Ok(me::response(verified));
     }
-    let (route, series) = inbound
-        .routes
-        .find_with_series(req.method(), &normalised)
-        .ok_or(Reject::NoRoute)?;
-    outcome.route = &route.name;
-    outcome.series = Some(series);
-    let verified = if route.allow_anonymous {
-        anonymous(&mut req, inbound, outcome).await
-    } else {
-        Some(protected(&req, route, shared, inbound, outcome).await?)
+    let (Some(inbound), Verdict::Forward(decision)) = (inbound, trace.verdict) else {
+        // Every other verdict is a refusal; anything else would be a bug, and is refused too.
+        let refusal = refusal.unwrap_or_else(decide::Refusal::fallback);
+        return Err(Failure::Refused(refusal));
     };
-    if let Some(verified) = &verified {
-        add_identity(&mut req, verified, shared, inbound, outcome.route);
+    outcome.decision = decision;
+    match &trace.token {
+        Token::Valid(verified) => add_identity(&mut req, verified, shared, inbound, outcome.route),
+        // An invalid token on an anonymous route is dropped, not forwarded, so the upstream
+        // cannot mistake it for a checked one.
+        Token::Invalid(_) => {
+            req.headers_mut().remove(http::header::AUTHORIZATION);
+        }
+        Token::Absent | Token::NotRead => {}
     }
     let target = Target {
         // A path that needed no normalisation goes upstream as the client's own bytes.
-        path: match &normalised {
-            Cow::Borrowed(_) => None,
-            Cow::Owned(p) => Some(p.as_str()),
+        path: match &trace.path {
+            Some(Cow::Owned(p)) => Some(p.as_str()),
+            _ => None,
         },
         uri,
         upgrade,
         trusted,
     };
     forward(req, conn, shared, inbound, target, outcome).await
-}
-
-/// A protected route: a valid token is required, and the route's requirements are applied
-/// (or, in audit mode, only counted).
-async fn protected<'s>(
-    req: &Request<Incoming>,
-    route: &Route,
-    shared: &Shared,
-    inbound: &'s InboundState,
-    outcome: &mut Outcome<'s>,
-) -> Result<Verified<'s>, Reject> {
-    let verified = authenticate(req, inbound)
-        .await
-        .map_err(Reject::Unauthenticated)?
-        .ok_or(Reject::MissingToken)?;
-    outcome.issuer = Some(&verified.issuer.name);
-    outcome.decision = authorize(route, &verified, outcome)?;
-    if outcome.decision == Decision::Audit {
-        // Counted as the denial it would have been.
-        shared
-            .metrics
-            .auth_failures
-            .with_label_values(&["forbidden"])
-            .inc();
-    }
-    Ok(verified)
 }
 
 /// Adds the caller's identity headers; one too large is left out, logged and counted.
@@ -367,87 +307,6 @@ struct Target<'a> {
     trusted: bool,
 }
 
-/// The verified token of a request, `Ok(None)` when it carries none. An unknown `kid`
-/// triggers the issuer's throttled refetch, then one more attempt.
-async fn authenticate<'s>(
-    req: &Request<Incoming>,
-    inbound: &'s InboundState,
-) -> Result<Option<Verified<'s>>, AuthError> {
-    let Some(token) = bearer::extract(req.headers())? else {
-        return Ok(None);
-    };
-    let cache = inbound.signature_cache.as_deref();
-    match jwt::verify(token, &inbound.issuers, cache, SystemTime::now()) {
-        Err(AuthError::UnknownKey {
-            issuer,
-            kid,
-            generation,
-        }) => {
-            let keys = inbound.issuers.by_name(&issuer).map(|i| i.keys.clone());
-            if let Some(keys) = keys
-                && keys.refetch_for_unknown_kid(generation).await
-            {
-                return jwt::verify(token, &inbound.issuers, cache, SystemTime::now()).map(Some);
-            }
-            Err(AuthError::UnknownKey {
-                issuer,
-                kid,
-                generation,
-            })
-        }
-        other => other.map(Some),
-    }
-}
-
-/// An anonymous route: a valid token still identifies the caller (as Easy Auth does when
-/// unauthenticated requests are allowed); an invalid one is dropped, not forwarded, so the
-/// upstream cannot mistake it for a checked one.
-async fn anonymous<'s>(
-    req: &mut Request<Incoming>,
-    inbound: &'s InboundState,
-    outcome: &mut Outcome<'s>,
-) -> Option<Verified<'s>> {
-    outcome.decision = Decision::Anonymous;
-    match authenticate(req, inbound).await {
-        Ok(verified) => {
-            outcome.issuer = verified.as_ref().map(|v| v.issuer.name.as_str());
-            verified
-        }
-        Err(error) => {
-            tracing::debug!(
-                route = outcome.route,
-                reason = error.reason(),
-                "invalid token on an anonymous route: dropped"
-            );
-            req.headers_mut().remove(http::header::AUTHORIZATION);
-            None
-        }
-    }
-}
-
-/// Applies the route's requirements: allowed, audited, or forbidden.
-fn authorize(
-    route: &Route,
-    verified: &Verified<'_>,
-    outcome: &Outcome<'_>,
-) -> Result<Decision, Reject> {
-    let decision = policy::evaluate(route, &verified.claims, &verified.issuer.name);
-    let Some(failed) = decision.first_failure() else {
-        return Ok(Decision::Allowed);
-    };
-    let requirement = failed.requirement.key();
-    match route.mode {
-        Mode::Enforce => Err(Reject::Forbidden {
-            requirement,
-            description: failed.requirement.description(),
-        }),
-        Mode::Audit => {
-            tracing::warn!(route = outcome.route, %requirement, "requirement not met; allowed by audit mode");
-            Ok(Decision::Audit)
-        }
-    }
-}
-
 /// Rewrites the request for the upstream, sends it, and prepares the response for the client.
 async fn forward(
     mut req: Box<Request<Incoming>>,
@@ -456,7 +315,7 @@ async fn forward(
     inbound: &InboundState,
     target: Target<'_>,
     outcome: &mut Outcome<'_>,
-) -> Result<Response<Body>, Reject> {
+) -> Result<Response<Body>, Failure> {
     let upstream = &inbound.upstream;
     let client_host = req.headers().get(HOST).cloned().or_else(|| {
         req.uri()
@@ -472,7 +331,7 @@ async fn forward(
         None => upstream.uri_unchanged(target.uri),
         Some(path) => upstream.uri(path, target.uri.query()),
     }
-    .map_err(Reject::Upstream)?;
+    .map_err(Failure::Upstream)?;
     if req.version() == Version::HTTP_2 {
         headers::join_cookies(req.headers_mut());
     }
@@ -494,12 +353,12 @@ async fn forward(
         .metrics
         .upstream_duration
         .observe(started.elapsed().as_secs_f64());
-    let mut response = result.map_err(Reject::Upstream)?;
+    let mut response = result.map_err(Failure::Upstream)?;
     outcome.upstream_status = Some(response.status());
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let client_upgrade =
-            client_upgrade.ok_or(Reject::Upstream(ForwardError::UnexpectedUpgrade))?;
+            client_upgrade.ok_or(Failure::Upstream(ForwardError::UnexpectedUpgrade))?;
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         upgrade::splice(
             client_upgrade,
@@ -511,17 +370,6 @@ async fn forward(
         return Ok(response.map(Body::Left));
     }
     Ok(forward::for_client(response))
-}
-
-fn path_description(e: path::PathError) -> &'static str {
-    match e {
-        path::PathError::EncodedSlash => "the path contains an encoded slash (%2F)",
-        path::PathError::Backslash => "the path contains a backslash",
-        path::PathError::ControlCharacter => "the path contains a control character",
-        path::PathError::BadEscape => "the path contains an invalid percent-encoding",
-        path::PathError::DoubleEncoding => "the path contains a double percent-encoding",
-        path::PathError::NotAbsolute => "the request target is not an absolute path",
-    }
 }
 
 /// Records the request metric and the access-log line, once per request.
