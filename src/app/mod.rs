@@ -142,47 +142,13 @@ impl App {
             }
             _ => None,
         };
-        let admin = Arc::new(Admin {
-            live: live.clone(),
-            metrics: metrics.clone(),
-            health: health.clone(),
-        });
-        let limits = Limits {
-            max_connections: ADMIN_MAX_CONNECTIONS,
-            header_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 16 * 1024,
-        };
-        let gauge = metrics.open_connections.with_label_values(&["admin"]);
-        let make = move |_conn: ConnInfo| {
-            let admin = admin.clone();
-            service_fn(move |req| {
-                let admin = admin.clone();
-                async move { admin::serve(req, &admin).await }
-            })
-        };
-        life.tracker.spawn(listener::serve(
-            admin_listener,
-            None,
-            limits,
-            gauge,
-            make,
-            life.clone(),
-        ));
+        start_admin(admin_listener, &live, &metrics, &health, &life);
         if options.watch_config {
             life.tracker
                 .spawn(reload::on_changes(reloader.clone(), background.clone()));
         }
         health.bound.store(true, Ordering::Release);
-        tracing::info!(
-            inbound = inbound_addr.map(|a| a.to_string()).as_deref(),
-            egress = egress_addr.map(|a| a.to_string()).as_deref(),
-            admin = %admin_addr,
-            upstream = config.server.as_ref().map(|s| s.upstream.to_string()).as_deref(),
-            routes = config.routes.len(),
-            issuers = config.issuers.len(),
-            egress_targets = config.egress.as_ref().map_or(0, |e| e.targets.len()),
-            "tollgate started"
-        );
+        log_started(&config, inbound_addr, egress_addr, admin_addr);
         Ok(App {
             inbound_addr,
             admin_addr,
@@ -363,6 +329,61 @@ fn start_inbound(
         make,
         life.clone(),
     ));
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until shutdown.
+fn start_admin(
+    listener: TcpListener,
+    live: &Live,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    life: &Lifecycle,
+) {
+    let admin = Arc::new(Admin {
+        live: live.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    });
+    let limits = Limits {
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        header_read_timeout: Duration::from_secs(10),
+        max_header_bytes: 16 * 1024,
+    };
+    let gauge = metrics.open_connections.with_label_values(&["admin"]);
+    let make = move |_conn: ConnInfo| {
+        let admin = admin.clone();
+        service_fn(move |req| {
+            let admin = admin.clone();
+            async move { admin::serve(req, &admin).await }
+        })
+    };
+    life.tracker.spawn(listener::serve(
+        listener,
+        None,
+        limits,
+        gauge,
+        make,
+        life.clone(),
+    ));
+}
+
+/// The one line that says tollgate is up, and where.
+fn log_started(
+    config: &Config,
+    inbound: Option<SocketAddr>,
+    egress: Option<SocketAddr>,
+    admin: SocketAddr,
+) {
+    tracing::info!(
+        inbound = inbound.map(|a| a.to_string()).as_deref(),
+        egress = egress.map(|a| a.to_string()).as_deref(),
+        admin = %admin,
+        upstream = config.server.as_ref().map(|s| s.upstream.to_string()).as_deref(),
+        routes = config.routes.len(),
+        issuers = config.issuers.len(),
+        egress_targets = config.egress.as_ref().map_or(0, |e| e.targets.len()),
+        "tollgate started"
+    );
 }
 
 /// Accepts egress connections on `listener` until shutdown.

@@ -218,7 +218,31 @@ fn print_trace(
     if let Some(path) = &trace.path {
         let _ = writeln!(out, "path: {path}");
     }
-    match &trace.route {
+    print_route(out, &trace.route, config);
+    print_token(out, &trace.token, token);
+    if let Some(evaluation) = &trace.requirements {
+        if evaluation.checks.is_empty() {
+            let _ = writeln!(out, "requirements: none (any valid token)");
+        }
+        for check in &evaluation.checks {
+            let mark = if check.passed { "pass" } else { "FAIL" };
+            let _ = writeln!(
+                out,
+                "  [{mark}] {} in [{}]",
+                check.requirement.key(),
+                check.wanted.join(", ")
+            );
+        }
+    }
+    print_decision(out, trace);
+    if let (Verdict::Forward(_), Some(verified)) = (trace.verdict, trace.verified()) {
+        print_headers(out, verified, config);
+    }
+}
+
+/// The route the request matched, with where it is in the file.
+fn print_route(out: &mut String, routed: &Routed<'_>, config: &Config) {
+    match routed {
         Routed::NotReached => {}
         Routed::Me => {
             let _ = writeln!(
@@ -235,72 +259,49 @@ fn print_trace(
                 PathMatch::Prefix(p) => ("prefix", p),
                 PathMatch::Exact(p) => ("exact", p),
             };
+            let audit = if route.mode == Mode::Audit {
+                " [audit mode]"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
-                "route: {:?} ({kind} {pattern}, {}:{}){}",
+                "route: {:?} ({kind} {pattern}, {}:{}){audit}",
                 route.name,
                 config.source.display(),
                 route.position.line,
-                if route.mode == Mode::Audit {
-                    " [audit mode]"
-                } else {
-                    ""
-                }
             );
             if route.allow_anonymous {
                 let _ = writeln!(out, "anonymous route: no token needed");
             }
         }
     }
-    print_token(out, &trace.token, token);
-    if let Some(evaluation) = &trace.requirements {
-        if evaluation.checks.is_empty() {
-            let _ = writeln!(out, "requirements: none (any valid token)");
-        }
-        for check in &evaluation.checks {
-            let mark = if check.passed { "pass" } else { "FAIL" };
-            let _ = writeln!(
-                out,
-                "  [{mark}] {} in [{}]",
-                check.requirement.key(),
-                check.wanted.join(", ")
-            );
-        }
-    }
-    match trace.verdict {
-        Verdict::Forward(Decision::Allowed) => {
-            let _ = writeln!(out, "decision: allow");
-        }
-        Verdict::Forward(Decision::Anonymous) => {
-            let _ = writeln!(out, "decision: allow (anonymous)");
-        }
+}
+
+/// The decision line: what the proxy does, or the status, error and description it sends.
+fn print_decision(out: &mut String, trace: &Trace<'_, '_>) {
+    let line = match trace.verdict {
+        Verdict::Forward(Decision::Allowed) => "allow".to_owned(),
+        Verdict::Forward(Decision::Anonymous) => "allow (anonymous)".to_owned(),
         Verdict::Forward(Decision::Audit) => {
-            let _ = writeln!(
-                out,
-                "decision: allow (audit mode: the failure is logged and counted)"
-            );
+            "allow (audit mode: the failure is logged and counted)".to_owned()
         }
+        Verdict::Me => "answer with the caller's identity (JSON)".to_owned(),
         Verdict::Forward(Decision::Denied) | Verdict::Reject(_) => {
             let refusal = trace.refusal().unwrap_or_else(Refusal::fallback);
-            let _ = write!(
-                out,
-                "decision: {} {}: {}",
+            let retry = refusal
+                .retry_after
+                .map(|s| format!(" (Retry-After: {s})"))
+                .unwrap_or_default();
+            format!(
+                "{} {}: {}{retry}",
                 refusal.status.as_u16(),
                 refusal.error,
                 refusal.description
-            );
-            if let Some(seconds) = refusal.retry_after {
-                let _ = write!(out, " (Retry-After: {seconds})");
-            }
-            out.push('\n');
+            )
         }
-        Verdict::Me => {
-            let _ = writeln!(out, "decision: answer with the caller's identity (JSON)");
-        }
-    }
-    if let (Verdict::Forward(_), Some(verified)) = (trace.verdict, trace.verified()) {
-        print_headers(out, verified, config);
-    }
+    };
+    let _ = writeln!(out, "decision: {line}");
 }
 
 /// The token: its unverified header and claims, then every check with pass or FAIL.
