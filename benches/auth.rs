@@ -16,7 +16,7 @@ use tollgate::dev::issuer::SigningKey;
 use tollgate::inbound::issuer::{Issuer, Issuers};
 use tollgate::inbound::jwks::KeySet;
 use tollgate::inbound::signature_cache::SignatureCache;
-use tollgate::inbound::{identity, jwt, policy::Routes};
+use tollgate::inbound::{InboundState, Verdict, decide, identity, jwt, policy::Routes};
 use tollgate::path;
 use tollgate::proxy::headers;
 use tollgate::telemetry::metrics::Metrics;
@@ -183,11 +183,78 @@ fn bench_headers(c: &mut Criterion) {
     });
 }
 
+/// The whole inbound decision (`inbound::decide`, what the listener and `explain` call) on
+/// an Entra-shaped token: a protected route with a role requirement (signature cached, as
+/// for a client that repeats its token), and an anonymous route without a token.
+fn bench_decide(c: &mut Criterion) {
+    let (_, token, key) = issuer_and_token(Algorithm::RS256);
+    let toml = format!(
+        r#"
+[server]
+upstream = "http://127.0.0.1:3000"
+[[issuers]]
+name = "entra"
+issuer = "{ISS}"
+jwks_uri = "https://login.microsoftonline.com/keys"
+audiences = ["api://orders"]
+[[routes]]
+prefix = "/health"
+allow_anonymous = true
+[[routes]]
+prefix = "/orders"
+roles_any = ["Orders.Read"]
+"#
+    );
+    let config = config::parse(&toml, std::path::Path::new("bench.toml"), &|_| None)
+        .expect("config")
+        .config;
+    let metrics = Arc::new(Metrics::new());
+    let state = InboundState::build(&config, None, &metrics, None)
+        .expect("state")
+        .expect("a [server]");
+    let jwks = json!({ "keys": [key.jwk()] }).to_string();
+    for issuer in state.issuers.iter() {
+        issuer.keys.load_document(jwks.as_bytes()).expect("keys");
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+    );
+    let get = Method::GET;
+    c.bench_function("decide/protected_route_cached_token", |b| {
+        b.iter(|| {
+            let trace = decide(
+                Some(&state),
+                &get,
+                black_box("/orders/42"),
+                &headers,
+                SystemTime::now(),
+            );
+            matches!(trace.verdict, Verdict::Forward(_))
+        })
+    });
+    let empty = HeaderMap::new();
+    c.bench_function("decide/anonymous_route_no_token", |b| {
+        b.iter(|| {
+            let trace = decide(
+                Some(&state),
+                &get,
+                black_box("/health"),
+                &empty,
+                SystemTime::now(),
+            );
+            matches!(trace.verdict, Verdict::Forward(_))
+        })
+    });
+}
+
 criterion_group!(
     benches,
     bench_verify,
     bench_paths,
     bench_routes,
-    bench_headers
+    bench_headers,
+    bench_decide
 );
 criterion_main!(benches);
