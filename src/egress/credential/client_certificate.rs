@@ -15,7 +15,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::entra::{ClientAuth, TokenEndpoint};
 use super::{AccessToken, BoxFuture, Credential, CredentialError};
-use crate::config::{Algorithm, CredentialKind, Lookup};
+use crate::config::{Algorithm, ClientCertificateSettings, Lookup};
 use crate::telemetry::redact::Secret;
 
 /// Lifetime of an assertion: MSAL's 10 minutes; Entra allows no more.
@@ -124,22 +124,17 @@ pub struct ClientCertificate {
 impl ClientCertificate {
     /// Loads the certificate once now, so an unusable file fails at start.
     pub fn new(
-        kind: &CredentialKind,
+        settings: &ClientCertificateSettings,
         ca_file: Option<&Path>,
         env: Lookup<'_>,
     ) -> Result<ClientCertificate, CredentialError> {
-        let CredentialKind::ClientCertificate {
+        let ClientCertificateSettings {
             tenant_id,
             client_id,
             certificate,
             assertion_algorithm,
             authority_host,
-        } = kind
-        else {
-            return Err(CredentialError::Setup(
-                "not a client_certificate credential".into(),
-            ));
-        };
+        } = settings;
         Signer::load(certificate, *assertion_algorithm)?;
         Ok(ClientCertificate {
             client_id: client_id.clone(),
