@@ -63,7 +63,7 @@ pub fn client(ca_file: Option<&Path>) -> Result<reqwest::Client, FetchError> {
 }
 
 /// GETs `url` and returns the body, at most [`MAX_DOCUMENT_BYTES`].
-pub async fn get(client: &reqwest::Client, url: &reqwest::Url) -> Result<Bytes, FetchError> {
+pub async fn get(client: &reqwest::Client, url: &url::Url) -> Result<Bytes, FetchError> {
     let request_error = |source| FetchError::Request {
         url: url.to_string(),
         source,
@@ -92,6 +92,6 @@ pub async fn get(client: &reqwest::Client, url: &reqwest::Url) -> Result<Bytes, 
 }
 
 /// True for URLs allowed to carry keys or tokens: https, or http to a loopback host.
-pub fn is_secure(url: &reqwest::Url) -> bool {
+pub fn is_secure(url: &url::Url) -> bool {
     url.scheme() == "https" || (url.scheme() == "http" && crate::config::is_loopback(url))
 }

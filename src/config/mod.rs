@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use url::Url;
+
 pub mod duration;
 pub mod expand;
 pub mod reload;
@@ -169,9 +171,9 @@ pub struct Issuer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeySource {
     /// An OpenID Connect discovery document naming the `jwks_uri`.
-    Discovery(reqwest::Url),
+    Discovery(Url),
     /// The JWKS document itself.
-    JwksUri(reqwest::Url),
+    JwksUri(Url),
 }
 
 /// A JWS signature algorithm tollgate can verify. `none` and the HMAC family are not
@@ -431,7 +433,7 @@ pub struct ManagedIdentitySettings {
     /// User-assigned identity; `None` is the system-assigned one.
     pub user_assigned: Option<UserAssigned>,
     /// IMDS base URL override; `None` detects the source from the environment.
-    pub endpoint: Option<reqwest::Url>,
+    pub endpoint: Option<Url>,
 }
 
 /// `kind = "workload_identity"`.
@@ -444,7 +446,7 @@ pub struct WorkloadIdentitySettings {
     /// Defaults to `AZURE_FEDERATED_TOKEN_FILE`.
     pub token_file: Option<PathBuf>,
     /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
-    pub authority_host: Option<reqwest::Url>,
+    pub authority_host: Option<Url>,
 }
 
 /// `kind = "client_secret"`.
@@ -457,7 +459,7 @@ pub struct ClientSecretSettings {
     /// Where the secret is kept; never inline in the file.
     pub secret: SecretSource,
     /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
-    pub authority_host: Option<reqwest::Url>,
+    pub authority_host: Option<Url>,
 }
 
 /// `kind = "client_certificate"`.
@@ -472,7 +474,7 @@ pub struct ClientCertificateSettings {
     /// Assertion signature: PS256 with `x5t#S256` (default) or RS256 with `x5t`.
     pub assertion_algorithm: Algorithm,
     /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
-    pub authority_host: Option<reqwest::Url>,
+    pub authority_host: Option<Url>,
 }
 
 /// `kind = "managed_identity_federation"`.
@@ -485,11 +487,11 @@ pub struct FederationSettings {
     /// The managed identity (user-assigned client id); `None` for system-assigned.
     pub identity_client_id: Option<String>,
     /// IMDS base URL override.
-    pub endpoint: Option<reqwest::Url>,
+    pub endpoint: Option<Url>,
     /// Audience of the managed-identity token. Defaults to `api://AzureADTokenExchange`.
     pub audience: String,
     /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
-    pub authority_host: Option<reqwest::Url>,
+    pub authority_host: Option<Url>,
 }
 
 impl CredentialKind {

@@ -320,7 +320,7 @@ fn random_u16() -> u16 {
 }
 
 /// Reads `jwks_uri` from an OpenID Connect discovery document.
-async fn discover(client: &reqwest::Client, uri: &reqwest::Url) -> Result<reqwest::Url, JwksError> {
+async fn discover(client: &reqwest::Client, uri: &url::Url) -> Result<url::Url, JwksError> {
     #[derive(Deserialize)]
     struct Discovery {
         jwks_uri: String,
@@ -329,7 +329,7 @@ async fn discover(client: &reqwest::Client, uri: &reqwest::Url) -> Result<reqwes
     let doc: Discovery =
         serde_json::from_slice(&body).map_err(|e| JwksError::BadDiscovery(e.to_string()))?;
     let jwks =
-        reqwest::Url::parse(&doc.jwks_uri).map_err(|e| JwksError::BadDiscovery(e.to_string()))?;
+        url::Url::parse(&doc.jwks_uri).map_err(|e| JwksError::BadDiscovery(e.to_string()))?;
     // The discovered URL carries keys: the same https-or-loopback rule as configured ones.
     if !fetch::is_secure(&jwks) {
         return Err(JwksError::BadDiscovery(format!("{jwks} is not https")));

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 use toml::de::DeValue;
+use url::Url;
 
 use super::Context;
 use crate::config::schema::{
@@ -219,7 +220,7 @@ fn credential(
     }
 }
 
-fn authority(cx: &mut Context<'_>, text: Option<&Text>, key: &str) -> Option<reqwest::Url> {
+fn authority(cx: &mut Context<'_>, text: Option<&Text>, key: &str) -> Option<Url> {
     text.and_then(|t| cx.secure_url(t, &format!("{key}.authority_host")))
 }
 
