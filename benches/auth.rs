@@ -20,7 +20,7 @@ use tollgate::inbound::signature_cache::SignatureCache;
 use tollgate::inbound::{identity, jwt, policy::Routes};
 use tollgate::path;
 use tollgate::proxy::headers;
-use tollgate::telemetry::json::Access;
+use tollgate::telemetry::access_log::Access;
 use tollgate::telemetry::metrics::Metrics;
 
 const ISS: &str = "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0";
