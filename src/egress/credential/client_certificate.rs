@@ -103,14 +103,12 @@ impl Signer {
     }
 }
 
-/// A random (version 4) UUID, for `jti`.
+/// A random (version 4) UUID, for `jti`; the randomness is aws-lc-rs's, as for the signature.
 fn uuid_v4() -> Result<String, CredentialError> {
     let mut b = [0u8; 16];
     aws_lc_rs::rand::fill(&mut b)
         .map_err(|_| CredentialError::Setup("no randomness for jti".into()))?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    Ok(crate::ids::guid(b))
+    Ok(uuid::Builder::from_random_bytes(b).into_uuid().to_string())
 }
 
 /// An app registration authenticated by certificate.
@@ -182,6 +180,23 @@ mod tests {
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
+    }
+
+    proptest::proptest! {
+        /// The uuid crate's version 4 text is what the hand-written one was: version and
+        /// variant bits set (RFC 9562 §5.4), then lower-case 8-4-4-4-12 hex.
+        #[test]
+        fn v4_text_is_the_hand_written_one(mut b in proptest::array::uniform16(0u8..)) {
+            let from_crate = uuid::Builder::from_random_bytes(b).into_uuid().to_string();
+            b[6] = (b[6] & 0x0f) | 0x40;
+            b[8] = (b[8] & 0x3f) | 0x80;
+            let hex = hex::encode(b);
+            let by_hand = format!(
+                "{}-{}-{}-{}-{}",
+                &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]
+            );
+            proptest::prop_assert_eq!(from_crate, by_hand);
+        }
     }
 
     #[test]
