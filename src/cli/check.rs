@@ -162,10 +162,10 @@ fn not_checked(out: &mut String, c: &Config) {
 /// environment offers at run time, or, with `endpoint` set, from IMDS at that address only.
 fn managed_identity_notes(out: &mut String, c: &Config) {
     for cr in c.credentials.values() {
-        let (CredentialKind::ManagedIdentity { endpoint, .. }
-        | CredentialKind::ManagedIdentityFederation { endpoint, .. }) = &cr.kind
-        else {
-            continue;
+        let endpoint = match &cr.kind {
+            CredentialKind::ManagedIdentity(s) => &s.endpoint,
+            CredentialKind::ManagedIdentityFederation(s) => &s.endpoint,
+            _ => continue,
         };
         let source = match endpoint.as_ref().map(|e| imds_url(e.as_str())) {
             None => {

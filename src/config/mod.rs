@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use url::Url;
+
 pub mod duration;
 pub mod expand;
 pub mod schema;
@@ -168,9 +170,9 @@ pub struct Issuer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeySource {
     /// An OpenID Connect discovery document naming the `jwks_uri`.
-    Discovery(reqwest::Url),
+    Discovery(Url),
     /// The JWKS document itself.
-    JwksUri(reqwest::Url),
+    JwksUri(Url),
 }
 
 /// A JWS signature algorithm tollgate can verify. `none` and the HMAC family are not
@@ -407,79 +409,99 @@ pub struct Credential {
     pub ca_file: Option<PathBuf>,
 }
 
-/// The kinds of credential, with their settings. Settings left out fall back to the Azure
-/// environment variables when the credential is built.
+/// The kinds of credential, each with its own settings. Settings left out fall back to the
+/// Azure environment variables when the credential is built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CredentialKind {
     /// A managed identity: App Service, Arc, Service Fabric, Cloud Shell or IMDS, detected
     /// from the environment.
-    ManagedIdentity {
-        /// User-assigned identity; `None` is the system-assigned one.
-        user_assigned: Option<UserAssigned>,
-        /// IMDS base URL override.
-        endpoint: Option<reqwest::Url>,
-    },
+    ManagedIdentity(ManagedIdentitySettings),
     /// AKS workload identity: a federated Kubernetes token exchanged at Entra ID.
-    WorkloadIdentity {
-        /// Defaults to `AZURE_TENANT_ID`.
-        tenant_id: Option<String>,
-        /// Defaults to `AZURE_CLIENT_ID`.
-        client_id: Option<String>,
-        /// Defaults to `AZURE_FEDERATED_TOKEN_FILE`.
-        token_file: Option<PathBuf>,
-        /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
-        authority_host: Option<reqwest::Url>,
-    },
+    WorkloadIdentity(WorkloadIdentitySettings),
     /// An app registration's client secret, read from a file or an environment variable.
-    ClientSecret {
-        /// Directory (tenant) id.
-        tenant_id: String,
-        /// Application (client) id.
-        client_id: String,
-        /// Where the secret is kept; never inline in the file.
-        secret: SecretSource,
-        /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
-        authority_host: Option<reqwest::Url>,
-    },
+    ClientSecret(ClientSecretSettings),
     /// An app registration's certificate, used for a `private_key_jwt` client assertion.
-    ClientCertificate {
-        /// Directory (tenant) id.
-        tenant_id: String,
-        /// Application (client) id.
-        client_id: String,
-        /// PEM file holding the certificate and its private key.
-        certificate: PathBuf,
-        /// Assertion signature: PS256 with `x5t#S256` (default) or RS256 with `x5t`.
-        assertion_algorithm: Algorithm,
-        /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
-        authority_host: Option<reqwest::Url>,
-    },
+    ClientCertificate(ClientCertificateSettings),
     /// A managed identity used as the federated credential of an app registration.
-    ManagedIdentityFederation {
-        /// The app registration's tenant.
-        tenant_id: String,
-        /// The app registration's client id.
-        client_id: String,
-        /// The managed identity (user-assigned client id); `None` for system-assigned.
-        identity_client_id: Option<String>,
-        /// IMDS base URL override.
-        endpoint: Option<reqwest::Url>,
-        /// Audience of the managed-identity token. Defaults to `api://AzureADTokenExchange`.
-        audience: String,
-        /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
-        authority_host: Option<reqwest::Url>,
-    },
+    ManagedIdentityFederation(FederationSettings),
+}
+
+/// `kind = "managed_identity"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagedIdentitySettings {
+    /// User-assigned identity; `None` is the system-assigned one.
+    pub user_assigned: Option<UserAssigned>,
+    /// IMDS base URL override; `None` detects the source from the environment.
+    pub endpoint: Option<Url>,
+}
+
+/// `kind = "workload_identity"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadIdentitySettings {
+    /// Defaults to `AZURE_TENANT_ID`.
+    pub tenant_id: Option<String>,
+    /// Defaults to `AZURE_CLIENT_ID`.
+    pub client_id: Option<String>,
+    /// Defaults to `AZURE_FEDERATED_TOKEN_FILE`.
+    pub token_file: Option<PathBuf>,
+    /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
+    pub authority_host: Option<Url>,
+}
+
+/// `kind = "client_secret"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientSecretSettings {
+    /// Directory (tenant) id.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// Where the secret is kept; never inline in the file.
+    pub secret: SecretSource,
+    /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
+    pub authority_host: Option<Url>,
+}
+
+/// `kind = "client_certificate"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCertificateSettings {
+    /// Directory (tenant) id.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// PEM file holding the certificate and its private key.
+    pub certificate: PathBuf,
+    /// Assertion signature: PS256 with `x5t#S256` (default) or RS256 with `x5t`.
+    pub assertion_algorithm: Algorithm,
+    /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
+    pub authority_host: Option<Url>,
+}
+
+/// `kind = "managed_identity_federation"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FederationSettings {
+    /// The app registration's tenant.
+    pub tenant_id: String,
+    /// The app registration's client id.
+    pub client_id: String,
+    /// The managed identity (user-assigned client id); `None` for system-assigned.
+    pub identity_client_id: Option<String>,
+    /// IMDS base URL override.
+    pub endpoint: Option<Url>,
+    /// Audience of the managed-identity token. Defaults to `api://AzureADTokenExchange`.
+    pub audience: String,
+    /// Defaults to `AZURE_AUTHORITY_HOST`, then `https://login.microsoftonline.com/`.
+    pub authority_host: Option<Url>,
 }
 
 impl CredentialKind {
     /// The `kind` value as written in the file.
     pub fn as_str(&self) -> &'static str {
         match self {
-            CredentialKind::ManagedIdentity { .. } => "managed_identity",
-            CredentialKind::WorkloadIdentity { .. } => "workload_identity",
-            CredentialKind::ClientSecret { .. } => "client_secret",
-            CredentialKind::ClientCertificate { .. } => "client_certificate",
-            CredentialKind::ManagedIdentityFederation { .. } => "managed_identity_federation",
+            CredentialKind::ManagedIdentity(_) => "managed_identity",
+            CredentialKind::WorkloadIdentity(_) => "workload_identity",
+            CredentialKind::ClientSecret(_) => "client_secret",
+            CredentialKind::ClientCertificate(_) => "client_certificate",
+            CredentialKind::ManagedIdentityFederation(_) => "managed_identity_federation",
         }
     }
 }

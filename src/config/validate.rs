@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
+use url::Url;
 
 use super::expand::{self, Lookup};
 use super::schema::{
@@ -451,7 +452,7 @@ impl<'a> Context<'a> {
     }
 
     /// A URL that fetches keys or carries tokens: https, or http on a loopback host.
-    pub(super) fn secure_url(&mut self, text: &Text, key: &str) -> Option<reqwest::Url> {
+    pub(super) fn secure_url(&mut self, text: &Text, key: &str) -> Option<Url> {
         let url = self.url(text, key)?;
         if url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url)) {
             Some(url)
@@ -466,8 +467,8 @@ impl<'a> Context<'a> {
     }
 
     /// An http or https URL.
-    pub(super) fn url(&mut self, text: &Text, key: &str) -> Option<reqwest::Url> {
-        match reqwest::Url::parse(text.get_ref()) {
+    pub(super) fn url(&mut self, text: &Text, key: &str) -> Option<Url> {
+        match Url::parse(text.get_ref()) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
                 Some(url)
             }
@@ -504,7 +505,7 @@ impl<'a> Context<'a> {
 }
 
 /// True for loopback hosts: 127.0.0.0/8, ::1 and `localhost`.
-pub fn is_loopback(url: &reqwest::Url) -> bool {
+pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

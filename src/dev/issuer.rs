@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use base64::Engine;
@@ -23,6 +22,7 @@ use serde_json::{Value, json};
 
 use super::http::LoopbackServer;
 use crate::config::Algorithm;
+use crate::ids::jose::{self, PrivateKey};
 
 /// Where `tollgate dev` serves the local issuer, and the `iss` of its tokens.
 pub const DEV_ISSUER: &str = "http://127.0.0.1:8079/";
@@ -35,13 +35,7 @@ pub struct SigningKey {
     pub kid: String,
     /// The algorithm it signs with.
     pub alg: Algorithm,
-    inner: Inner,
-}
-
-enum Inner {
-    Rsa(RsaKeyPair),
-    Ec(EcdsaKeyPair),
-    Ed(Ed25519KeyPair),
+    inner: PrivateKey,
 }
 
 /// Why a key could not be made or read.
@@ -96,19 +90,19 @@ impl SigningKey {
             | Algorithm::RS512
             | Algorithm::PS256
             | Algorithm::PS384
-            | Algorithm::PS512 => {
-                Inner::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Crypto)?)
-            }
-            Algorithm::ES256 => Inner::Ec(
+            | Algorithm::PS512 => PrivateKey::Rsa(
+                RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Crypto)?,
+            ),
+            Algorithm::ES256 => PrivateKey::Ec(
                 EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING)
                     .map_err(|_| KeyError::Crypto)?,
             ),
-            Algorithm::ES384 => Inner::Ec(
+            Algorithm::ES384 => PrivateKey::Ec(
                 EcdsaKeyPair::generate(&sig::ECDSA_P384_SHA384_FIXED_SIGNING)
                     .map_err(|_| KeyError::Crypto)?,
             ),
             Algorithm::EdDSA => {
-                Inner::Ed(Ed25519KeyPair::generate().map_err(|_| KeyError::Crypto)?)
+                PrivateKey::Ed(Ed25519KeyPair::generate().map_err(|_| KeyError::Crypto)?)
             }
         };
         Ok(SigningKey {
@@ -121,13 +115,13 @@ impl SigningKey {
     /// The private key as PKCS#8 PEM, to keep the development issuer stable across runs.
     pub fn to_pem(&self) -> Result<String, KeyError> {
         let der = match &self.inner {
-            Inner::Rsa(k) => k.as_der().map_err(|_| KeyError::Crypto)?.as_ref().to_vec(),
-            Inner::Ec(k) => k
+            PrivateKey::Rsa(k) => k.as_der().map_err(|_| KeyError::Crypto)?.as_ref().to_vec(),
+            PrivateKey::Ec(k) => k
                 .to_pkcs8v1()
                 .map_err(|_| KeyError::Crypto)?
                 .as_ref()
                 .to_vec(),
-            Inner::Ed(k) => k
+            PrivateKey::Ed(k) => k
                 .to_pkcs8()
                 .map_err(|_| KeyError::Crypto)?
                 .as_ref()
@@ -155,18 +149,18 @@ impl SigningKey {
             .collect();
         let der = STANDARD.decode(body.trim()).map_err(|_| KeyError::NoPem)?;
         let inner = match alg {
-            Algorithm::ES256 => Inner::Ec(
+            Algorithm::ES256 => PrivateKey::Ec(
                 EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &der)
                     .map_err(|_| KeyError::Crypto)?,
             ),
-            Algorithm::ES384 => Inner::Ec(
+            Algorithm::ES384 => PrivateKey::Ec(
                 EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P384_SHA384_FIXED_SIGNING, &der)
                     .map_err(|_| KeyError::Crypto)?,
             ),
             Algorithm::EdDSA => {
-                Inner::Ed(Ed25519KeyPair::from_pkcs8(&der).map_err(|_| KeyError::Crypto)?)
+                PrivateKey::Ed(Ed25519KeyPair::from_pkcs8(&der).map_err(|_| KeyError::Crypto)?)
             }
-            _ => Inner::Rsa(RsaKeyPair::from_pkcs8(&der).map_err(|_| KeyError::Crypto)?),
+            _ => PrivateKey::Rsa(RsaKeyPair::from_pkcs8(&der).map_err(|_| KeyError::Crypto)?),
         };
         Ok(SigningKey {
             kid: kid.to_owned(),
@@ -197,7 +191,7 @@ impl SigningKey {
     pub fn jwk(&self) -> Value {
         let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
         match &self.inner {
-            Inner::Rsa(k) => {
+            PrivateKey::Rsa(k) => {
                 let public = k.public_key();
                 json!({
                     "kty": "RSA", "use": "sig", "kid": self.kid, "alg": self.alg.as_str(),
@@ -205,7 +199,7 @@ impl SigningKey {
                     "e": b64(public.exponent().big_endian_without_leading_zero()),
                 })
             }
-            Inner::Ec(k) => {
+            PrivateKey::Ec(k) => {
                 let point = k.public_key().as_ref();
                 let half = (point.len() - 1) / 2;
                 let crv = if self.alg == Algorithm::ES256 {
@@ -218,7 +212,7 @@ impl SigningKey {
                     "x": b64(&point[1..1 + half]), "y": b64(&point[1 + half..]),
                 })
             }
-            Inner::Ed(k) => json!({
+            PrivateKey::Ed(k) => json!({
                 "kty": "OKP", "use": "sig", "kid": self.kid, "alg": "EdDSA", "crv": "Ed25519",
                 "x": b64(k.public_key().as_ref()),
             }),
@@ -227,47 +221,20 @@ impl SigningKey {
 
     /// Signs `message` with this key's algorithm.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let rng = SystemRandom::new();
-        match &self.inner {
-            Inner::Rsa(k) => {
-                let padding: &'static dyn sig::RsaEncoding = match self.alg {
-                    Algorithm::RS384 => &sig::RSA_PKCS1_SHA384,
-                    Algorithm::RS512 => &sig::RSA_PKCS1_SHA512,
-                    Algorithm::PS256 => &sig::RSA_PSS_SHA256,
-                    Algorithm::PS384 => &sig::RSA_PSS_SHA384,
-                    Algorithm::PS512 => &sig::RSA_PSS_SHA512,
-                    _ => &sig::RSA_PKCS1_SHA256,
-                };
-                let mut out = vec![0; k.public_modulus_len()];
-                k.sign(padding, &rng, message, &mut out)
-                    .map_err(|_| KeyError::Crypto)?;
-                Ok(out)
-            }
-            Inner::Ec(k) => Ok(k
-                .sign(&rng, message)
-                .map_err(|_| KeyError::Crypto)?
-                .as_ref()
-                .to_vec()),
-            Inner::Ed(k) => Ok(k.sign(message).as_ref().to_vec()),
-        }
+        jose::sign(&self.inner, self.alg, message).map_err(|_| KeyError::Crypto)
     }
 
-    /// A signed token: header `{alg, typ: "JWT", kid}` plus `extra_header` members, and
-    /// `claims` as the payload.
+    /// A signed token: header `{alg, typ: "JWT", kid}` plus `extra_header` members (which
+    /// win), and `claims` as the payload.
     pub fn mint(&self, claims: &Value, extra_header: &Value) -> Result<String, KeyError> {
-        let mut header = json!({ "alg": self.alg.as_str(), "typ": "JWT", "kid": self.kid });
-        if let (Some(h), Some(extra)) = (header.as_object_mut(), extra_header.as_object()) {
+        let mut header = serde_json::Map::new();
+        header.insert("kid".into(), Value::from(self.kid.as_str()));
+        if let Some(extra) = extra_header.as_object() {
             for (k, v) in extra {
-                h.insert(k.clone(), v.clone());
+                header.insert(k.clone(), v.clone());
             }
         }
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let signature = self.sign(input.as_bytes())?;
-        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+        jose::encode(&self.inner, self.alg, &header, claims).map_err(|_| KeyError::Crypto)
     }
 }
 
@@ -453,6 +420,52 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    /// The token the issuer made before it signed through `jose`, for the deterministic
+    /// algorithms (RS256 and EdDSA; PSS and ECDSA signatures are randomised): byte for byte.
+    #[test]
+    fn minted_tokens_are_those_of_the_former_signer() {
+        let claims = json!({"sub": "s", "aud": "a", "exp": 1});
+        let extra = json!({"typ": "at+jwt", "x": 1});
+        for alg in [Algorithm::RS256, Algorithm::EdDSA] {
+            let key = SigningKey::generate(alg, "k").unwrap();
+            let der = STANDARD
+                .decode(
+                    key.to_pem()
+                        .unwrap()
+                        .lines()
+                        .filter(|l| !l.starts_with("-----"))
+                        .collect::<String>(),
+                )
+                .unwrap();
+            let mut header = json!({ "alg": alg.as_str(), "typ": "JWT", "kid": "k" });
+            for (k, v) in extra.as_object().unwrap() {
+                header[k] = v.clone();
+            }
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            let signature = if alg == Algorithm::RS256 {
+                let k = RsaKeyPair::from_pkcs8(&der).unwrap();
+                let mut out = vec![0; k.public_modulus_len()];
+                k.sign(
+                    &sig::RSA_PKCS1_SHA256,
+                    &aws_lc_rs::rand::SystemRandom::new(),
+                    input.as_bytes(),
+                    &mut out,
+                )
+                .unwrap();
+                out
+            } else {
+                let k = Ed25519KeyPair::from_pkcs8(&der).unwrap();
+                k.sign(input.as_bytes()).as_ref().to_vec()
+            };
+            let former = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature));
+            assert_eq!(key.mint(&claims, &extra).unwrap(), former, "{alg}");
+        }
     }
 
     #[test]

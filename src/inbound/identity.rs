@@ -94,7 +94,7 @@ pub fn principal(claims: &Claims) -> Value {
 /// authenticated request, and a `serde_json::Value` tree costs several times as much
 /// (bench/NOTES.md).
 pub fn principal_json(claims: &Claims) -> String {
-    use crate::telemetry::json::push_string;
+    use crate::telemetry::access_log::push_string;
     use std::fmt::Write;
     let mut out = String::with_capacity(512);
     out.push_str("{\"auth_typ\":\"aad\",\"claims\":[");

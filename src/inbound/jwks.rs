@@ -10,7 +10,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
+use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+use aws_lc_rs::signature::{
+    self as sig, ParsedPublicKey, RsaPublicKeyComponents, VerificationAlgorithm,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
@@ -326,7 +329,7 @@ fn random_u16() -> u16 {
 }
 
 /// Reads `jwks_uri` from an OpenID Connect discovery document.
-async fn discover(client: &reqwest::Client, uri: &reqwest::Url) -> Result<reqwest::Url, JwksError> {
+async fn discover(client: &reqwest::Client, uri: &url::Url) -> Result<url::Url, JwksError> {
     #[derive(Deserialize)]
     struct Discovery {
         jwks_uri: String,
@@ -335,7 +338,7 @@ async fn discover(client: &reqwest::Client, uri: &reqwest::Url) -> Result<reqwes
     let doc: Discovery =
         serde_json::from_slice(&body).map_err(|e| JwksError::BadDiscovery(e.to_string()))?;
     let jwks =
-        reqwest::Url::parse(&doc.jwks_uri).map_err(|e| JwksError::BadDiscovery(e.to_string()))?;
+        url::Url::parse(&doc.jwks_uri).map_err(|e| JwksError::BadDiscovery(e.to_string()))?;
     // The discovered URL carries keys: the same https-or-loopback rule as configured ones.
     if !fetch::is_secure(&jwks) {
         return Err(JwksError::BadDiscovery(format!("{jwks} is not https")));
@@ -461,7 +464,7 @@ fn public_key(jwk: &Jwk, alg: Algorithm) -> Option<ParsedPublicKey> {
             if !(2048..=8192).contains(&bits) {
                 return None;
             }
-            rsa_public_key_der(&n, &b64(&jwk.e)?)
+            rsa_public_key(&n, &b64(&jwk.e)?)?
         }
         ("EC", Algorithm::ES256 | Algorithm::ES384) => {
             let (curve, len) = if alg == Algorithm::ES256 {
@@ -481,40 +484,21 @@ fn public_key(jwk: &Jwk, alg: Algorithm) -> Option<ParsedPublicKey> {
     ParsedPublicKey::new(verification_algorithm(alg), bytes).ok()
 }
 
-/// DER of a PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
-pub fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
-    fn integer(bytes: &[u8]) -> Vec<u8> {
-        let trimmed = match bytes.iter().position(|&b| b != 0) {
-            Some(i) => &bytes[i..],
-            None => &[0][..],
-        };
-        // A leading 1 bit would make the integer negative: prefix a zero byte.
-        let pad = trimmed[0] & 0x80 != 0;
-        let mut content = Vec::with_capacity(trimmed.len() + 1);
-        if pad {
-            content.push(0);
-        }
-        content.extend_from_slice(trimmed);
-        tlv(0x02, &content)
+/// The X.509 `SubjectPublicKeyInfo` of the RSA key (`n`, `e`), encoded by aws-lc from the
+/// components. `RsaPublicKeyComponents::to_parsed_public_key` would skip the encoding, but also
+/// aws-lc's `RSA_check_key`, which `ParsedPublicKey::new` runs on parsing: an even modulus, or
+/// an exponent of 1, even or above 2^33, would then be taken as a key instead of refused.
+fn rsa_public_key(n: &[u8], e: &[u8]) -> Option<Vec<u8>> {
+    // JWK integers are minimal (RFC 7518 §6.3.1), but a leading zero was always accepted;
+    // aws-lc takes components without one.
+    let minimal = |b: &[u8]| b.iter().position(|&x| x != 0).map(|i| b[i..].to_vec());
+    RsaPublicKeyComponents {
+        n: minimal(n)?,
+        e: minimal(e)?,
     }
-    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        let len = content.len();
-        if len < 0x80 {
-            out.push(len as u8);
-        } else {
-            let bytes: Vec<u8> = len
-                .to_be_bytes()
-                .into_iter()
-                .skip_while(|&b| b == 0)
-                .collect();
-            out.push(0x80 | bytes.len() as u8);
-            out.extend_from_slice(&bytes);
-        }
-        out.extend_from_slice(content);
-        out
-    }
-    tlv(0x30, &[integer(n), integer(e)].concat())
+    .as_der()
+    .ok()
+    .map(|der: PublicKeyX509Der<'static>| der.as_ref().to_vec())
 }
 
 #[cfg(test)]

@@ -2,12 +2,17 @@
 //!
 //! [`init`] installs the process-wide subscriber once, from `[log] format` and `RUST_LOG`.
 //! [`metrics::Metrics`] is created by the application and passed down as `Arc<Metrics>`.
-//! [`redact`] keeps secrets out of both.
+//! [`redact`] keeps secrets out of both. [`access_log`] writes the JSON lines, the access line
+//! of every request first of all, and [`writer`] hands them to standard output in batches.
 
-pub mod json;
+pub mod access_log;
 pub mod metrics;
 pub mod redact;
 pub mod writer;
+
+/// The former name of [`access_log`], kept only while `inbound` still imports it by that name.
+#[doc(hidden)]
+pub use access_log as json;
 
 use std::cell::RefCell;
 use std::io::Write as _;
@@ -33,10 +38,10 @@ pub fn init(format: LogFormat) -> Option<LogGuard> {
         .with_writer(writer.clone());
     let installed = match format {
         // The lines of `.json().flatten_event(true).with_current_span(false)`, written by a
-        // formatter several times cheaper (see `json`).
+        // formatter several times cheaper (see `access_log`).
         LogFormat::Json => builder
             .json()
-            .event_format(json::JsonLines::default())
+            .event_format(access_log::JsonLines::default())
             .try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
@@ -62,9 +67,9 @@ thread_local! {
 
 /// Logs one access line (target `tollgate::access`, level `INFO`, so `RUST_LOG` filters it
 /// like any event). With the JSON format installed by [`init`] the line is written straight
-/// to the subscriber's writer, the same bytes `json::JsonLines` writes for the event, without
+/// to the subscriber's writer, the same bytes `access_log::JsonLines` writes for the event, without
 /// tracing's dispatch; otherwise it goes through tracing.
-pub fn access(line: &json::Access<'_>) {
+pub fn access(line: &access_log::Access<'_>) {
     let Some(out) = DIRECT_JSON.get() else {
         tracing::info!(
             target: "tollgate::access",

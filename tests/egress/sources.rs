@@ -233,10 +233,12 @@ async fn user_assigned_identities_use_each_sources_own_parameter_names() {
     let lookup = move |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
     let config = |user: tollgate::config::UserAssigned| tollgate::config::Credential {
         name: "mi".into(),
-        kind: tollgate::config::CredentialKind::ManagedIdentity {
-            user_assigned: Some(user),
-            endpoint: None,
-        },
+        kind: tollgate::config::CredentialKind::ManagedIdentity(
+            tollgate::config::ManagedIdentitySettings {
+                user_assigned: Some(user),
+                endpoint: None,
+            },
+        ),
         ca_file: None,
     };
     let cred = tollgate::egress::credential::build(

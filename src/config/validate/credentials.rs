@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 use toml::de::DeValue;
+use url::Url;
 
 use super::Context;
 use crate::config::schema::{
@@ -14,7 +15,9 @@ use crate::config::schema::{
     RawWorkloadIdentity, Text,
 };
 use crate::config::{
-    Algorithm, Credential, CredentialKind, Egress, SecretSource, Target, UserAssigned,
+    Algorithm, ClientCertificateSettings, ClientSecretSettings, Credential, CredentialKind, Egress,
+    FederationSettings, ManagedIdentitySettings, SecretSource, Target, UserAssigned,
+    WorkloadIdentitySettings,
 };
 
 const KINDS: &str = "managed_identity, workload_identity, client_secret, client_certificate, managed_identity_federation";
@@ -106,22 +109,22 @@ fn credential(
                 .as_ref()
                 .and_then(|e| cx.url(e, &format!("{key}.endpoint")));
             Some((
-                CredentialKind::ManagedIdentity {
+                CredentialKind::ManagedIdentity(ManagedIdentitySettings {
                     user_assigned,
                     endpoint,
-                },
+                }),
                 r.ca_file.map(|f| cx.path(&f)),
             ))
         }
         Some("workload_identity") => {
             let r: RawWorkloadIdentity = cx.section(entry, key)?;
             let authority_host = authority(cx, r.authority_host.as_ref(), key);
-            let kind = CredentialKind::WorkloadIdentity {
+            let kind = CredentialKind::WorkloadIdentity(WorkloadIdentitySettings {
                 tenant_id: r.tenant_id.map(Spanned::into_inner),
                 client_id: r.client_id.map(Spanned::into_inner),
                 token_file: r.token_file.map(|f| cx.path(&f)),
                 authority_host,
-            };
+            });
             Some((kind, r.ca_file.map(|f| cx.path(&f))))
         }
         Some("client_secret") => {
@@ -143,12 +146,12 @@ fn credential(
                 }
             };
             let authority_host = authority(cx, r.authority_host.as_ref(), key);
-            let kind = CredentialKind::ClientSecret {
+            let kind = CredentialKind::ClientSecret(ClientSecretSettings {
                 tenant_id: r.tenant_id.into_inner(),
                 client_id: r.client_id.into_inner(),
                 secret: secret?,
                 authority_host,
-            };
+            });
             Some((kind, r.ca_file.map(|f| cx.path(&f))))
         }
         Some("client_certificate") => {
@@ -169,13 +172,13 @@ fn credential(
                     }
                 };
             let authority_host = authority(cx, r.authority_host.as_ref(), key);
-            let kind = CredentialKind::ClientCertificate {
+            let kind = CredentialKind::ClientCertificate(ClientCertificateSettings {
                 tenant_id: r.tenant_id.into_inner(),
                 client_id: r.client_id.into_inner(),
                 certificate: cx.path(&r.certificate),
                 assertion_algorithm,
                 authority_host,
-            };
+            });
             Some((kind, r.ca_file.map(|f| cx.path(&f))))
         }
         Some("managed_identity_federation") => {
@@ -185,7 +188,7 @@ fn credential(
                 .as_ref()
                 .and_then(|e| cx.url(e, &format!("{key}.endpoint")));
             let authority_host = authority(cx, r.authority_host.as_ref(), key);
-            let kind = CredentialKind::ManagedIdentityFederation {
+            let kind = CredentialKind::ManagedIdentityFederation(FederationSettings {
                 tenant_id: r.tenant_id.into_inner(),
                 client_id: r.client_id.into_inner(),
                 identity_client_id: r.identity_client_id.map(Spanned::into_inner),
@@ -195,7 +198,7 @@ fn credential(
                     Spanned::into_inner,
                 ),
                 authority_host,
-            };
+            });
             Some((kind, r.ca_file.map(|f| cx.path(&f))))
         }
         Some(other) => {
@@ -217,7 +220,7 @@ fn credential(
     }
 }
 
-fn authority(cx: &mut Context<'_>, text: Option<&Text>, key: &str) -> Option<reqwest::Url> {
+fn authority(cx: &mut Context<'_>, text: Option<&Text>, key: &str) -> Option<Url> {
     text.and_then(|t| cx.secure_url(t, &format!("{key}.authority_host")))
 }
 

@@ -3,8 +3,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{
-    Algorithm, ConfigError, CredentialKind, KeySource, LogFormat, Mode, PathMatch, SecretSource,
-    parse,
+    Algorithm, ClientSecretSettings, ConfigError, CredentialKind, KeySource, LogFormat,
+    ManagedIdentitySettings, Mode, PathMatch, SecretSource, parse,
 };
 
 const MINIMAL: &str = r#"
@@ -91,10 +91,10 @@ fn full_example_parses_in_full() {
     );
     assert!(matches!(
         c.credentials["mi"].kind,
-        CredentialKind::ManagedIdentity {
+        CredentialKind::ManagedIdentity(ManagedIdentitySettings {
             user_assigned: Some(_),
             endpoint: None,
-        }
+        })
     ));
     assert_eq!(c.credentials.len(), 8);
 }
@@ -372,7 +372,7 @@ secret_env = "MY_SECRET"
     assert_eq!(t.url.to_string(), "http://[::1]:8000/base");
     assert_eq!(t.host.as_deref(), Some("local.internal"));
     assert!(
-        matches!(&c.credentials["secret"].kind, CredentialKind::ClientSecret { secret: SecretSource::Env(e), .. } if e == "MY_SECRET")
+        matches!(&c.credentials["secret"].kind, CredentialKind::ClientSecret(ClientSecretSettings { secret: SecretSource::Env(e), .. }) if e == "MY_SECRET")
     );
 }
 

@@ -86,5 +86,5 @@ pub(super) fn derived_guid(kind: &str, value: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, input.as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest.as_ref()[..16]);
-    crate::ids::guid(bytes)
+    uuid::Uuid::from_bytes(bytes).to_string()
 }

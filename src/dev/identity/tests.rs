@@ -316,4 +316,14 @@ fn api_versions_compare_as_dates() {
     }
     assert_eq!(derived_guid("k", "v").len(), 36);
     assert_ne!(derived_guid("k", "v"), derived_guid("k", "w"));
+    // The ids the hand-written GUID formatter gave before the uuid crate: a dev identity's
+    // ids stay the same across versions.
+    assert_eq!(
+        derived_guid("client", "x"),
+        "2c7417f4-5135-5a6b-47b8-80f9e8e42dbb"
+    );
+    assert_eq!(
+        derived_guid("object", "11111111-2222"),
+        "f4bceb3a-323b-1167-6566-ea6ffae7fd38"
+    );
 }

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rsa::KeyPair;
-use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RSA_PSS_SHA256, RsaEncoding};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls_pki_types::pem::PemObject;
@@ -15,7 +14,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::entra::{ClientAuth, TokenEndpoint};
 use super::{AccessToken, BoxFuture, Credential, CredentialError};
-use crate::config::{Algorithm, CredentialKind, Lookup};
+use crate::config::{Algorithm, ClientCertificateSettings, Lookup};
+use crate::ids::jose::{self, PrivateKey};
 use crate::telemetry::redact::Secret;
 
 /// Lifetime of an assertion: MSAL's 10 minutes; Entra allows no more.
@@ -23,7 +23,7 @@ pub const ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
 
 /// A certificate and its RSA key, ready to sign assertions.
 pub struct Signer {
-    key: KeyPair,
+    key: PrivateKey,
     /// base64url of the certificate's SHA-256 (`x5t#S256`) or SHA-1 (`x5t`).
     thumbprint: String,
     algorithm: Algorithm,
@@ -53,7 +53,7 @@ impl Signer {
         };
         let thumbprint = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(digest, cert.as_ref()));
         Ok(Signer {
-            key,
+            key: PrivateKey::Rsa(key),
             thumbprint,
             algorithm,
         })
@@ -67,11 +67,12 @@ impl Signer {
         audience: &str,
         now: SystemTime,
     ) -> Result<Secret<String>, CredentialError> {
-        let (alg, thumb_name, encoding): (_, _, &'static dyn RsaEncoding) = match self.algorithm {
-            Algorithm::RS256 => ("RS256", "x5t", &RSA_PKCS1_SHA256),
-            _ => ("PS256", "x5t#S256", &RSA_PSS_SHA256),
+        let (alg, thumb_name) = match self.algorithm {
+            Algorithm::RS256 => (Algorithm::RS256, "x5t"),
+            _ => (Algorithm::PS256, "x5t#S256"),
         };
-        let header = serde_json::json!({ "alg": alg, "typ": "JWT", thumb_name: self.thumbprint });
+        let mut header = serde_json::Map::new();
+        header.insert(thumb_name.into(), self.thumbprint.clone().into());
         let iat = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let claims = serde_json::json!({
             "aud": audience,
@@ -82,35 +83,18 @@ impl Signer {
             "nbf": iat,
             "exp": iat + ASSERTION_LIFETIME.as_secs(),
         });
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let mut signature = vec![0; self.key.public_modulus_len()];
-        self.key
-            .sign(
-                encoding,
-                &aws_lc_rs::rand::SystemRandom::new(),
-                signing_input.as_bytes(),
-                &mut signature,
-            )
-            .map_err(|_| CredentialError::Setup("signing the client assertion failed".into()))?;
-        Ok(Secret::new(format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature)
-        )))
+        jose::encode(&self.key, alg, &header, &claims)
+            .map(Secret::new)
+            .map_err(|_| CredentialError::Setup("signing the client assertion failed".into()))
     }
 }
 
-/// A random (version 4) UUID, for `jti`.
+/// A random (version 4) UUID, for `jti`; the randomness is aws-lc-rs's, as for the signature.
 fn uuid_v4() -> Result<String, CredentialError> {
     let mut b = [0u8; 16];
     aws_lc_rs::rand::fill(&mut b)
         .map_err(|_| CredentialError::Setup("no randomness for jti".into()))?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    Ok(crate::ids::guid(b))
+    Ok(uuid::Builder::from_random_bytes(b).into_uuid().to_string())
 }
 
 /// An app registration authenticated by certificate.
@@ -124,22 +108,17 @@ pub struct ClientCertificate {
 impl ClientCertificate {
     /// Loads the certificate once now, so an unusable file fails at start.
     pub fn new(
-        kind: &CredentialKind,
+        settings: &ClientCertificateSettings,
         ca_file: Option<&Path>,
         env: Lookup<'_>,
     ) -> Result<ClientCertificate, CredentialError> {
-        let CredentialKind::ClientCertificate {
+        let ClientCertificateSettings {
             tenant_id,
             client_id,
             certificate,
             assertion_algorithm,
             authority_host,
-        } = kind
-        else {
-            return Err(CredentialError::Setup(
-                "not a client_certificate credential".into(),
-            ));
-        };
+        } = settings;
         Signer::load(certificate, *assertion_algorithm)?;
         Ok(ClientCertificate {
             client_id: client_id.clone(),
@@ -187,6 +166,23 @@ mod tests {
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
+    }
+
+    proptest::proptest! {
+        /// The uuid crate's version 4 text is what the hand-written one was: version and
+        /// variant bits set (RFC 9562 §5.4), then lower-case 8-4-4-4-12 hex.
+        #[test]
+        fn v4_text_is_the_hand_written_one(mut b in proptest::array::uniform16(0u8..)) {
+            let from_crate = uuid::Builder::from_random_bytes(b).into_uuid().to_string();
+            b[6] = (b[6] & 0x0f) | 0x40;
+            b[8] = (b[8] & 0x3f) | 0x80;
+            let hex = hex::encode(b);
+            let by_hand = format!(
+                "{}-{}-{}-{}-{}",
+                &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]
+            );
+            proptest::prop_assert_eq!(from_crate, by_hand);
+        }
     }
 
     #[test]

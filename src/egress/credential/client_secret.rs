@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::entra::{ClientAuth, TokenEndpoint};
 use super::{AccessToken, BoxFuture, Credential, CredentialError, env_var, read_secret_file};
-use crate::config::{CredentialKind, Lookup, SecretSource};
+use crate::config::{ClientSecretSettings, Lookup, SecretSource};
 use crate::telemetry::redact::Secret;
 
 /// A client id and its secret.
@@ -24,21 +24,16 @@ enum Held {
 impl ClientSecret {
     /// Checks the secret is there now: a missing variable is a start-up error.
     pub fn new(
-        kind: &CredentialKind,
+        settings: &ClientSecretSettings,
         ca_file: Option<&Path>,
         env: Lookup<'_>,
     ) -> Result<ClientSecret, CredentialError> {
-        let CredentialKind::ClientSecret {
+        let ClientSecretSettings {
             tenant_id,
             client_id,
             secret,
             authority_host,
-        } = kind
-        else {
-            return Err(CredentialError::Setup(
-                "not a client_secret credential".into(),
-            ));
-        };
+        } = settings;
         let secret = match secret {
             SecretSource::File(path) => Held::File(path.clone()),
             SecretSource::Env(name) => match env_var(env, name) {

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use reqwest::Url;
+use url::Url;
 
 use super::{AccessToken, CredentialError, Endpoint, env_var, http_client, request_token};
 use crate::config::Lookup;

@@ -14,7 +14,7 @@ use super::entra::{ClientAuth, TokenEndpoint};
 use super::managed_identity::ManagedIdentity;
 use super::managed_identity::source::Platform;
 use super::{AccessToken, BoxFuture, Credential, CredentialError};
-use crate::config::{CredentialKind, Lookup, UserAssigned};
+use crate::config::{FederationSettings, Lookup, UserAssigned};
 use crate::telemetry::redact::Secret;
 
 /// A cached assertion is replaced when it has less than this left: Entra refuses an expired
@@ -35,23 +35,18 @@ impl Federation {
     /// `identity_client_id` selects a user-assigned identity (Entra supports only those as
     /// federated credentials); `endpoint` overrides IMDS as for `managed_identity`.
     pub fn new(
-        kind: &CredentialKind,
+        settings: &FederationSettings,
         ca_file: Option<&Path>,
         env: Lookup<'_>,
     ) -> Result<Federation, CredentialError> {
-        let CredentialKind::ManagedIdentityFederation {
+        let FederationSettings {
             tenant_id,
             client_id,
             identity_client_id,
             endpoint,
             audience,
             authority_host,
-        } = kind
-        else {
-            return Err(CredentialError::Setup(
-                "not a managed_identity_federation credential".into(),
-            ));
-        };
+        } = settings;
         let identity = ManagedIdentity::new(
             identity_client_id.clone().map(UserAssigned::ClientId),
             endpoint.clone(),

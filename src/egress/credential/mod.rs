@@ -73,30 +73,27 @@ pub fn build(
         other => other,
     };
     let built: Arc<dyn Credential> = match &config.kind {
-        CredentialKind::ManagedIdentity {
-            user_assigned,
-            endpoint,
-        } => Arc::new(
+        CredentialKind::ManagedIdentity(s) => Arc::new(
             managed_identity::ManagedIdentity::new(
-                user_assigned.clone(),
-                endpoint.clone(),
+                s.user_assigned.clone(),
+                s.endpoint.clone(),
                 ca,
                 env,
                 &managed_identity::source::Platform::detect(),
             )
             .map_err(setup)?,
         ),
-        CredentialKind::WorkloadIdentity { .. } => Arc::new(
-            workload_identity::WorkloadIdentity::new(&config.kind, ca, env).map_err(setup)?,
-        ),
-        CredentialKind::ClientSecret { .. } => {
-            Arc::new(client_secret::ClientSecret::new(&config.kind, ca, env).map_err(setup)?)
+        CredentialKind::WorkloadIdentity(s) => {
+            Arc::new(workload_identity::WorkloadIdentity::new(s, ca, env).map_err(setup)?)
         }
-        CredentialKind::ClientCertificate { .. } => Arc::new(
-            client_certificate::ClientCertificate::new(&config.kind, ca, env).map_err(setup)?,
-        ),
-        CredentialKind::ManagedIdentityFederation { .. } => {
-            Arc::new(federation::Federation::new(&config.kind, ca, env).map_err(setup)?)
+        CredentialKind::ClientSecret(s) => {
+            Arc::new(client_secret::ClientSecret::new(s, ca, env).map_err(setup)?)
+        }
+        CredentialKind::ClientCertificate(s) => {
+            Arc::new(client_certificate::ClientCertificate::new(s, ca, env).map_err(setup)?)
+        }
+        CredentialKind::ManagedIdentityFederation(s) => {
+            Arc::new(federation::Federation::new(s, ca, env).map_err(setup)?)
         }
     };
     Ok(built)
@@ -129,6 +126,86 @@ pub fn env_var(env: Lookup<'_>, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{
+        Algorithm, ClientCertificateSettings, ClientSecretSettings, FederationSettings,
+        ManagedIdentitySettings, SecretSource, WorkloadIdentitySettings,
+    };
+
+    #[test]
+    fn build_hands_each_kind_its_own_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("client.pem");
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["c".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(&pem, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+        let imds: url::Url = "http://127.0.0.1:1".parse().unwrap();
+        let kinds = [
+            (
+                CredentialKind::ManagedIdentity(ManagedIdentitySettings {
+                    user_assigned: None,
+                    endpoint: Some(imds.clone()),
+                }),
+                "managed identity",
+            ),
+            (
+                CredentialKind::WorkloadIdentity(WorkloadIdentitySettings {
+                    tenant_id: Some("t".into()),
+                    client_id: Some("c".into()),
+                    token_file: Some(dir.path().join("token")),
+                    authority_host: None,
+                }),
+                "workload identity (client c",
+            ),
+            (
+                CredentialKind::ClientSecret(ClientSecretSettings {
+                    tenant_id: "t".into(),
+                    client_id: "c".into(),
+                    secret: SecretSource::Env("SECRET".into()),
+                    authority_host: None,
+                }),
+                "client secret (client c, secret from $SECRET)",
+            ),
+            (
+                CredentialKind::ClientCertificate(ClientCertificateSettings {
+                    tenant_id: "t".into(),
+                    client_id: "c".into(),
+                    certificate: pem,
+                    assertion_algorithm: Algorithm::RS256,
+                    authority_host: None,
+                }),
+                "client certificate (client c, RS256",
+            ),
+            (
+                CredentialKind::ManagedIdentityFederation(FederationSettings {
+                    tenant_id: "t".into(),
+                    client_id: "c".into(),
+                    identity_client_id: Some("mi".into()),
+                    endpoint: Some(imds),
+                    audience: "api://AzureADTokenExchange".into(),
+                    authority_host: None,
+                }),
+                "app registration c with managed identity",
+            ),
+        ];
+        let env = |name: &str| (name == "SECRET").then(|| "s".to_owned());
+        for (kind, described) in kinds {
+            let name = kind.as_str();
+            let config = config::Credential {
+                name: name.into(),
+                kind,
+                ca_file: None,
+            };
+            let built = build(&config, &env).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                built.describe().starts_with(described),
+                "{name}: {}",
+                built.describe()
+            );
+        }
+    }
 
     #[test]
     fn scope_to_resource_strips_only_default() {

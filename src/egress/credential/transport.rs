@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::{AccessToken, CredentialError, Endpoint, response};
+use crate::fetch::{ClientSettings, build_client};
 use crate::proxy::tls;
 
 /// Longest time one token request may take, connection included.
@@ -32,20 +33,17 @@ pub fn client_with_tls(
     tls: rustls::ClientConfig,
     direct: bool,
 ) -> Result<reqwest::Client, CredentialError> {
-    let mut builder = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(ATTEMPT_TIMEOUT)
-        .connect_timeout(if direct {
+    let settings = ClientSettings {
+        timeout: ATTEMPT_TIMEOUT,
+        connect_timeout: if direct {
             LOCAL_CONNECT_TIMEOUT
         } else {
             REMOTE_CONNECT_TIMEOUT
-        });
-    if direct {
-        builder = builder.no_proxy();
-    }
-    builder
-        .build()
+        },
+        direct,
+        user_agent: false,
+    };
+    build_client(tls, settings)
         .map_err(|e| CredentialError::Setup(format!("building the HTTP client: {e}")))
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::entra::{ClientAuth, TokenEndpoint};
 use super::{AccessToken, BoxFuture, Credential, CredentialError, env_var, read_secret_file};
-use crate::config::{CredentialKind, Lookup};
+use crate::config::{Lookup, WorkloadIdentitySettings};
 
 /// A federated Kubernetes token exchanged at Entra ID.
 pub struct WorkloadIdentity {
@@ -19,21 +19,16 @@ impl WorkloadIdentity {
     /// Settings left out of the file come from `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
     /// `AZURE_FEDERATED_TOKEN_FILE` and `AZURE_AUTHORITY_HOST`, as the webhook sets them.
     pub fn new(
-        kind: &CredentialKind,
+        settings: &WorkloadIdentitySettings,
         ca_file: Option<&Path>,
         env: Lookup<'_>,
     ) -> Result<WorkloadIdentity, CredentialError> {
-        let CredentialKind::WorkloadIdentity {
+        let WorkloadIdentitySettings {
             tenant_id,
             client_id,
             token_file,
             authority_host,
-        } = kind
-        else {
-            return Err(CredentialError::Setup(
-                "not a workload_identity credential".into(),
-            ));
-        };
+        } = settings;
         let or_env = |value: &Option<String>, key: &str, var: &str| {
             value.clone().or_else(|| env_var(env, var)).ok_or_else(|| {
                 CredentialError::Setup(format!("{key} is not set and {var} is empty"))

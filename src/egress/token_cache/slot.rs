@@ -59,16 +59,6 @@ impl State {
 }
 
 impl Slot {
-    /// The credential's name.
-    pub fn credential_name(&self) -> &str {
-        &self.credential_name
-    }
-
-    /// The scope.
-    pub fn scope(&self) -> &str {
-        &self.scope
-    }
-
     /// `Bearer <token>` for a request: at once when a usable token is cached, else after the
     /// fetch in flight (started here if none is), waiting at most [`MAX_TOKEN_WAIT`].
     pub async fn bearer(self: &Arc<Self>) -> Result<HeaderValue, TokenError> {

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use http::HeaderValue;
 
 use super::*;
-use crate::config::{Credential as CredentialConfig, CredentialKind};
+use crate::config::{Credential as CredentialConfig, CredentialKind, ManagedIdentitySettings};
 use crate::egress::credential::retry;
 use crate::egress::credential::{AccessToken, BoxFuture, Endpoint, ErrorDetail};
 use crate::telemetry::redact::Secret;
@@ -111,10 +111,10 @@ fn slot(credential: Arc<Scripted>) -> (Arc<Slot>, Arc<Metrics>) {
         scope: "api://x/.default".into(),
         config: CredentialConfig {
             name: "mi".into(),
-            kind: CredentialKind::ManagedIdentity {
+            kind: CredentialKind::ManagedIdentity(ManagedIdentitySettings {
                 user_assigned: None,
                 endpoint: None,
-            },
+            }),
             ca_file: None,
         },
         credential,

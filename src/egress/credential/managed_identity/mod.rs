@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use reqwest::Url;
+use url::Url;
 
 use super::{
     AccessToken, BoxFuture, Credential, CredentialError, Endpoint, client_with_tls, http_client,

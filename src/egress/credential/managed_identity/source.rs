@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use reqwest::Url;
+use url::Url;
 
 use crate::config::Lookup;
 use crate::egress::credential::{CredentialError, env_var};

@@ -1,12 +1,14 @@
-//! The JSON log line, written directly.
+//! The access-log line (one per request) and every other JSON log line, written directly.
 //!
-//! [`JsonLines`] writes exactly the lines of tracing-subscriber's
-//! `fmt().json().flatten_event(true).with_current_span(false)` (timestamp, level, the event's
-//! fields in order, target), at a fraction of the cost: the generic formatter goes through
-//! `tracing-serde`, a serde map serializer, an `io::Write` adaptor and `fmt` for the timestamp,
-//! about 17,000 instructions per access-log line, more than a third of what proxying the
-//! request costs (callgrind, bench/load.sh setup). An event inside a span (tollgate opens none
-//! today) is handed to the generic formatter, which adds the `spans` list.
+//! [`Access::push_json`] writes a request's access line without tracing's dispatch;
+//! [`JsonLines`], the event formatter of `[log] format = "json"`, writes exactly the lines of
+//! tracing-subscriber's `fmt().json().flatten_event(true).with_current_span(false)`
+//! (timestamp, level, the event's fields in order, target), at a fraction of the cost: the
+//! generic formatter goes through `tracing-serde`, a serde map serializer, an `io::Write`
+//! adaptor and `fmt` for the timestamp, about 17,000 instructions per access-log line, more
+//! than a third of what proxying the request costs (callgrind, bench/load.sh setup). An event
+//! inside a span (tollgate opens none today) is handed to the generic formatter, which adds
+//! the `spans` list.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write};
