@@ -41,7 +41,7 @@ pub const HALF_LIFE_FROM: Duration = Duration::from_secs(2 * 3600);
 /// A token is not sent with less than this left, so it does not expire in transit.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 /// The log target of token events (acquired, refresh failed, none left).
-pub const LOG_TARGET: &str = "tollgate::egress::token";
+pub use super::credential::LOG_TARGET;
 
 /// When to refresh a token that lives `lifetime` from now: 5 minutes before expiry, at
 /// half-life for tokens of 2 h or more, never before half-life (short tokens would otherwise

@@ -20,6 +20,11 @@ use std::time::{Duration, SystemTime};
 use crate::config::{self, CredentialKind, Lookup};
 use crate::telemetry::redact::Secret;
 
+/// The log target of token events, from the credentials (a retry) up to the cache (acquired,
+/// refresh failed, none left): one target, so `RUST_LOG=tollgate::egress::token=debug` shows
+/// a token's whole story.
+pub const LOG_TARGET: &str = "tollgate::egress::token";
+
 pub mod client_certificate;
 pub mod client_secret;
 pub mod entra;

@@ -131,7 +131,7 @@ where
         else {
             return Err(error);
         };
-        tracing::debug!(target: crate::egress::token_cache::LOG_TARGET, %error, retry_in = ?delay, "token request failed; retrying");
+        tracing::debug!(target: super::LOG_TARGET, %error, retry_in = ?delay, "token request failed; retrying");
         tokio::time::sleep(delay).await;
         retries += 1;
     }
