@@ -5,6 +5,10 @@
 # counts only while the load runs (instrumentation is switched on after a warm-up).
 #
 #   bench/callgrind.sh [TOLLGATE_BINARY]      default: target/release/tollgate
+#   SUITE=jwt bench/callgrind.sh [BINARY]     an authenticated route instead: one RS256 token
+#                                             (the development issuer's key, its JWKS served by
+#                                             `tollgate dev`), a role requirement, the
+#                                             verified-signature cache (TOKEN_CACHE, 10000)
 #
 # `cargo bench` writes its own build (thin LTO) to target/release/tollgate too: run
 # `cargo build --release` after it, before measuring the default binary.
@@ -29,9 +33,16 @@ for tool in valgrind callgrind_control wrk nginx curl; do
 done
 [ -x "$BIN" ] || { echo "callgrind.sh: no binary at $BIN (cargo build --release)" >&2; exit 1; }
 
+SUITE=${SUITE:-plain}
 BACKEND_PORT=$PORT_BASE
 TOLLGATE_PORT=$((PORT_BASE + 1))
 TOLLGATE_ADMIN_PORT=$((PORT_BASE + 2))
+ISSUER_PORT=$((PORT_BASE + 3))
+JWT_ISS=http://127.0.0.1:$ISSUER_PORT/
+JWT_AUD=api://tollgate-bench
+JWT_ROLE=Bench.Read
+TOKEN_CACHE=${TOKEN_CACHE:-10000}
+[ "$SUITE" = jwt ] && CONFIG=${CONFIG_JWT:-$HERE/tollgate-jwt.toml.in}
 TMP=$(mktemp -d)
 pids=()
 cleanup() {
@@ -44,8 +55,24 @@ trap cleanup EXIT
 render() {
     sed -e "s|@TMP@|$TMP|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" \
         -e "s|@TOLLGATE_PORT@|$TOLLGATE_PORT|g" -e "s|@TOLLGATE_ADMIN_PORT@|$TOLLGATE_ADMIN_PORT|g" \
+        -e "s|@ISSUER_PORT@|$ISSUER_PORT|g" -e "s|@ISS@|$JWT_ISS|g" -e "s|@AUD@|$JWT_AUD|g" \
+        -e "s|@ROLE@|$JWT_ROLE|g" -e "s|@TOKEN_CACHE@|$TOKEN_CACHE|g" \
         "$1" >"$2"
 }
+
+# The jwt suite's issuer and token: `tollgate dev` serves the JWKS of a key made here.
+header=()
+if [ "$SUITE" = jwt ]; then
+    "$BIN" dev token --key "$TMP/key.pem" --iss "$JWT_ISS" --aud "$JWT_AUD" --role "$JWT_ROLE" \
+        --tid 72f988bf-86f1-41af-91ab-2d7cd011db47 --exp 6h >"$TMP/token"
+    "$BIN" dev --port "$ISSUER_PORT" --key "$TMP/key.pem" --iss "$JWT_ISS" >"$TMP/issuer.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 100); do
+        curl -fsS "http://127.0.0.1:$ISSUER_PORT/keys" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    header=(-H "Authorization: Bearer $(cat "$TMP/token")")
+fi
 
 render "$HERE/nginx-backend.conf.in" "$TMP/backend.conf"
 nginx -c "$TMP/backend.conf" -e "$TMP/backend-error.log" &
@@ -68,10 +95,10 @@ requests() {
         awk '/^tollgate_requests_total\{/ { n += $NF } END { printf "%d\n", n }'
 }
 
-wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:$TOLLGATE_PORT/" >/dev/null
+wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "${header[@]}" "http://127.0.0.1:$TOLLGATE_PORT/" >/dev/null
 before=$(requests)
 callgrind_control -i on "$tollgate_pid" >/dev/null 2>&1
-wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_ON}s" "http://127.0.0.1:$TOLLGATE_PORT/" >/dev/null
+wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_ON}s" "${header[@]}" "http://127.0.0.1:$TOLLGATE_PORT/" >/dev/null
 callgrind_control -i off "$tollgate_pid" >/dev/null 2>&1
 after=$(requests)
 callgrind_control -d "$tollgate_pid" >/dev/null 2>&1
@@ -83,9 +110,12 @@ done
 sleep 1
 
 # The metrics scrapes inside the window count as two requests' worth of noise: negligible.
-total=$(cat "$TMP"/callgrind.out* | awk '/^totals:/ { s += $2 } END { printf "%d\n", s }')
+total=$(cat "$TMP"/callgrind.out* | awk '/^totals:/ { s += $2 } END { printf "%.0f\n", s }')
 n=$((after - before))
 [ "$n" -gt 0 ] || { echo "callgrind.sh: no requests counted" >&2; exit 1; }
+denied=$(curl -fsS "http://127.0.0.1:$TOLLGATE_ADMIN_PORT/metrics" | awk '/^tollgate_requests_total\{.*decision="denied"/ { n += $NF } END { printf "%d\n", n }')
+[ "$denied" -eq 0 ] || { echo "callgrind.sh: $denied requests were refused: the suite measures the wrong path" >&2; exit 1; }
+echo "suite: $SUITE"
 echo "requests: $n"
 echo "instructions: $total"
 echo "instructions per request: $((total / n))"

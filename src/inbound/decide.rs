@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future;
 use std::time::SystemTime;
 
 use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
@@ -402,18 +403,30 @@ pub async fn decide_refetching<'s, 'r>(
     headers: &HeaderMap,
 ) -> Trace<'s, 'r> {
     let trace = decide(inbound, method, raw_path, headers, SystemTime::now());
-    if let (
-        Some(inbound),
-        Token::Invalid(AuthError::UnknownKey {
-            issuer, generation, ..
-        }),
-    ) = (inbound, &trace.token)
-        && let Some(keys) = inbound.issuers.by_name(issuer).map(|i| i.keys.clone())
-        && keys.refetch_for_unknown_kid(*generation).await
+    if let Some(refetch) = refetch_for(inbound, &trace)
+        && refetch.await
     {
-        return decide(Some(inbound), method, raw_path, headers, SystemTime::now());
+        return decide(inbound, method, raw_path, headers, SystemTime::now());
     }
     trace
+}
+
+/// When the token names a `kid` its issuer's keys lack: the refetch to await before deciding
+/// again (true when newer keys are in place). The listener calls [`decide`] and this itself,
+/// so the usual request carries no second future and moves no trace between them.
+pub fn refetch_for(
+    inbound: Option<&InboundState>,
+    trace: &Trace<'_, '_>,
+) -> Option<impl Future<Output = bool> + use<>> {
+    let Token::Invalid(AuthError::UnknownKey {
+        issuer, generation, ..
+    }) = &trace.token
+    else {
+        return None;
+    };
+    let keys = inbound?.issuers.by_name(issuer)?.keys.clone();
+    let generation = *generation;
+    Some(async move { keys.refetch_for_unknown_kid(generation).await })
 }
 
 /// The token of a request, checked.

@@ -42,6 +42,7 @@ mod state;
 
 pub use decide::{Refusal, Reject, Routed, Token, Trace, Verdict, decide, decide_refetching};
 pub use state::{BuildError, InboundState, Tasks, show_key_series};
+use std::time::SystemTime;
 
 use jwt::{AuthError, Verified};
 
@@ -169,10 +170,10 @@ fn rescue(failure: Failure, outcome: &Outcome<'_>) -> (Response<Body>, &'static 
 /// count as the denial they would have been), the `token refused` line every refused token
 /// writes (the README's Troubleshooting section promises it; never the token: no error holds
 /// it), and the whole trace at `trace` level.
-fn observe(trace: &Trace<'_, '_>, refusal: Option<&Refusal>, metrics: &Metrics) {
+fn observe(trace: &Trace<'_, '_>, metrics: &Metrics) {
     let route = trace.route_label();
     tracing::trace!(%trace, "decided");
-    if let Some(refusal) = refusal.filter(|r| r.counted) {
+    if let Some(refusal) = trace.refusal().filter(|r| r.counted) {
         metrics
             .auth_failures
             .with_label_values(&[refusal.reason])
@@ -233,9 +234,27 @@ async fn handle<'s>(
     let upgrade =
         headers::strip_hop_by_hop(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
 
-    let trace = decide_refetching(inbound, req.method(), uri.path(), req.headers()).await;
-    let refusal = trace.refusal();
-    observe(&trace, refusal.as_ref(), &shared.metrics);
+    // Decided in place (no trace moves between futures); an unknown `kid` refetches the
+    // issuer's keys once and decides again.
+    let mut trace = decide(
+        inbound,
+        req.method(),
+        uri.path(),
+        req.headers(),
+        SystemTime::now(),
+    );
+    if let Some(refetch) = decide::refetch_for(inbound, &trace)
+        && refetch.await
+    {
+        trace = decide(
+            inbound,
+            req.method(),
+            uri.path(),
+            req.headers(),
+            SystemTime::now(),
+        );
+    }
+    observe(&trace, &shared.metrics);
     outcome.route = trace.route_label();
     if let Routed::Route(_, series) = trace.route {
         outcome.series = Some(series);
@@ -250,7 +269,7 @@ async fn handle<'s>(
     }
     let (Some(inbound), Verdict::Forward(decision)) = (inbound, trace.verdict) else {
         // Every other verdict is a refusal; anything else would be a bug, and is refused too.
-        let refusal = refusal.unwrap_or_else(decide::Refusal::fallback);
+        let refusal = trace.refusal().unwrap_or_else(decide::Refusal::fallback);
         return Err(Failure::Refused(refusal));
     };
     outcome.decision = decision;
