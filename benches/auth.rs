@@ -224,31 +224,28 @@ roles_any = ["Orders.Read"]
         HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
     );
     let get = Method::GET;
-    c.bench_function("decide/protected_route_cached_token", |b| {
-        b.iter(|| {
-            let trace = decide(
-                Some(&state),
-                &get,
-                black_box("/orders/42"),
-                &headers,
-                SystemTime::now(),
-            );
-            matches!(trace.verdict, Verdict::Forward(_))
-        })
-    });
     let empty = HeaderMap::new();
-    c.bench_function("decide/anonymous_route_no_token", |b| {
-        b.iter(|| {
-            let trace = decide(
-                Some(&state),
-                &get,
-                black_box("/health"),
-                &empty,
-                SystemTime::now(),
-            );
-            matches!(trace.verdict, Verdict::Forward(_))
-        })
-    });
+    for (name, path, headers) in [
+        (
+            "decide/protected_route_cached_token",
+            "/orders/42",
+            &headers,
+        ),
+        ("decide/anonymous_route_no_token", "/health", &empty),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let trace = decide(
+                    Some(&state),
+                    &get,
+                    black_box(path),
+                    headers,
+                    SystemTime::now(),
+                );
+                matches!(trace.verdict, Verdict::Forward(_))
+            })
+        });
+    }
 }
 
 /// The access-log line every request writes (JSON format), timestamp included: the clock is

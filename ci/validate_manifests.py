@@ -160,10 +160,22 @@ def webhook_env(doc: dict, container: dict, account: dict | None) -> dict[str, s
         "AZURE_AUTHORITY_HOST": WI_AUTHORITY_HOST,
     }
 
-def k8s_schema(docs: list[tuple[pathlib.Path, dict]], versions: list[str]) -> None:
+def schema_check(doc: dict, version: str) -> str | None:
+    """Strict validation of one object against the Kubernetes `version` schema: None when it
+    passes, "no schema" when the kind is not a built-in one, else the error."""
     import kubernetes_validate
     from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
+    try:
+        kubernetes_validate.validate(doc, version, strict=True)
+    except ValidationError as e:
+        return f"Kubernetes {version} schema (strict): {'.'.join(map(str, e.path))}: {e.message}"
+    except SchemaNotFoundError:
+        return "no schema"
+    return None
+
+
+def k8s_schema(docs: list[tuple[pathlib.Path, dict]], versions: list[str]) -> None:
     for path, doc in docs:
         kind = doc.get("kind")
         name = doc.get("metadata", {}).get("name", "?")
@@ -173,12 +185,11 @@ def k8s_schema(docs: list[tuple[pathlib.Path, dict]], versions: list[str]) -> No
         if kind == "ServiceMonitor":
             continue  # CRD: checked by service_monitors()
         for v in versions:
-            try:
-                kubernetes_validate.validate(doc, v, strict=True)
-            except ValidationError as e:
-                fail(where, f"Kubernetes {v} schema (strict): {'.'.join(map(str, e.path))}: {e.message}")
-            except SchemaNotFoundError:
+            error = schema_check(doc, v)
+            if error == "no schema":
                 fail(where, f"no Kubernetes {v} schema for {doc.get('apiVersion')} {kind}")
+            elif error:
+                fail(where, error)
             else:
                 ok(f"{where}: Kubernetes {v} schema (strict)")
 
@@ -498,21 +509,17 @@ def kustomize_renders(kubectl: str | None, versions: list[str]) -> None:
 def rendered_schema(name: str, objects: list[dict], versions: list[str], builtin_only: bool) -> None:
     """Strict schema validation of the rendered objects; outside the base, CRDs (checked by
     service_monitors()) are allowed."""
-    import kubernetes_validate
-    from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
-
     for o in objects:
         where = f"kubectl kustomize {name}: {o['kind']}/{o['metadata']['name']}"
         for v in versions:
-            try:
-                kubernetes_validate.validate(o, v, strict=True)
-            except ValidationError as e:
-                fail(where, f"Kubernetes {v} schema (strict): {'.'.join(map(str, e.path))}: {e.message}")
-            except SchemaNotFoundError:
+            error = schema_check(o, v)
+            if error == "no schema":
                 if builtin_only or o["kind"] != "ServiceMonitor":
                     fail(where, f"{o.get('apiVersion')} {o['kind']} is not a built-in Kubernetes {v} kind: "
                                 "applying it fails on a cluster without its CRD")
                 break
+            if error:
+                fail(where, error)
 
 
 def rendered_namespace(name: str, objects: list[dict], namespace: str | None) -> None:
