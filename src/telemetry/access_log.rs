@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use std::fmt::{self, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use time::{OffsetDateTime, PrimitiveDateTime};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::{self, Format, Writer};
@@ -279,17 +280,20 @@ fn push_timestamp(out: &mut String, now: SystemTime) {
     let secs = since.as_secs();
     SECOND.with_borrow_mut(|(second, text)| {
         if *second != secs {
-            let (year, month, day) = civil_from_days(secs / 86_400);
-            let rem = secs % 86_400;
+            // A clock past the year 9999 (which `time` does not represent) shows that year's
+            // last second.
+            let at = i64::try_from(secs)
+                .ok()
+                .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+                .unwrap_or(PrimitiveDateTime::MAX.assume_utc());
             let mut buf = *b"0000-00-00T00:00:00.";
-            put(&mut buf[0..4], u64::from(year));
-            put(&mut buf[5..7], u64::from(month));
-            put(&mut buf[8..10], u64::from(day));
-            put(&mut buf[11..13], rem / 3600);
-            put(&mut buf[14..16], rem % 3600 / 60);
-            put(&mut buf[17..19], rem % 60);
-            // All ASCII digits and punctuation. Years past 9999 are not reached by a clock
-            // tollgate runs under.
+            put(&mut buf[0..4], at.year().unsigned_abs().into());
+            put(&mut buf[5..7], u8::from(at.month()).into());
+            put(&mut buf[8..10], at.day().into());
+            put(&mut buf[11..13], at.hour().into());
+            put(&mut buf[14..16], at.minute().into());
+            put(&mut buf[17..19], at.second().into());
+            // All ASCII digits and punctuation.
             text.clear();
             text.push_str(std::str::from_utf8(&buf).unwrap_or_default());
             *second = secs;
@@ -310,22 +314,6 @@ fn put(out: &mut [u8], mut n: u64) {
         *d = b'0' + (n % 10) as u8;
         n /= 10;
     }
-}
-
-/// Year, month and day of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`,
-/// for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u32, u32, u32) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    let narrow = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-    (narrow(year), narrow(month), narrow(day))
 }
 
 #[cfg(test)]
@@ -480,6 +468,60 @@ mod tests {
         }
     }
 
+    /// The hand-written date arithmetic the timestamp used before `time` (Howard Hinnant's
+    /// `civil_from_days`), kept as the reference.
+    fn former_civil_from_days(days: u64) -> (u64, u64, u64) {
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z % 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        (yoe + era * 400 + u64::from(month <= 2), month, day)
+    }
+
+    /// Every day from 1970 to the end of 9999 gives the date it gave before.
+    #[test]
+    fn dates_are_those_of_the_former_arithmetic() {
+        let last = 2_932_896; // 9999-12-31
+        for days in 0..=last {
+            let (y, m, d) = former_civil_from_days(days);
+            let mut s = String::new();
+            push_timestamp(
+                &mut s,
+                UNIX_EPOCH + Duration::from_secs(days * 86_400 + 86_399),
+            );
+            let want = format!("{y:04}-{m:02}-{d:02}T23:59:59.000000Z");
+            assert_eq!(s, want, "day {days}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any second and microsecond to the end of 9999: the former text.
+        #[test]
+        fn timestamps_are_those_of_the_former_arithmetic(
+            secs in 0u64..253_402_300_800,
+            micros in 0u32..1_000_000,
+        ) {
+            let (y, m, d) = former_civil_from_days(secs / 86_400);
+            let rem = secs % 86_400;
+            let want = format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60
+            );
+            let mut s = String::new();
+            push_timestamp(
+                &mut s,
+                UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros.into()),
+            );
+            proptest::prop_assert_eq!(s, want);
+        }
+    }
+
     #[test]
     fn timestamps() {
         let at = |secs: u64, micros: u64| {
@@ -499,5 +541,7 @@ mod tests {
         assert_eq!(at(1_795_358_343, 120_000), "2026-11-22T14:39:03.120000Z");
         assert_eq!(at(1_795_358_344, 0), "2026-11-22T14:39:04.000000Z");
         assert_eq!(at(1_795_358_343, 1), "2026-11-22T14:39:03.000001Z");
+        // Past 9999 (the former code wrote the year's last four digits: 0000).
+        assert_eq!(at(253_402_300_800, 5), "9999-12-31T23:59:59.000005Z");
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::Value;
+use time::{Date, Month, OffsetDateTime};
 
 use super::{AccessToken, CredentialError, Endpoint, ErrorDetail};
 use crate::telemetry::redact::Secret;
@@ -130,7 +131,7 @@ pub fn seconds(value: &Value) -> Option<u64> {
 /// (`2006-01-02T15:04:05Z`).
 pub fn parse_date(text: &str) -> Option<u64> {
     let (date, rest) = text.split_once([' ', 'T'])?;
-    let (year, month, day) = if date.contains('/') {
+    let (year, month, day): (i32, u8, u8) = if date.contains('/') {
         let mut p = date.split('/');
         let (m, d, y) = (p.next()?, p.next()?, p.next()?);
         (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
@@ -153,10 +154,14 @@ pub fn parse_date(text: &str) -> Option<u64> {
             other => offset = Some(offset_seconds(other)?),
         }
     }
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+    if !(1..=31).contains(&day) || hour > 23 || minute > 59 {
         return None;
     }
-    let local = days_from_civil(year, month, day) * 86_400
+    // Counted from the first of the month, so a day past the month's end (02/30) runs on into
+    // the next month, as it always has here.
+    let first = Date::from_calendar_date(year, Month::try_from(month).ok()?, 1).ok()?;
+    let local = first.midnight().assume_utc().unix_timestamp()
+        + i64::from(day - 1) * 86_400
         + i64::try_from(hour * 3600 + minute * 60 + second).ok()?;
     u64::try_from(local - offset.unwrap_or(0)).ok()
 }
@@ -190,43 +195,24 @@ fn offset_seconds(text: &str) -> Option<i64> {
     Some(sign * (h * 3600 + m * 60))
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01, as (year, month, day).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// A unix time as `2024-05-01T12:00:00Z`.
+/// A unix time as `2024-05-01T12:00:00Z`; a time before 1970 as the epoch, one past the year
+/// 9999 as its unix seconds (`@253402300800`).
 pub fn format_utc(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let Some(at) = i64::try_from(secs)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+    else {
+        return format!("@{secs}");
+    };
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
     )
 }
 
@@ -284,13 +270,95 @@ mod tests {
         assert_eq!(parse_date("2020-01-01T00:00:00+0100"), Some(1_577_833_200));
     }
 
+    /// Days since 1970-01-01 of a date: the hand-written arithmetic (Howard Hinnant's
+    /// `days_from_civil`) used before `time`, kept as the reference.
+    fn former_days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let m = i64::from(month);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    /// The former `format_utc`, on its reverse (`civil_from_days`).
+    fn former_format_utc(secs: i64) -> String {
+        let z = secs.div_euclid(86_400) + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        let rem = secs.rem_euclid(86_400);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+
     #[test]
-    fn dates_round_trip() {
-        for days in [-1, 0, 59, 365, 10_957, 18_262, 19_000, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-        }
+    fn formats_utc() {
         assert_eq!(format_utc(epoch(1_560_999_478)), "2019-06-20T02:57:58Z");
+        assert_eq!(format_utc(epoch(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(epoch(253_402_300_799)), "9999-12-31T23:59:59Z");
+        // Former code: "10000-01-01T00:00:00Z".
+        assert_eq!(format_utc(epoch(253_402_300_800)), "@253402300800");
+        assert_eq!(
+            format_utc(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00Z"
+        );
+    }
+
+    proptest::proptest! {
+        /// Every date form, 1970 to 9999, any day 1 to 31 of any month (one past the month's
+        /// end runs on into the next), any offset: the seconds the former arithmetic gave.
+        #[test]
+        fn dates_parse_as_with_the_former_arithmetic(
+            year in 1970i64..=9999,
+            month in 1u32..=12,
+            day in 1u32..=31,
+            hour in 0u64..24,
+            minute in 0u64..60,
+            second in 0u64..60,
+            offset_minutes in -14 * 60i64..=14 * 60,
+            form in 0..4,
+        ) {
+            let offset = format!(
+                "{}{:02}:{:02}",
+                if offset_minutes < 0 { '-' } else { '+' },
+                offset_minutes.abs() / 60,
+                offset_minutes.abs() % 60
+            );
+            let (h12, half) = match hour {
+                0 => (12, "AM"),
+                1..=11 => (hour, "AM"),
+                12 => (12, "PM"),
+                _ => (hour - 12, "PM"),
+            };
+            let (text, offset_secs) = match form {
+                0 => (format!("{month:02}/{day:02}/{year} {hour:02}:{minute:02}:{second:02} {offset}"), offset_minutes * 60),
+                1 => (format!("{month}/{day}/{year} {h12}:{minute:02}:{second:02} {half} {offset}"), offset_minutes * 60),
+                2 => (format!("{year}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{offset}"), offset_minutes * 60),
+                _ => (format!("{year}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}"), 0),
+            };
+            let local = former_days_from_civil(year, month, day) * 86_400
+                + i64::try_from(hour * 3600 + minute * 60 + second).unwrap();
+            let former = u64::try_from(local - offset_secs).ok();
+            proptest::prop_assert_eq!(parse_date(&text), former, "{}", text);
+        }
+
+        /// Any second from 1970 to the end of 9999: the former text.
+        #[test]
+        fn utc_text_is_the_former_text(secs in 0u64..253_402_300_800) {
+            let former = former_format_utc(i64::try_from(secs).unwrap());
+            proptest::prop_assert_eq!(format_utc(epoch(secs)), former);
+        }
     }
 
     #[test]
