@@ -4,7 +4,7 @@
 //!
 //! The layers run one way (`tests/layers.rs` holds them to it): the vocabulary ([`path`],
 //! [`header_names`]), the data ([`config`]), mechanisms ([`filewatch`], [`telemetry`],
-//! [`proxy`], [`fetch`]), the two request paths ([`inbound`], [`egress`], siblings), the
+//! [`jose`], [`proxy`], [`fetch`]), the two request paths ([`inbound`], [`egress`], siblings), the
 //! application ([`app`]), and the shells ([`dev`], [`cli`]).
 //!
 //! - [`config`]: the TOML file, parsed and validated into types that cannot be invalid.
@@ -20,6 +20,7 @@
 //! - [`proxy`]: HTTP machinery shared by the listeners: accept loop, TLS, upstream client,
 //!   header rewriting, upgrades.
 //! - [`telemetry`]: logging, metric families, redaction of secrets.
+//! - [`jose`]: the one JWT signer (client assertions, the development issuer's tokens).
 //! - [`dev`]: the echo backend, local issuer and identity endpoint behind `tollgate demo`,
 //!   `tollgate dev` and the tests.
 //! - [`cli`]: the command line; the only module that knows about the process.
@@ -32,8 +33,8 @@ pub mod egress;
 pub mod fetch;
 pub mod filewatch;
 pub mod header_names;
-pub mod ids;
 pub mod inbound;
+pub mod jose;
 pub mod path;
 pub mod proxy;
 pub mod telemetry;

@@ -4,7 +4,7 @@
 //! [`schema`] mirrors the file one-to-one (serde, unknown keys refused). [`expand`] resolves
 //! `${VAR}` references in string values, [`duration`] reads `"30s"`-style durations, and
 //! [`validate`] turns the raw tree into a [`Config`], collecting every error with its
-//! `file:line:col`. [`reload`] watches the file and swaps in a new snapshot when it changes.
+//! `file:line:col`. The application ([`crate::app::reload`]) watches the file and swaps in a new snapshot when it changes.
 
 use std::collections::BTreeMap;
 use std::fmt;

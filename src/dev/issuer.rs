@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::http::LoopbackServer;
 use crate::config::Algorithm;
-use crate::ids::jose::{self, PrivateKey};
+use crate::jose::{self, PrivateKey};
 
 /// Where `tollgate dev` serves the local issuer, and the `iss` of its tokens.
 pub const DEV_ISSUER: &str = "http://127.0.0.1:8079/";

@@ -4,7 +4,7 @@
 //!
 //! [`serve`] is the outer function: it calls `handle`, turns every refusal and upstream
 //! failure into a response in one place, and records the metrics and the access-log line
-//! exactly once. `handle` strips forged headers, asks [`decide`] (the whole decision, shared
+//! exactly once. `handle` strips forged headers, asks [`decide()`] (the whole decision, shared
 //! with `tollgate explain`), then adds the caller's identity and forwards. The steps of the
 //! decision each have their own module: [`path`](crate::path), [`policy`], [`bearer`],
 //! [`jwt`] (with [`issuer`], [`jwks`], [`claims`], [`signature_cache`]); [`identity`] builds
@@ -24,7 +24,7 @@ use crate::proxy::listener::Lifecycle;
 use crate::proxy::{Body, ConnInfo, headers, upgrade};
 use crate::telemetry::{
     self,
-    json::Access,
+    access_log::Access,
     metrics::{DECISIONS, Metrics, RouteSeries},
 };
 

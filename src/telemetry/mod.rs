@@ -10,10 +10,6 @@ pub mod metrics;
 pub mod redact;
 pub mod writer;
 
-/// The former name of [`access_log`], kept only while `inbound` still imports it by that name.
-#[doc(hidden)]
-pub use access_log as json;
-
 use std::cell::RefCell;
 use std::io::Write as _;
 use std::sync::OnceLock;

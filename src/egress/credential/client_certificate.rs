@@ -15,7 +15,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::entra::{ClientAuth, TokenEndpoint};
 use super::{AccessToken, BoxFuture, Credential, CredentialError};
 use crate::config::{Algorithm, ClientCertificateSettings, Lookup};
-use crate::ids::jose::{self, PrivateKey};
+use crate::jose::{self, PrivateKey};
 use crate::telemetry::redact::Secret;
 
 /// Lifetime of an assertion: MSAL's 10 minutes; Entra allows no more.

@@ -56,8 +56,11 @@ pub fn parse_token(
     }
     // expires_on first (MSAL Go, azure-identity): it is the token's own exp.
     let expires_on = match (&raw.expires_on, &raw.expires_in) {
-        (Some(on), _) if expires_on(on).is_some() => expires_on(on).map(epoch),
-        (_, Some(secs)) => seconds(secs).map(|s| requested + Duration::from_secs(s)),
+        (Some(on), _) if expires_on(on).is_some() => expires_on(on).and_then(epoch),
+        // A time past what the clock can hold is as invalid as a missing one.
+        (_, Some(secs)) => {
+            seconds(secs).and_then(|s| requested.checked_add(Duration::from_secs(s)))
+        }
         _ => None,
     }
     .ok_or_else(|| invalid("expires_in and expires_on are both missing or invalid"))?;
@@ -216,8 +219,9 @@ pub fn format_utc(time: SystemTime) -> String {
     )
 }
 
-fn epoch(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
+/// `secs` after the Unix epoch; `None` past what `SystemTime` can hold.
+fn epoch(secs: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
 /// The number after `AADSTS` in a description, if any.
@@ -246,6 +250,24 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// An expiry past what the clock can hold is an invalid response, never a panic.
+    #[test]
+    fn an_expiry_beyond_the_clock_is_invalid() {
+        let now = SystemTime::now();
+        for body in [
+            json!({"access_token": "t", "expires_on": u64::MAX}),
+            json!({"access_token": "t", "expires_in": u64::MAX}),
+            json!({"access_token": "t", "expires_in": u64::MAX.to_string()}),
+        ] {
+            let body = body.to_string();
+            let result = parse_token(Endpoint::Imds, body.as_bytes(), now);
+            assert!(
+                matches!(result, Err(CredentialError::InvalidResponse { .. })),
+                "{body}"
+            );
+        }
+    }
 
     #[test]
     fn expires_on_forms() {
@@ -304,11 +326,17 @@ mod tests {
 
     #[test]
     fn formats_utc() {
-        assert_eq!(format_utc(epoch(1_560_999_478)), "2019-06-20T02:57:58Z");
-        assert_eq!(format_utc(epoch(0)), "1970-01-01T00:00:00Z");
-        assert_eq!(format_utc(epoch(253_402_300_799)), "9999-12-31T23:59:59Z");
+        assert_eq!(
+            format_utc(epoch(1_560_999_478).unwrap()),
+            "2019-06-20T02:57:58Z"
+        );
+        assert_eq!(format_utc(epoch(0).unwrap()), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            format_utc(epoch(253_402_300_799).unwrap()),
+            "9999-12-31T23:59:59Z"
+        );
         // Former code: "10000-01-01T00:00:00Z".
-        assert_eq!(format_utc(epoch(253_402_300_800)), "@253402300800");
+        assert_eq!(format_utc(epoch(253_402_300_800).unwrap()), "@253402300800");
         assert_eq!(
             format_utc(UNIX_EPOCH - Duration::from_secs(5)),
             "1970-01-01T00:00:00Z"
@@ -357,27 +385,27 @@ mod tests {
         #[test]
         fn utc_text_is_the_former_text(secs in 0u64..253_402_300_800) {
             let former = former_format_utc(i64::try_from(secs).unwrap());
-            proptest::prop_assert_eq!(format_utc(epoch(secs)), former);
+            proptest::prop_assert_eq!(format_utc(epoch(secs).unwrap()), former);
         }
     }
 
     #[test]
     fn token_shapes() {
-        let now = epoch(1_000);
+        let now = epoch(1_000).unwrap();
         let parse = |v: Value| parse_token(Endpoint::Imds, v.to_string().as_bytes(), now);
         // IMDS: every value a string.
         let t = parse(json!({"access_token":"a","expires_in":"3599","expires_on":"5000","token_type":"Bearer","refresh_token":""})).unwrap();
-        assert_eq!(t.expires_on, epoch(5000));
+        assert_eq!(t.expires_on, epoch(5000).unwrap());
         // App Service 2019: no expires_in.
         let t = parse(json!({"access_token":"a","expires_on":"4600","resource":"r"})).unwrap();
-        assert_eq!(t.expires_on, epoch(4600));
+        assert_eq!(t.expires_on, epoch(4600).unwrap());
         // Entra v2: numbers, no expires_on.
         let t = parse(json!({"access_token":"a","expires_in":3599,"ext_expires_in":3599,"token_type":"Bearer","refresh_in":1800})).unwrap();
-        assert_eq!(t.expires_on, epoch(4599));
+        assert_eq!(t.expires_on, epoch(4599).unwrap());
         assert_eq!(t.refresh_in, Some(Duration::from_secs(1800)));
         // An unparseable expires_on falls back to expires_in.
         let t = parse(json!({"access_token":"a","expires_on":"later","expires_in":"60"})).unwrap();
-        assert_eq!(t.expires_on, epoch(1060));
+        assert_eq!(t.expires_on, epoch(1060).unwrap());
         for bad in [
             json!({"access_token":"a"}),
             json!({"access_token":"","expires_in":1}),
