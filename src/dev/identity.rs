@@ -78,6 +78,12 @@ pub enum Protocol {
 impl Protocol {
     /// The protocol served at `path`, if any.
     pub fn for_path(path: &str) -> Option<Protocol> {
+        // One trailing slash is accepted: msal-node (Node's @azure/identity) asks IMDS for
+        // `/metadata/identity/oauth2/token/`, and IMDS answers it.
+        let path = match path.strip_suffix('/') {
+            Some(rest) if !rest.is_empty() => rest,
+            _ => path,
+        };
         if path == IMDS_TOKEN_PATH {
             Some(Protocol::Imds)
         } else if path.eq_ignore_ascii_case(APP_SERVICE_TOKEN_PATH) {
@@ -260,13 +266,22 @@ impl IdentityEndpoint {
         let lifetime = self.identity.lifetime.as_secs();
         let expires_on = (issued + lifetime).to_string();
         let body = match protocol {
-            // IMDS: every value a string, the full field set.
-            Protocol::Imds => json!({
-                "access_token": access_token, "refresh_token": "",
-                "expires_in": lifetime.to_string(), "expires_on": expires_on,
-                "ext_expires_in": lifetime.to_string(), "not_before": issued.to_string(),
-                "resource": resource, "token_type": "Bearer", "client_id": who.client_id,
-            }),
+            // IMDS: every value a string, the full field set, and the user-assigned identity's
+            // object_id or msi_res_id echoed when the request named it by one.
+            Protocol::Imds => {
+                let mut body = json!({
+                    "access_token": access_token, "refresh_token": "",
+                    "expires_in": lifetime.to_string(), "expires_on": expires_on,
+                    "ext_expires_in": lifetime.to_string(), "not_before": issued.to_string(),
+                    "resource": resource, "token_type": "Bearer", "client_id": who.client_id,
+                });
+                match &selector {
+                    Some(Selector::Object(id)) => body["object_id"] = json!(id),
+                    Some(Selector::Resource(id)) => body["msi_res_id"] = json!(id),
+                    Some(Selector::Client(_)) | None => {}
+                }
+                body
+            }
             // App Service 2019: a string epoch and no expires_in.
             Protocol::AppService => json!({
                 "access_token": access_token, "expires_on": expires_on, "resource": resource,

@@ -249,6 +249,18 @@ fn user_assigned_identities_by_each_protocol_s_names() {
             "{name}: not the system identity"
         );
     }
+    // IMDS echoes the object id or resource id a request named its identity by.
+    for (name, value) in [("object_id", "o1"), ("msi_res_id", arm)] {
+        let uri = format!("{IMDS}&resource=api://orders&{name}={value}");
+        let answer = get(&ep, &uri, &[METADATA]);
+        assert_eq!(answer.body[name], value, "{name}");
+    }
+    let answer = get(
+        &ep,
+        &format!("{IMDS}&resource=api://orders&client_id=c1"),
+        &[METADATA],
+    );
+    assert!(answer.body.get("object_id").is_none() && answer.body.get("msi_res_id").is_none());
     // The same name twice gives the same derived ids.
     let uri = format!("{IMDS}&resource=api://x&client_id=c1");
     let twice: Vec<Value> = (0..2)
@@ -283,6 +295,19 @@ fn other_paths_are_not_identity_requests() {
         Protocol::for_path("/Metadata/identity/oauth2/token"),
         None,
         "IMDS paths are case-sensitive"
+    );
+    // msal-node adds a trailing slash to the IMDS path; one is accepted on both paths.
+    assert_eq!(
+        Protocol::for_path("/metadata/identity/oauth2/token/"),
+        Some(Protocol::Imds)
+    );
+    assert_eq!(
+        Protocol::for_path("/msi/token/"),
+        Some(Protocol::AppService)
+    );
+    assert_eq!(
+        Protocol::for_path("/metadata/identity/oauth2/token//"),
+        None
     );
 }
 
