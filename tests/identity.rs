@@ -162,8 +162,14 @@ async fn easy_auth_principal_and_claim_headers() {
         .to_owned();
     let principal: Value = serde_json::from_slice(&STANDARD.decode(principal).unwrap()).unwrap();
     assert_eq!(principal["auth_typ"], "aad");
-    assert_eq!(principal["name_typ"], "name");
-    assert_eq!(principal["role_typ"], "roles");
+    assert_eq!(
+        principal["name_typ"],
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name"
+    );
+    assert_eq!(
+        principal["role_typ"],
+        "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
+    );
     let entries = principal["claims"].as_array().unwrap();
     let roles: Vec<&str> = entries
         .iter()
@@ -172,9 +178,11 @@ async fn easy_auth_principal_and_claim_headers() {
         .collect();
     assert_eq!(roles, ["a", "b"]);
     assert!(
-        entries
-            .iter()
-            .any(|c| c["typ"] == "tid" && c["val"] == "t-1")
+        entries.iter().any(
+            |c| c["typ"] == "http://schemas.microsoft.com/identity/claims/tenantid"
+                && c["val"] == "t-1"
+        ),
+        "claim types mapped as App Service maps them"
     );
 }
 

@@ -1,7 +1,8 @@
 //! The claims of a verified token, with typed accessors for the ones routes and identity
 //! headers use.
 
-use serde_json::{Map, Value};
+use indexmap::IndexMap;
+use serde_json::Value;
 
 /// A date claim that is present but not a JSON number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -10,7 +11,7 @@ pub struct NotANumber;
 
 /// A token's claims (the JSON payload), parsed once per request.
 #[derive(Clone, Debug, Default)]
-pub struct Claims(Map<String, Value>);
+pub struct Claims(IndexMap<String, Value>);
 
 impl Claims {
     /// Parses a JSON object. A claim named twice makes the payload invalid: the upstream's
@@ -32,7 +33,7 @@ impl Claims {
         self.0.get(name).and_then(Value::as_str)
     }
 
-    /// Every claim, in name order.
+    /// Every claim, in the token's own order (App Service's principal keeps it).
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
         self.0.iter()
     }
@@ -128,7 +129,7 @@ impl Claims {
 struct UniqueKeys;
 
 impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys {
-    type Value = Map<String, Value>;
+    type Value = IndexMap<String, Value>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
@@ -136,7 +137,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys {
 }
 
 impl<'de> serde::de::Visitor<'de> for UniqueKeys {
-    type Value = Map<String, Value>;
+    type Value = IndexMap<String, Value>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON object with unique member names")
@@ -146,7 +147,7 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeys {
         self,
         mut access: A,
     ) -> Result<Self::Value, A::Error> {
-        let mut map = Map::new();
+        let mut map = IndexMap::with_capacity(access.size_hint().unwrap_or(16).min(64));
         while let Some((key, value)) = access.next_entry::<String, Value>()? {
             if map.contains_key(&key) {
                 return Err(serde::de::Error::custom(format_args!(

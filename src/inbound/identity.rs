@@ -27,11 +27,99 @@ pub static PRINCIPAL_IDP: HeaderName = HeaderName::from_static("x-ms-client-prin
 
 /// The identity provider name Easy Auth uses for Entra ID.
 pub const IDP: &str = "aad";
-/// The claim types of the principal's name and roles: tollgate passes claim names as they are
-/// in the token (Easy Auth maps some to long URIs), so these name the token's own claims.
-pub const NAME_TYPE: &str = "name";
-/// See [`NAME_TYPE`].
-pub const ROLE_TYPE: &str = "roles";
+/// `name_typ` of the principal App Service writes for a bearer token (even when no claim of
+/// that type exists): .NET's `ClaimTypes.Name`.
+pub const NAME_TYPE: &str = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name";
+/// `role_typ`, always: .NET's `ClaimTypes.Role`. Under App Service's default ("legacy
+/// claims") the `roles` claim itself keeps its short name, as here.
+pub const ROLE_TYPE: &str = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role";
+
+/// The claim types App Service writes for the JWT claims Entra issues: .NET's
+/// `JwtSecurityTokenHandler` default inbound map, except `roles`, which its default legacy
+/// mode leaves as `roles`. Claims not listed keep their names.
+const CLAIM_TYPES: [(&str, &str); 20] = [
+    (
+        "acr",
+        "http://schemas.microsoft.com/claims/authnclassreference",
+    ),
+    (
+        "actort",
+        "http://schemas.xmlsoap.org/ws/2009/09/identity/claims/actor",
+    ),
+    (
+        "amr",
+        "http://schemas.microsoft.com/claims/authnmethodsreferences",
+    ),
+    (
+        "authmethod",
+        "http://schemas.microsoft.com/ws/2008/06/identity/claims/authenticationmethod",
+    ),
+    (
+        "birthdate",
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/dateofbirth",
+    ),
+    (
+        "email",
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+    ),
+    (
+        "family_name",
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/surname",
+    ),
+    (
+        "gender",
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/gender",
+    ),
+    (
+        "given_name",
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/givenname",
+    ),
+    ("group", "http://schemas.xmlsoap.org/claims/Group"),
+    (
+        "idp",
+        "http://schemas.microsoft.com/identity/claims/identityprovider",
+    ),
+    (
+        "nameid",
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier",
+    ),
+    (
+        "oid",
+        "http://schemas.microsoft.com/identity/claims/objectidentifier",
+    ),
+    (
+        "role",
+        "http://schemas.microsoft.com/ws/2008/06/identity/claims/role",
+    ),
+    ("scp", "http://schemas.microsoft.com/identity/claims/scope"),
+    (
+        "sub",
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier",
+    ),
+    (
+        "tid",
+        "http://schemas.microsoft.com/identity/claims/tenantid",
+    ),
+    (
+        "unique_name",
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
+    ),
+    (
+        "upn",
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn",
+    ),
+    (
+        "website",
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/webpage",
+    ),
+];
+
+/// The claim type App Service writes for the JWT claim `name`.
+pub fn claim_type(name: &str) -> &str {
+    CLAIM_TYPES
+        .binary_search_by(|(claim, _)| (*claim).cmp(name))
+        .map_or(name, |i| CLAIM_TYPES[i].1)
+}
 
 /// Characters percent-encoded in identity header values: controls, `%` itself, and (by
 /// `utf8_percent_encode`) everything outside ASCII.
@@ -79,8 +167,8 @@ pub fn inject(headers: &mut HeaderMap, computed: IdentityHeaders, identity: &Ide
     }
 }
 
-/// The Easy Auth principal: `{auth_typ, claims: [{typ, val}], name_typ, role_typ}`, every claim
-/// of the token, array claims as repeated entries, non-string values as JSON text.
+/// The Easy Auth principal: `{auth_typ, claims: [{typ, val}], name_typ, role_typ}`, as a
+/// value (`tollgate explain` prints it). [`principal_json`] writes the header's bytes.
 pub fn principal(claims: &Claims) -> Value {
     json!({
         "auth_typ": IDP,
@@ -90,64 +178,93 @@ pub fn principal(claims: &Claims) -> Value {
     })
 }
 
-/// [`principal`] as JSON text, written directly: the request path builds one for every
-/// authenticated request, and a `serde_json::Value` tree costs several times as much
-/// (bench/NOTES.md).
+/// The principal JSON exactly as App Service writes it: keys `auth_typ`, `claims`,
+/// `name_typ`, `role_typ` in that order, no whitespace, `/` escaped as `\/`, one `{typ, val}`
+/// entry per claim in the token's own order, array claims as one entry per element,
+/// every value a string (numbers and booleans as their text, objects as compact JSON),
+/// claim types mapped as .NET maps them ([`claim_type`]). Written directly: the request
+/// path builds one for every authenticated request, and a `serde_json::Value` tree costs
+/// several times as much (bench/NOTES.md).
 pub fn principal_json(claims: &Claims) -> String {
-    use crate::telemetry::access_log::push_string;
-    use std::fmt::Write;
-    let mut out = String::with_capacity(512);
+    let mut out = String::with_capacity(768);
     out.push_str("{\"auth_typ\":\"aad\",\"claims\":[");
     let mut first = true;
+    for_each_entry(claims, |typ, val| {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str("{\"typ\":");
+        push_escaped(&mut out, typ);
+        out.push_str(",\"val\":");
+        push_escaped(&mut out, val);
+        out.push('}');
+    });
+    out.push_str("],\"name_typ\":");
+    push_escaped(&mut out, NAME_TYPE);
+    out.push_str(",\"role_typ\":");
+    push_escaped(&mut out, ROLE_TYPE);
+    out.push('}');
+    out
+}
+
+/// Every claim as `{typ, val}` entries, in the token's order, arrays repeated (`/.auth/me`'s
+/// `user_claims`, the principal's `claims`).
+pub fn claim_list(claims: &Claims) -> Vec<Value> {
+    let mut list = Vec::new();
+    for_each_entry(claims, |typ, val| {
+        list.push(json!({ "typ": typ, "val": val }));
+    });
+    list
+}
+
+/// Calls `f(typ, val)` for each principal entry of `claims`.
+fn for_each_entry(claims: &Claims, mut f: impl FnMut(&str, &str)) {
+    let mut text = String::new();
     for (name, value) in claims.iter() {
+        let typ = claim_type(name);
         let items = match value {
             Value::Array(items) => items.as_slice(),
             other => std::slice::from_ref(other),
         };
         for item in items {
-            if !first {
-                out.push(',');
-            }
-            first = false;
-            out.push_str("{\"typ\":");
-            push_string(&mut out, name);
-            out.push_str(",\"val\":");
             match item {
-                Value::String(s) => push_string(&mut out, s),
-                // Numbers and booleans need no escaping; anything else goes through serde.
-                Value::Number(n) => {
-                    let _ = write!(out, "\"{n}\"");
+                Value::String(s) => f(typ, s),
+                Value::Bool(b) => f(typ, if *b { "true" } else { "false" }),
+                other => {
+                    use std::fmt::Write;
+                    text.clear();
+                    let _ = write!(text, "{other}");
+                    f(typ, &text);
                 }
-                Value::Bool(b) => out.push_str(if *b { "\"true\"" } else { "\"false\"" }),
-                other => push_string(&mut out, &other.to_string()),
             }
-            out.push('}');
         }
     }
-    let _ = write!(
-        out,
-        "],\"name_typ\":\"{NAME_TYPE}\",\"role_typ\":\"{ROLE_TYPE}\"}}"
-    );
-    out
 }
 
-/// Every claim as `{typ, val}` entries, arrays repeated.
-pub fn claim_list(claims: &Claims) -> Vec<Value> {
-    let mut list = Vec::new();
-    for (name, value) in claims.iter() {
-        let items: Vec<&Value> = match value {
-            Value::Array(items) => items.iter().collect(),
-            other => vec![other],
-        };
-        for item in items {
-            let val = match item {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            list.push(json!({ "typ": name, "val": val }));
+/// `text` as a JSON string, escaped as App Service escapes it: `"`, `\\`, controls, and `/`.
+fn push_escaped(out: &mut String, text: &str) {
+    out.push('"');
+    let mut rest = text;
+    while let Some(at) = rest.find(|c: char| matches!(c, '"' | '\\' | '/') || c < ' ') {
+        out.push_str(&rest[..at]);
+        let c = rest[at..].chars().next().unwrap_or(' ');
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '/' => out.push_str("\\/"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => {
+                use std::fmt::Write;
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
         }
+        rest = &rest[at + c.len_utf8()..];
     }
-    list
+    out.push_str(rest);
+    out.push('"');
 }
 
 /// `X-MS-CLIENT-PRINCIPAL-ID`: the caller's `oid`, else `sub`.
@@ -155,10 +272,11 @@ pub fn principal_id(claims: &Claims) -> Option<&str> {
     claims.object_id().or_else(|| claims.str("sub"))
 }
 
-/// `X-MS-CLIENT-PRINCIPAL-NAME`: the first of `preferred_username`, `upn`, `unique_name`,
-/// `email`, `name`; for an application token (none of those), its client id.
+/// `X-MS-CLIENT-PRINCIPAL-NAME`: the claim of the principal's `name_typ` (`unique_name`), else
+/// the first of `preferred_username`, `upn`, `email`; for an application token (none of
+/// those), its client id.
 pub fn principal_name(claims: &Claims) -> Option<&str> {
-    ["preferred_username", "upn", "unique_name", "email", "name"]
+    ["unique_name", "preferred_username", "upn", "email"]
         .iter()
         .find_map(|c| claims.str(c))
         .or_else(|| claims.client_app())
@@ -218,6 +336,73 @@ mod tests {
     use super::*;
 
     #[test]
+    /// App Service's bytes (a v1 access token's principal, the shape of the captured
+    /// headers): payload order, mapped claim types, `amr` split, numbers and booleans as
+    /// strings, an object as compact JSON, `/` escaped, padded standard base64.
+    fn the_principal_is_written_as_app_service_writes_it() {
+        let claims = Claims::parse(
+            br#"{"aud":"api://orders","iss":"https://sts.windows.net/t-1/","iat":1615483502,"amr":["pwd","mfa"],"oid":"o-1","roles":["Orders.Read"],"scp":"user_impersonation","sub":"s-1","tid":"t-1","unique_name":"ana@contoso.com","in_corp":true,"_claim_names":{"groups":"src1"},"ver":"1.0"}"#,
+        )
+        .unwrap();
+        let want = concat!(
+            r#"{"auth_typ":"aad","claims":["#,
+            r#"{"typ":"aud","val":"api:\/\/orders"},"#,
+            r#"{"typ":"iss","val":"https:\/\/sts.windows.net\/t-1\/"},"#,
+            r#"{"typ":"iat","val":"1615483502"},"#,
+            r#"{"typ":"http:\/\/schemas.microsoft.com\/claims\/authnmethodsreferences","val":"pwd"},"#,
+            r#"{"typ":"http:\/\/schemas.microsoft.com\/claims\/authnmethodsreferences","val":"mfa"},"#,
+            r#"{"typ":"http:\/\/schemas.microsoft.com\/identity\/claims\/objectidentifier","val":"o-1"},"#,
+            r#"{"typ":"roles","val":"Orders.Read"},"#,
+            r#"{"typ":"http:\/\/schemas.microsoft.com\/identity\/claims\/scope","val":"user_impersonation"},"#,
+            r#"{"typ":"http:\/\/schemas.xmlsoap.org\/ws\/2005\/05\/identity\/claims\/nameidentifier","val":"s-1"},"#,
+            r#"{"typ":"http:\/\/schemas.microsoft.com\/identity\/claims\/tenantid","val":"t-1"},"#,
+            r#"{"typ":"http:\/\/schemas.xmlsoap.org\/ws\/2005\/05\/identity\/claims\/name","val":"ana@contoso.com"},"#,
+            r#"{"typ":"in_corp","val":"true"},"#,
+            r#"{"typ":"_claim_names","val":"{\"groups\":\"src1\"}"},"#,
+            r#"{"typ":"ver","val":"1.0"}],"#,
+            r#""name_typ":"http:\/\/schemas.xmlsoap.org\/ws\/2005\/05\/identity\/claims\/name","#,
+            r#""role_typ":"http:\/\/schemas.microsoft.com\/ws\/2008\/06\/identity\/claims\/role"}"#,
+        );
+        let json = principal_json(&claims);
+        assert_eq!(json, want);
+        // The same entries, unescaped, as `explain` shows them and `/.auth/me` lists them.
+        assert_eq!(
+            serde_json::from_str::<Value>(&json).unwrap(),
+            principal(&claims)
+        );
+        assert_eq!(principal_name(&claims), Some("ana@contoso.com"));
+        let header = identity_headers(
+            &claims,
+            &Identity {
+                easy_auth_headers: true,
+                forward_token: true,
+                claims: vec![],
+            },
+        );
+        let (_, value) = header.set.iter().find(|(k, _)| k == PRINCIPAL).unwrap();
+        assert_eq!(
+            value.to_str().unwrap(),
+            STANDARD.encode(&json),
+            "padded standard base64"
+        );
+    }
+
+    #[test]
+    fn the_claim_type_table_is_sorted_for_its_search() {
+        assert!(CLAIM_TYPES.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(
+            claim_type("roles"),
+            "roles",
+            "legacy claims: roles keeps its name"
+        );
+        assert_eq!(claim_type("groups"), "groups");
+        assert_eq!(
+            claim_type("upn"),
+            "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
+        );
+    }
+
+    #[test]
     fn easy_auth_shapes() {
         let claims = Claims::parse(
             br#"{"oid":"o-1","sub":"s-1","preferred_username":"ana@contoso.com","roles":["a","b"],"tid":"t","exp":5}"#,
@@ -250,7 +435,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(decoded["auth_typ"], "aad");
-        assert_eq!(decoded["role_typ"], "roles");
+        assert_eq!(decoded["role_typ"], ROLE_TYPE);
         let roles: Vec<&str> = decoded["claims"]
             .as_array()
             .unwrap()
