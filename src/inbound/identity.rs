@@ -36,89 +36,122 @@ pub const ROLE_TYPE: &str = "http://schemas.microsoft.com/ws/2008/06/identity/cl
 
 /// The claim types App Service writes for the JWT claims Entra issues: .NET's
 /// `JwtSecurityTokenHandler` default inbound map, except `roles`, which its default legacy
-/// mode leaves as `roles`. Claims not listed keep their names.
-const CLAIM_TYPES: [(&str, &str); 20] = [
+/// mode leaves as `roles`. Claims not listed keep their names. Each type also as the header
+/// writes it (`/` escaped), so the request path copies it instead of escaping it.
+const CLAIM_TYPES: [(&str, &str, &str); 20] = [
     (
         "acr",
         "http://schemas.microsoft.com/claims/authnclassreference",
+        r"http:\/\/schemas.microsoft.com\/claims\/authnclassreference",
     ),
     (
         "actort",
         "http://schemas.xmlsoap.org/ws/2009/09/identity/claims/actor",
+        r"http:\/\/schemas.xmlsoap.org\/ws\/2009\/09\/identity\/claims\/actor",
     ),
     (
         "amr",
         "http://schemas.microsoft.com/claims/authnmethodsreferences",
+        r"http:\/\/schemas.microsoft.com\/claims\/authnmethodsreferences",
     ),
     (
         "authmethod",
         "http://schemas.microsoft.com/ws/2008/06/identity/claims/authenticationmethod",
+        r"http:\/\/schemas.microsoft.com\/ws\/2008\/06\/identity\/claims\/authenticationmethod",
     ),
     (
         "birthdate",
         "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/dateofbirth",
+        r"http:\/\/schemas.xmlsoap.org\/ws\/2005\/05\/identity\/claims\/dateofbirth",
     ),
     (
         "email",
         "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+        r"http:\/\/schemas.xmlsoap.org\/ws\/2005\/05\/identity\/claims\/emailaddress",
     ),
     (
         "family_name",
         "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/surname",
+        r"http:\/\/schemas.xmlsoap.org\/ws\/2005\/05\/identity\/claims\/surname",
     ),
     (
         "gender",
         "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/gender",
+        r"http:\/\/schemas.xmlsoap.org\/ws\/2005\/05\/identity\/claims\/gender",
     ),
     (
         "given_name",
         "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/givenname",
+        r"http:\/\/schemas.xmlsoap.org\/ws\/2005\/05\/identity\/claims\/givenname",
     ),
-    ("group", "http://schemas.xmlsoap.org/claims/Group"),
+    (
+        "group",
+        "http://schemas.xmlsoap.org/claims/Group",
+        r"http:\/\/schemas.xmlsoap.org\/claims\/Group",
+    ),
     (
         "idp",
         "http://schemas.microsoft.com/identity/claims/identityprovider",
+        r"http:\/\/schemas.microsoft.com\/identity\/claims\/identityprovider",
     ),
     (
         "nameid",
         "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier",
+        r"http:\/\/schemas.xmlsoap.org\/ws\/2005\/05\/identity\/claims\/nameidentifier",
     ),
     (
         "oid",
         "http://schemas.microsoft.com/identity/claims/objectidentifier",
+        r"http:\/\/schemas.microsoft.com\/identity\/claims\/objectidentifier",
     ),
     (
         "role",
         "http://schemas.microsoft.com/ws/2008/06/identity/claims/role",
+        r"http:\/\/schemas.microsoft.com\/ws\/2008\/06\/identity\/claims\/role",
     ),
-    ("scp", "http://schemas.microsoft.com/identity/claims/scope"),
+    (
+        "scp",
+        "http://schemas.microsoft.com/identity/claims/scope",
+        r"http:\/\/schemas.microsoft.com\/identity\/claims\/scope",
+    ),
     (
         "sub",
         "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier",
+        r"http:\/\/schemas.xmlsoap.org\/ws\/2005\/05\/identity\/claims\/nameidentifier",
     ),
     (
         "tid",
         "http://schemas.microsoft.com/identity/claims/tenantid",
+        r"http:\/\/schemas.microsoft.com\/identity\/claims\/tenantid",
     ),
     (
         "unique_name",
         "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
+        r"http:\/\/schemas.xmlsoap.org\/ws\/2005\/05\/identity\/claims\/name",
     ),
     (
         "upn",
         "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn",
+        r"http:\/\/schemas.xmlsoap.org\/ws\/2005\/05\/identity\/claims\/upn",
     ),
     (
         "website",
         "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/webpage",
+        r"http:\/\/schemas.xmlsoap.org\/ws\/2005\/05\/identity\/claims\/webpage",
     ),
 ];
 
 /// The claim type App Service writes for the JWT claim `name`.
 pub fn claim_type(name: &str) -> &str {
+    mapped(name).map_or(name, |(typ, _)| typ)
+}
+
+/// The mapped type of a claim and its escaped form, if the claim is mapped.
+fn mapped(name: &str) -> Option<(&'static str, &'static str)> {
     CLAIM_TYPES
-        .binary_search_by(|(claim, _)| (*claim).cmp(name))
-        .map_or(name, |i| CLAIM_TYPES[i].1)
+        .binary_search_by(|(claim, ..)| (*claim).cmp(name))
+        .ok()
+        .map(|i| (CLAIM_TYPES[i].1, CLAIM_TYPES[i].2))
 }
 
 /// Characters percent-encoded in identity header values: controls, `%` itself, and (by
@@ -189,40 +222,46 @@ pub fn principal_json(claims: &Claims) -> String {
     let mut out = String::with_capacity(768);
     out.push_str("{\"auth_typ\":\"aad\",\"claims\":[");
     let mut first = true;
-    for_each_entry(claims, |typ, val| {
+    for_each_entry(claims, |name, val| {
         if !first {
             out.push(',');
         }
         first = false;
         out.push_str("{\"typ\":");
-        push_escaped(&mut out, typ);
+        match mapped(name) {
+            Some((_, escaped)) => {
+                out.push('"');
+                out.push_str(escaped);
+                out.push('"');
+            }
+            None => push_escaped(&mut out, name),
+        }
         out.push_str(",\"val\":");
         push_escaped(&mut out, val);
         out.push('}');
     });
-    out.push_str("],\"name_typ\":");
-    push_escaped(&mut out, NAME_TYPE);
-    out.push_str(",\"role_typ\":");
-    push_escaped(&mut out, ROLE_TYPE);
-    out.push('}');
+    out.push_str(PRINCIPAL_TAIL);
     out
 }
+
+/// The end of the principal JSON: its name and role types, escaped.
+const PRINCIPAL_TAIL: &str = r#"],"name_typ":"http:\/\/schemas.xmlsoap.org\/ws\/2005\/05\/identity\/claims\/name","role_typ":"http:\/\/schemas.microsoft.com\/ws\/2008\/06\/identity\/claims\/role"}"#;
 
 /// Every claim as `{typ, val}` entries, in the token's order, arrays repeated (`/.auth/me`'s
 /// `user_claims`, the principal's `claims`).
 pub fn claim_list(claims: &Claims) -> Vec<Value> {
     let mut list = Vec::new();
-    for_each_entry(claims, |typ, val| {
-        list.push(json!({ "typ": typ, "val": val }));
+    for_each_entry(claims, |name, val| {
+        list.push(json!({ "typ": claim_type(name), "val": val }));
     });
     list
 }
 
-/// Calls `f(typ, val)` for each principal entry of `claims`.
+/// Calls `f(claim name, val)` for each principal entry of `claims`.
 fn for_each_entry(claims: &Claims, mut f: impl FnMut(&str, &str)) {
     let mut text = String::new();
     for (name, value) in claims.iter() {
-        let typ = claim_type(name);
+        let typ = name.as_str();
         let items = match value {
             Value::Array(items) => items.as_slice(),
             other => std::slice::from_ref(other),
@@ -243,27 +282,32 @@ fn for_each_entry(claims: &Claims, mut f: impl FnMut(&str, &str)) {
 }
 
 /// `text` as a JSON string, escaped as App Service escapes it: `"`, `\\`, controls, and `/`.
+/// Byte by byte: every byte that needs escaping is ASCII, so the runs between are whole
+/// UTF-8 and are copied as they are.
 fn push_escaped(out: &mut String, text: &str) {
     out.push('"');
-    let mut rest = text;
-    while let Some(at) = rest.find(|c: char| matches!(c, '"' | '\\' | '/') || c < ' ') {
-        out.push_str(&rest[..at]);
-        let c = rest[at..].chars().next().unwrap_or(' ');
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '/' => out.push_str("\\/"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => {
-                use std::fmt::Write;
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
+    let mut start = 0;
+    for (i, &b) in text.as_bytes().iter().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'/' => "\\/",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[start..i]);
+        if escaped.is_empty() {
+            use std::fmt::Write;
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escaped);
         }
-        rest = &rest[at + c.len_utf8()..];
+        start = i + 1;
     }
-    out.push_str(rest);
+    out.push_str(&text[start..]);
     out.push('"');
 }
 
@@ -390,6 +434,20 @@ mod tests {
     #[test]
     fn the_claim_type_table_is_sorted_for_its_search() {
         assert!(CLAIM_TYPES.windows(2).all(|w| w[0].0 < w[1].0));
+        for (claim, typ, escaped) in CLAIM_TYPES {
+            let mut out = String::new();
+            push_escaped(&mut out, typ);
+            assert_eq!(out, format!("\"{escaped}\""), "{claim}");
+        }
+        let mut tail = String::from("],\"name_typ\":");
+        push_escaped(&mut tail, NAME_TYPE);
+        tail.push_str(",\"role_typ\":");
+        push_escaped(&mut tail, ROLE_TYPE);
+        tail.push('}');
+        assert_eq!(tail, PRINCIPAL_TAIL);
+        let mut odd = String::new();
+        push_escaped(&mut odd, "a\"b\\c/d\u{1}é\n");
+        assert_eq!(odd, r#""a\"b\\c\/d\u0001é\n""#);
         assert_eq!(
             claim_type("roles"),
             "roles",
