@@ -1420,3 +1420,25 @@ fn leaf_keys(section: &str, value: &toml::Value) -> Vec<Vec<String>> {
     }
     out
 }
+
+/// `tollgate dev session-key`: a fresh random 32-byte key, base64, each time.
+#[test]
+fn dev_session_key_prints_a_fresh_key() {
+    use base64::Engine;
+    let key = || {
+        let out = Command::new(BIN)
+            .args(["dev", "session-key"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (a, b) = (key(), key());
+    assert_ne!(a, b);
+    for k in [a, b] {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&k)
+            .unwrap();
+        assert_eq!(bytes.len(), 32, "{k}");
+    }
+}

@@ -37,6 +37,8 @@ pub enum DevCommand {
     Token(Box<TokenArgs>),
     /// Print the local development issuer's JWKS (for `tollgate explain --jwks`).
     Jwks(KeyArgs),
+    /// Print a new random session key (base64 of 32 bytes) for `[login] session_keys`.
+    SessionKey,
 }
 
 /// What `tollgate dev` serves and what its tokens say.
@@ -159,6 +161,10 @@ fn subcommand(command: &DevCommand) -> anyhow::Result<ExitCode> {
         DevCommand::Jwks(args) => {
             let key = dev_key(args)?;
             println!("{}", json!({ "keys": [key.jwk()] }));
+        }
+        DevCommand::SessionKey => {
+            let key = crate::inbound::session::seal::new_key().context("making a session key")?;
+            println!("{key}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -37,6 +37,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod me;
 pub mod policy;
+pub mod session;
 pub mod signature_cache;
 mod state;
 
