@@ -285,17 +285,12 @@ def k8s_sidecars(docs: list[tuple[pathlib.Path, dict]], binary: pathlib.Path) ->
         form = "native sidecar" if placement == "initContainers" else "classic sidecar"
 
         # The config: a ConfigMap volume mounted (as a directory) where --config points.
-        args = tg.get("args", [])
-        config_path = args[args.index("--config") + 1] if "--config" in args else "/etc/tollgate/tollgate.toml"
-        config_dir, config_file = config_path.rsplit("/", 1)
-        volumes = {v["name"]: v for v in spec.get("volumes", [])}
-        mount = next((m for m in tg.get("volumeMounts", []) if m["mountPath"].rstrip("/") == config_dir), None)
+        config_path, config_file, mount, cm_name = config_mount(spec, tg)
         if mount is None:
-            fail(where, f"no volume mounted at {config_dir} for --config {config_path}")
+            fail(where, f"no volume mounted at {config_path.rsplit('/', 1)[0]} for --config {config_path}")
             continue
         if "subPath" in mount:
             fail(where, "the config volume is mounted with subPath: ConfigMap updates would never reach it")
-        cm_name = volumes.get(mount["name"], {}).get("configMap", {}).get("name")
         if cm_name not in configmaps:
             fail(where, f"the config volume is not a ConfigMap of deploy/ ({cm_name})")
             continue
@@ -543,16 +538,24 @@ def label_selects(selector: dict | None, labels: dict) -> bool | None:
 
 
 def tollgate_facts(spec: dict, tg: dict, configmaps: dict[str, dict]) -> dict | None:
+    _, config_file, mount, cm_name = config_mount(spec, tg)
+    if mount is None:
+        return None
+    cm = configmaps.get(cm_name, {})
+    text = cm.get("data", {}).get(config_file)
+    return config_facts(text) if text else None
+
+
+def config_mount(spec: dict, tg: dict) -> tuple[str, str, dict | None, str | None]:
+    """Where tollgate's --config points and the volume mounted at its directory: (config path,
+    file name, the mount or None, the ConfigMap name of the mounted volume or None)."""
     args = tg.get("args", [])
     config_path = args[args.index("--config") + 1] if "--config" in args else "/etc/tollgate/tollgate.toml"
     config_dir, config_file = config_path.rsplit("/", 1)
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     mount = next((m for m in tg.get("volumeMounts", []) if m["mountPath"].rstrip("/") == config_dir), None)
-    if mount is None:
-        return None
-    cm = configmaps.get(volumes.get(mount["name"], {}).get("configMap", {}).get("name"), {})
-    text = cm.get("data", {}).get(config_file)
-    return config_facts(text) if text else None
+    cm_name = volumes.get(mount["name"], {}).get("configMap", {}).get("name") if mount else None
+    return config_path, config_file, mount, cm_name
 
 
 def rendered_policies(name: str, objects: list[dict]) -> None:

@@ -35,23 +35,26 @@ pub enum SignError {
     Crypto,
 }
 
+/// The RSA signing padding of a JWS algorithm; `None` for a non-RSA one.
+pub fn rsa_padding(alg: Algorithm) -> Option<&'static dyn sig::RsaEncoding> {
+    Some(match alg {
+        Algorithm::RS256 => &sig::RSA_PKCS1_SHA256,
+        Algorithm::RS384 => &sig::RSA_PKCS1_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_SHA512,
+        Algorithm::ES256 | Algorithm::ES384 | Algorithm::EdDSA => return None,
+    })
+}
+
 /// The signature over `message` by `key` with JWS algorithm `alg`, in JWS form (ECDSA as the
 /// fixed-width `r || s`, RFC 7518 §3.4).
 pub fn sign(key: &PrivateKey, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, SignError> {
     let rng = SystemRandom::new();
     match key {
         PrivateKey::Rsa(k) => {
-            let padding: &'static dyn sig::RsaEncoding = match alg {
-                Algorithm::RS256 => &sig::RSA_PKCS1_SHA256,
-                Algorithm::RS384 => &sig::RSA_PKCS1_SHA384,
-                Algorithm::RS512 => &sig::RSA_PKCS1_SHA512,
-                Algorithm::PS256 => &sig::RSA_PSS_SHA256,
-                Algorithm::PS384 => &sig::RSA_PSS_SHA384,
-                Algorithm::PS512 => &sig::RSA_PSS_SHA512,
-                Algorithm::ES256 | Algorithm::ES384 | Algorithm::EdDSA => {
-                    return Err(SignError::WrongKey(alg));
-                }
-            };
+            let padding = rsa_padding(alg).ok_or(SignError::WrongKey(alg))?;
             let mut out = vec![0; k.public_modulus_len()];
             k.sign(padding, &rng, message, &mut out)
                 .map_err(|_| SignError::Crypto)?;

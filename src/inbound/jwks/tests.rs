@@ -134,14 +134,7 @@ fn rsa_keys_verify_as_with_the_former_der_encoder() {
         let signatures: Vec<(Algorithm, &[u8], Vec<u8>)> = RSA_ALGORITHMS
             .iter()
             .map(|&alg| {
-                let padding: &'static dyn sig::RsaEncoding = match alg {
-                    Algorithm::RS256 => &sig::RSA_PKCS1_SHA256,
-                    Algorithm::RS384 => &sig::RSA_PKCS1_SHA384,
-                    Algorithm::RS512 => &sig::RSA_PKCS1_SHA512,
-                    Algorithm::PS256 => &sig::RSA_PSS_SHA256,
-                    Algorithm::PS384 => &sig::RSA_PSS_SHA384,
-                    _ => &sig::RSA_PSS_SHA512,
-                };
+                let padding = crate::jose::rsa_padding(alg).unwrap();
                 let mut out = vec![0; key.public_modulus_len()];
                 key.sign(padding, &rng, message, &mut out).unwrap();
                 (alg, message, out)
