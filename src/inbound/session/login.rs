@@ -172,7 +172,11 @@ pub fn safe_redirect(target: &str, allowed: &[Url]) -> Option<String> {
     let resolved = base.join(target).ok()?;
     if resolved.origin() == base.origin() {
         // Relative forms (`a/b`, `../x`) resolve against `/`: send the resolved path, the
-        // form a browser would go to.
+        // form a browser would go to. A path that begins with `//` (from `/.//x` or `./\x`)
+        // would itself be read as another host: refused.
+        if resolved.path().starts_with("//") {
+            return None;
+        }
         let mut path = resolved.path().to_owned();
         if let Some(q) = resolved.query() {
             path.push('?');
@@ -182,7 +186,10 @@ pub fn safe_redirect(target: &str, allowed: &[Url]) -> Option<String> {
             path.push('#');
             path.push_str(f);
         }
-        return Some(path);
+        // What is sent must read back as itself, on this origin.
+        let again = base.join(&path).ok()?;
+        return (again.origin() == base.origin() && again.path() == resolved.path())
+            .then_some(path);
     }
     let absolute = Url::parse(target).ok()?;
     allowed

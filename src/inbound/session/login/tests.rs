@@ -123,6 +123,11 @@ fn redirects_stay_on_this_origin_or_go_where_allowed() {
         ("/%2F%2Fevil.example", Some("/%2F%2Fevil.example")),
         ("//evil.example", None),
         ("///evil.example", None),
+        // Dot segments that leave a `//` at the front (found by the property test below).
+        ("/.//evil.example", None),
+        ("./\\evil.example", None),
+        ("/a/..//evil.example", None),
+        ("./\\", None),
         ("/\\evil.example", None),
         ("\\\\evil.example", None),
         ("/\t/evil.example", None),
