@@ -1,5 +1,8 @@
+use super::parse::{Jwk, public_key};
 use super::*;
 use crate::dev::issuer::SigningKey;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 fn issuer(algorithms: Vec<Algorithm>) -> config::Issuer {
     config::Issuer {
