@@ -1,7 +1,7 @@
 //! Signing JWTs: compact JWS (RFC 7515 §7.1, `header.payload.signature`) with a private key.
 //!
 //! The one signer of every token tollgate makes: the certificate credential's client assertions
-//! (`egress::credential::client_certificate`) and the development issuer's tokens
+//! (`credential::client_certificate`) and the development issuer's tokens
 //! (`dev::issuer`). It sits below both so that egress never imports `dev`, and it depends on
 //! nothing in the crate but `config::Algorithm`.
 

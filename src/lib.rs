@@ -4,7 +4,7 @@
 //!
 //! The layers run one way (`tests/layers.rs` holds them to it): the vocabulary ([`path`],
 //! [`header_names`]), the data ([`config`]), mechanisms ([`filewatch`], [`telemetry`],
-//! [`jose`], [`proxy`], [`fetch`]), the two request paths ([`inbound`], [`egress`], siblings), the
+//! [`jose`], [`proxy`], [`fetch`], [`credential`]), the two request paths ([`inbound`], [`egress`], siblings), the
 //! application ([`app`]), and the shells ([`dev`], [`cli`]).
 //!
 //! - [`config`]: the TOML file, parsed and validated into types that cannot be invalid.
@@ -16,7 +16,10 @@
 //! - [`inbound`]: the request path in front of the upstream: identity stripping, path
 //!   normalisation, route matching, token checks, forwarding.
 //! - [`egress`]: the egress request path: target selection, token injection, the token
-//!   cache and the credentials (managed identity, workload identity, secret, certificate).
+//!   cache.
+//! - [`credential`]: how tokens and client assertions are obtained (managed identity, workload
+//!   identity, secret, certificate, managed identity as federated credential), for egress and
+//!   for browser sign-in's code redemption.
 //! - [`proxy`]: HTTP machinery shared by the listeners: accept loop, TLS, upstream client,
 //!   header rewriting, upgrades.
 //! - [`telemetry`]: logging, metric families, redaction of secrets.
@@ -28,6 +31,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod credential;
 pub mod dev;
 pub mod egress;
 pub mod fetch;

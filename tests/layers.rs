@@ -7,6 +7,7 @@
 //! config                              data: schema, validation, expansion
 //! filewatch, telemetry, jose          mechanisms that know only the data
 //! proxy, fetch                        HTTP machinery
+//! credential                          tokens and client assertions (egress, sign-in)
 //! inbound, egress                     the two request paths; siblings, each owns its state
 //! app                                 state, snapshot building, reload, admin, listeners
 //! dev                                 local stand-ins (issuer, identity endpoint, echo)
@@ -31,10 +32,31 @@ const RULES: &[(&str, &[&str])] = &[
     ("proxy", &["config", "telemetry"]),
     ("fetch", &["config", "proxy"]),
     (
-        "inbound",
+        "credential",
         &["config", "telemetry", "jose", "proxy", "fetch"],
     ),
-    ("egress", &["config", "telemetry", "jose", "proxy", "fetch"]),
+    (
+        "inbound",
+        &[
+            "config",
+            "telemetry",
+            "jose",
+            "proxy",
+            "fetch",
+            "credential",
+        ],
+    ),
+    (
+        "egress",
+        &[
+            "config",
+            "telemetry",
+            "jose",
+            "proxy",
+            "fetch",
+            "credential",
+        ],
+    ),
     (
         "app",
         &[
@@ -43,6 +65,7 @@ const RULES: &[(&str, &[&str])] = &[
             "telemetry",
             "proxy",
             "fetch",
+            "credential",
             "inbound",
             "egress",
         ],
@@ -55,6 +78,7 @@ const RULES: &[(&str, &[&str])] = &[
             "jose",
             "proxy",
             "fetch",
+            "credential",
             "inbound",
             "egress",
         ],
@@ -67,6 +91,7 @@ const RULES: &[(&str, &[&str])] = &[
             "telemetry",
             "proxy",
             "fetch",
+            "credential",
             "inbound",
             "egress",
             "app",

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use crate::config::{
     self, Config, ConfigError, CredentialKind, KeySource, Loaded, Mode, PathMatch, Route, SharedEnv,
 };
-use crate::egress::credential::managed_identity::source::imds_url;
+use crate::credential::managed_identity::source::imds_url;
 
 /// Runs `tollgate check` on `path`, printing the report.
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {

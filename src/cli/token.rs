@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 
 use crate::config::{self, Config, Lookup};
-use crate::egress::credential::{self, response::format_utc};
+use crate::credential::{self, response::format_utc};
 
 /// `tollgate token` arguments.
 #[derive(Debug, clap::Args)]

@@ -18,8 +18,8 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use serde_json::{Value, json};
 
 use super::issuer::{KeyError, LocalIssuer, TokenSpec};
-use crate::egress::credential::managed_identity::source::IMDS_TOKEN_PATH;
-use crate::egress::credential::scope_to_resource;
+use crate::credential::managed_identity::source::IMDS_TOKEN_PATH;
+use crate::credential::scope_to_resource;
 use crate::telemetry::redact::Secret;
 use principal::{Principal, Selector, principal, select};
 

@@ -4,7 +4,7 @@
 //! [`serve`] loads the snapshot once, calls `handle`, turns every rejection into a JSON
 //! response in one exhaustive `match`, and records the metric and access-log line once.
 //! [`target`] picks the target, [`token_cache`] holds the tokens (fetched and refreshed in the
-//! background), and [`credential`] obtains them. A request that gets no token is answered 503
+//! background), and [`crate::credential`] obtains them. A request that gets no token is answered 503
 //! and nothing is sent downstream.
 
 use std::collections::HashMap;
@@ -23,11 +23,10 @@ use crate::proxy::tls::TlsError;
 use crate::proxy::{Body, headers, json_error};
 use crate::telemetry::metrics::Metrics;
 
-pub mod credential;
 pub mod target;
 pub mod token_cache;
 
-use credential::CredentialError;
+use crate::credential::{self, CredentialError};
 use token_cache::{Slot, TokenCache, TokenError};
 
 /// Limits of the egress listener: its client is the app next to it, so no `[server]`-style

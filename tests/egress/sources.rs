@@ -241,14 +241,14 @@ async fn user_assigned_identities_use_each_sources_own_parameter_names() {
         ),
         ca_file: None,
     };
-    let cred = tollgate::egress::credential::build(
+    let cred = tollgate::credential::build(
         &config(tollgate::config::UserAssigned::ClientId("cid".into())),
         &lookup,
     )
     .unwrap();
     cred.fetch("api://orders/.default").await.unwrap();
     assert_eq!(legacy.log()[0].param("clientid"), Some("cid"));
-    let err = tollgate::egress::credential::build(
+    let err = tollgate::credential::build(
         &config(tollgate::config::UserAssigned::ObjectId("oid".into())),
         &lookup,
     )

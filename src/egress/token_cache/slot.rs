@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use super::{MAX_TOKEN_WAIT, Runtime, TokenError, refresh_after, usable_for};
 use crate::config;
-use crate::egress::credential::retry;
-use crate::egress::credential::{AccessToken, Credential, CredentialError};
+use crate::credential::retry;
+use crate::credential::{AccessToken, Credential, CredentialError};
 use crate::telemetry::redact::fingerprint;
 
 /// One (credential, scope) pair and its token.

@@ -7,8 +7,8 @@ use http::HeaderValue;
 
 use super::*;
 use crate::config::{Credential as CredentialConfig, CredentialKind, ManagedIdentitySettings};
-use crate::egress::credential::retry;
-use crate::egress::credential::{AccessToken, BoxFuture, Endpoint, ErrorDetail};
+use crate::credential::retry;
+use crate::credential::{AccessToken, BoxFuture, Endpoint, ErrorDetail};
 use crate::telemetry::redact::Secret;
 
 fn m(minutes: u64) -> Duration {

@@ -9,7 +9,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::egress::credential::CredentialError;
+use crate::credential::CredentialError;
 use crate::proxy::tls;
 
 /// Strips `:` and white space and checks for 40 hex digits; returns them lower-case.

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 
-use crate::egress::credential::transport::retry_after;
-use crate::egress::credential::{
+use crate::credential::transport::retry_after;
+use crate::credential::{
     AccessToken, CredentialError, Endpoint, read_secret_file, request_token, response, unreachable,
 };
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use url::Url;
 
 use crate::config::Lookup;
-use crate::egress::credential::{CredentialError, env_var};
+use crate::credential::{CredentialError, env_var};
 use crate::telemetry::redact::Secret;
 
 /// The IMDS address on every Azure VM.
