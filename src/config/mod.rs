@@ -17,6 +17,7 @@ use url::Url;
 pub mod duration;
 mod egress;
 pub mod expand;
+mod login;
 pub mod schema;
 pub mod validate;
 
@@ -26,6 +27,7 @@ pub use egress::{
     WorkloadIdentitySettings,
 };
 pub use expand::{Lookup, SharedEnv};
+pub use login::{Login, SessionKey, SessionStore, Unauthenticated};
 pub use validate::{ConfigError, Diagnostic, Warning, is_loopback};
 
 /// Methods a route may name: RFC 9110, PATCH, and WebDAV's, in their only accepted spelling
@@ -75,8 +77,10 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// The egress listener and its targets; `None` when the file has no `[egress]`.
     pub egress: Option<Egress>,
-    /// Credentials used by egress targets, by name.
+    /// Credentials used by egress targets and sign-in, by name.
     pub credentials: BTreeMap<String, Credential>,
+    /// Browser sign-in; `None` when the file has no `[login]`.
+    pub login: Option<Login>,
 }
 
 /// `[server]`: the inbound listener and the upstream it protects.
@@ -278,6 +282,8 @@ pub struct Route {
     pub require: Requirements,
     /// Enforce the requirements or only log and count failures. Defaults to enforce.
     pub mode: Mode,
+    /// What a request with no credential at all gets. Defaults to 401.
+    pub unauthenticated: Unauthenticated,
 }
 
 /// A path pattern, already normalised the way request paths are.

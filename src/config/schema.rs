@@ -104,6 +104,7 @@ pub struct RawRoute {
     pub claims: Option<BTreeMap<String, Spanned<OneOrMany>>>,
     pub mode: Option<Text>,
     pub case_insensitive: Option<bool>,
+    pub unauthenticated: Option<Text>,
 }
 
 /// A claim requirement's value: one string, or a list of allowed strings.
@@ -225,4 +226,25 @@ pub struct RawFederation {
     pub audience: Option<Text>,
     pub authority_host: Option<Text>,
     pub ca_file: Option<Text>,
+}
+
+/// `[login]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RawLogin {
+    pub issuer: Text,
+    pub client_id: Text,
+    pub credential: Text,
+    pub scopes: Option<Spanned<Vec<Text>>>,
+    pub session_keys: Spanned<Vec<Text>>,
+    pub session_lifetime: Option<Text>,
+    pub refresh_extension: Option<Text>,
+    pub cookie_name: Option<Text>,
+    pub token_headers: Option<bool>,
+    pub refresh_token_header: Option<bool>,
+    pub me_tokens: Option<bool>,
+    pub allowed_redirects: Option<Vec<Text>>,
+    pub allowed_origins: Option<Vec<Text>>,
+    pub session_store: Option<Text>,
 }

@@ -17,13 +17,14 @@ use url::Url;
 
 use super::expand::{self, Lookup};
 use super::schema::{
-    RawAdmin, RawEgress, RawIdentity, RawIssuer, RawLog, RawRoute, RawServer, Text,
+    RawAdmin, RawEgress, RawIdentity, RawIssuer, RawLog, RawLogin, RawRoute, RawServer, Text,
 };
 use super::{Admin, Config, Loaded, Log, LogFormat, Position, Route};
 
 mod context;
 mod credentials;
 mod inbound;
+mod login;
 mod routes;
 
 use context::Context;
@@ -89,7 +90,7 @@ impl fmt::Display for DisplayList<'_> {
 }
 
 /// Sections a file may have, for the "unknown section" message.
-const SECTIONS: &str = "server, admin, log, issuers, identity, routes, egress, credentials";
+const SECTIONS: &str = "server, admin, log, issuers, identity, routes, egress, credentials, login";
 
 /// Parses, expands and validates a configuration file's text.
 pub fn validate(text: &str, path: &Path, env: Lookup<'_>) -> Result<Loaded, ConfigError> {
@@ -120,6 +121,7 @@ pub fn validate(text: &str, path: &Path, env: Lookup<'_>) -> Result<Loaded, Conf
             "routes" => sections.routes = cx.array_of::<RawRoute>(value, "routes"),
             "egress" => sections.egress = egress_section(&mut cx, value),
             "credentials" => sections.credentials = Some(credentials::section(&mut cx, value)),
+            "login" => sections.login = cx.section::<RawLogin>(value, "login"),
             other => cx.error_at(
                 key.span(),
                 other,
@@ -151,6 +153,7 @@ struct Sections {
     routes: Vec<(RawRoute, Range<usize>)>,
     egress: Option<EgressSection>,
     credentials: Option<BTreeMap<String, super::Credential>>,
+    login: Option<RawLogin>,
 }
 
 fn build(cx: &mut Context<'_>, s: Sections) -> Config {
@@ -203,6 +206,30 @@ fn build(cx: &mut Context<'_>, s: Sections) -> Config {
     let egress = s
         .egress
         .and_then(|(raw, targets, span)| credentials::egress(cx, raw, targets, span, &credentials));
+    let login = s
+        .login
+        .and_then(|raw| login::login(cx, raw, &issuers, &credentials));
+    if present("login") && !present("server") {
+        cx.error_at(
+            0..0,
+            "login",
+            "[login] signs users in on the inbound listener, but there is no [server]".into(),
+        );
+    }
+    if let Some(route) = routes
+        .iter()
+        .find(|r| r.unauthenticated == super::Unauthenticated::Redirect)
+        .filter(|_| !present("login"))
+    {
+        cx.error_at(
+            0..0,
+            "routes",
+            format!(
+                "route {:?} (line {}) has unauthenticated = \"redirect\", which needs a [login] section to send browsers to",
+                route.name, route.position.line
+            ),
+        );
+    }
     if !present("server") && !present("egress") {
         cx.error_at(
             0..0,
@@ -221,6 +248,7 @@ fn build(cx: &mut Context<'_>, s: Sections) -> Config {
         routes,
         egress,
         credentials,
+        login,
     }
 }
 

@@ -375,6 +375,7 @@ mod tests {
             allow_anonymous: false,
             require: Requirements::default(),
             mode: Mode::Enforce,
+            unauthenticated: Default::default(),
         }
     }
 

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::{Context, strings};
 use crate::config::schema::RawRoute;
-use crate::config::{KNOWN_METHODS, Mode, PathMatch, Requirements, Route};
+use crate::config::{KNOWN_METHODS, Mode, PathMatch, Requirements, Route, Unauthenticated};
 use crate::path::is_segment_char;
 
 pub(super) fn routes(
@@ -206,6 +206,32 @@ fn route(
             "an allow_anonymous route cannot also have token requirements",
         );
     }
+    let unauthenticated = match &r.unauthenticated {
+        None => Unauthenticated::default(),
+        Some(u) => {
+            let value = match u.get_ref().as_str() {
+                "401" => Unauthenticated::Status401,
+                "403" => Unauthenticated::Status403,
+                "redirect" => Unauthenticated::Redirect,
+                _ => {
+                    cx.error(
+                        u,
+                        &format!("{key}.unauthenticated"),
+                        "expected \"401\", \"403\" or \"redirect\"",
+                    );
+                    Unauthenticated::default()
+                }
+            };
+            if allow_anonymous {
+                cx.error(
+                    u,
+                    &format!("{key}.unauthenticated"),
+                    "an allow_anonymous route lets requests without a credential through: unauthenticated has no effect there",
+                );
+            }
+            value
+        }
+    };
     let name = match r.name {
         Some(n) => n.into_inner(),
         None => path
@@ -222,6 +248,7 @@ fn route(
         allow_anonymous,
         require,
         mode,
+        unauthenticated,
     })
 }
 

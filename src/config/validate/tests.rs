@@ -560,3 +560,195 @@ fn claim_headers_refuse_every_name_tollgate_strips_or_sets() {
     let text = format!("{head}\"X-Msft-Tenant\" = \"tid\"\n\"X_Caller_App\" = \"azp\"\n");
     assert_eq!(load(&text).unwrap().config.identity.claims.len(), 3);
 }
+
+const LOGIN: &str = r#"
+[server]
+upstream = "http://127.0.0.1:3000"
+
+[[issuers]]
+name = "entra"
+issuer = "https://login.microsoftonline.com/t/v2.0"
+discovery = "https://login.microsoftonline.com/t/v2.0/.well-known/openid-configuration"
+audiences = ["api://web"]
+
+[credentials.web]
+kind = "managed_identity_federation"
+tenant_id = "t"
+client_id = "web-client"
+identity_client_id = "mi"
+
+[login]
+issuer = "entra"
+client_id = "web-client"
+credential = "web"
+session_keys = ["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="]
+
+[[routes]]
+prefix = "/"
+unauthenticated = "redirect"
+"#;
+
+#[test]
+fn login_takes_defaults() {
+    let c = load(LOGIN).unwrap().config;
+    let login = c.login.unwrap();
+    assert_eq!(
+        login.scopes,
+        ["openid", "profile", "email", "offline_access"]
+    );
+    assert_eq!(login.session_lifetime, Duration::from_secs(8 * 3600));
+    assert_eq!(login.refresh_extension, Duration::from_secs(72 * 3600));
+    assert_eq!(login.cookie_name, "AppServiceAuthSession");
+    assert!(login.token_headers && !login.refresh_token_header && !login.me_tokens);
+    assert_eq!(login.session_keys.len(), 1);
+    assert_eq!(login.session_keys[0].0[31], 31);
+    assert!(login.session_store.is_none());
+    assert_eq!(
+        c.routes[0].unauthenticated,
+        crate::config::Unauthenticated::Redirect
+    );
+    // A key's bytes never reach a debug print.
+    assert!(!format!("{login:?}").contains("AAECAw"));
+}
+
+#[test]
+fn login_checks() {
+    let with = |from: &str, to: &str| {
+        assert!(LOGIN.contains(from), "{from}");
+        LOGIN.replacen(from, to, 1)
+    };
+    let cases = [
+        (
+            with("issuer = \"entra\"\nclient", "issuer = \"other\"\nclient"),
+            "login.issuer: no [[issuers]] entry is named \"other\"",
+        ),
+        (
+            with("credential = \"web\"", "credential = \"nope\""),
+            "no [credentials.nope] section",
+        ),
+        (
+            with(
+                "client_id = \"web-client\"\ncredential",
+                "client_id = \"another\"\ncredential",
+            ),
+            "authenticates client \"web-client\", not login.client_id \"another\"",
+        ),
+        (
+            with(
+                "session_keys = [\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"]",
+                "session_keys = [\"c2hvcnQ=\"]",
+            ),
+            "a session key is the base64 of 32 random bytes",
+        ),
+        (
+            with(
+                "session_keys = [\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"]",
+                "session_keys = []",
+            ),
+            "give at least one key",
+        ),
+        (
+            with(
+                "session_keys = [\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"]",
+                "session_keys = [\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\", \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\"]",
+            ),
+            "listed twice",
+        ),
+        (
+            with(
+                "credential = \"web\"",
+                "credential = \"web\"\nscopes = [\"profile\"]",
+            ),
+            "must include \"openid\"",
+        ),
+        (
+            with(
+                "credential = \"web\"",
+                "credential = \"web\"\nsession_lifetime = \"0s\"",
+            ),
+            "login.session_lifetime: must be longer than zero",
+        ),
+        (
+            with(
+                "credential = \"web\"",
+                "credential = \"web\"\ncookie_name = \"a;b\"",
+            ),
+            "login.cookie_name",
+        ),
+        (
+            with(
+                "credential = \"web\"",
+                "credential = \"web\"\ncookie_name = \"Session2\"",
+            ),
+            "not ending with a digit",
+        ),
+        (
+            with(
+                "credential = \"web\"",
+                "credential = \"web\"\nallowed_origins = [\"https://app.example.com/path\"]",
+            ),
+            "with no path",
+        ),
+        (
+            with(
+                "credential = \"web\"",
+                "credential = \"web\"\nsession_store = \"http://user:hunter2@redis\"",
+            ),
+            "expected a Redis URL",
+        ),
+        (
+            with(
+                "discovery = \"https://login.microsoftonline.com/t/v2.0/.well-known/openid-configuration\"",
+                "jwks_uri = \"https://login.microsoftonline.com/t/discovery/v2.0/keys\"",
+            ),
+            "needs `discovery`",
+        ),
+        (
+            with(
+                "kind = \"managed_identity_federation\"\ntenant_id = \"t\"\nclient_id = \"web-client\"\nidentity_client_id = \"mi\"",
+                "kind = \"managed_identity\"",
+            ),
+            "is a managed identity, which cannot sign in users",
+        ),
+        (
+            with(
+                "unauthenticated = \"redirect\"",
+                "unauthenticated = \"302\"",
+            ),
+            "expected \"401\", \"403\" or \"redirect\"",
+        ),
+        (
+            with(
+                "unauthenticated = \"redirect\"",
+                "allow_anonymous = true\nunauthenticated = \"403\"",
+            ),
+            "has no effect there",
+        ),
+        (with("[login]", "[unused]"), "unknown section"),
+    ];
+    for (text, want) in cases {
+        let all = errors(&text);
+        assert!(
+            all.iter().any(|e| e.contains(want)),
+            "no error containing {want:?} in {all:#?}"
+        );
+        // A key or a store password is never echoed.
+        assert!(
+            all.iter()
+                .all(|e| !e.contains("hunter2") && !e.contains("c2hvcnQ")),
+            "{all:#?}"
+        );
+    }
+    let no_login = LOGIN[..LOGIN.find("[login]").unwrap()].to_owned()
+        + "[[routes]]\nprefix = \"/\"\nunauthenticated = \"redirect\"\n";
+    assert_error(&no_login, "needs a [login] section");
+    let origins = with(
+        "credential = \"web\"",
+        "credential = \"web\"\nallowed_origins = [\"https://App.example.com:8443\", \"https://b.example.com/\"]",
+    );
+    let login = load(&origins).unwrap().config.login.unwrap();
+    assert_eq!(
+        login.allowed_origins,
+        ["https://app.example.com:8443", "https://b.example.com"]
+    );
+}
