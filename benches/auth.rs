@@ -107,6 +107,7 @@ fn route(i: usize) -> Route {
         allow_anonymous: false,
         require: Requirements::default(),
         mode: Mode::Enforce,
+        unauthenticated: Default::default(),
     }
 }
 
