@@ -13,7 +13,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::entra::{ClientAuth, TokenEndpoint};
-use super::{AccessToken, BoxFuture, Credential, CredentialError};
+use super::{AccessToken, BoxFuture, ClientAuthentication, Credential, CredentialError};
 use crate::config::{Algorithm, ClientCertificateSettings, Lookup};
 use crate::jose::{self, PrivateKey};
 use crate::telemetry::redact::Secret;
@@ -130,6 +130,18 @@ impl ClientCertificate {
 }
 
 impl Credential for ClientCertificate {
+    fn client_auth<'a>(
+        &'a self,
+        token_url: &'a url::Url,
+    ) -> BoxFuture<'a, Result<ClientAuthentication, CredentialError>> {
+        Box::pin(async move {
+            let signer = Signer::load(&self.certificate, self.algorithm)?;
+            signer
+                .assertion(&self.client_id, token_url.as_str(), SystemTime::now())
+                .map(ClientAuthentication::Assertion)
+        })
+    }
+
     fn fetch<'a>(&'a self, scope: &'a str) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
         Box::pin(async move {
             let signer = Signer::load(&self.certificate, self.algorithm)?;

@@ -5,7 +5,10 @@
 use std::path::Path;
 
 use super::entra::{ClientAuth, TokenEndpoint};
-use super::{AccessToken, BoxFuture, Credential, CredentialError, env_var, read_secret_file};
+use super::{
+    AccessToken, BoxFuture, ClientAuthentication, Credential, CredentialError, env_var,
+    read_secret_file,
+};
 use crate::config::{ClientSecretSettings, Lookup, SecretSource};
 use crate::telemetry::redact::Secret;
 
@@ -53,19 +56,28 @@ impl ClientSecret {
     }
 }
 
+impl ClientSecret {
+    async fn secret(&self) -> Result<Secret<String>, CredentialError> {
+        match &self.secret {
+            Held::File(path) => read_secret_file(path, "client secret file").await,
+            Held::Value(secret, _) => Ok(secret.clone()),
+        }
+    }
+}
+
 impl Credential for ClientSecret {
+    fn client_auth<'a>(
+        &'a self,
+        _token_url: &'a url::Url,
+    ) -> BoxFuture<'a, Result<ClientAuthentication, CredentialError>> {
+        Box::pin(async move { self.secret().await.map(ClientAuthentication::Secret) })
+    }
+
     fn fetch<'a>(&'a self, scope: &'a str) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
         Box::pin(async move {
-            let read;
-            let secret = match &self.secret {
-                Held::File(path) => {
-                    read = read_secret_file(path, "client secret file").await?;
-                    &read
-                }
-                Held::Value(secret, _) => secret,
-            };
+            let secret = self.secret().await?;
             self.endpoint
-                .client_credentials(&self.client_id, scope, ClientAuth::Secret(secret))
+                .client_credentials(&self.client_id, scope, ClientAuth::Secret(&secret))
                 .await
         })
     }

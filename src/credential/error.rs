@@ -24,6 +24,8 @@ pub enum Endpoint {
     CloudShell,
     /// The Entra ID token endpoint.
     Entra,
+    /// The sign-in issuer's token endpoint (code redemption, refresh).
+    Provider,
 }
 
 impl Endpoint {
@@ -37,6 +39,7 @@ impl Endpoint {
             Endpoint::ServiceFabric => "Service Fabric identity endpoint",
             Endpoint::CloudShell => "Cloud Shell identity endpoint",
             Endpoint::Entra => "Entra ID",
+            Endpoint::Provider => "the sign-in issuer's token endpoint",
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::entra::{ClientAuth, TokenEndpoint};
 use super::managed_identity::ManagedIdentity;
 use super::managed_identity::source::Platform;
-use super::{AccessToken, BoxFuture, Credential, CredentialError};
+use super::{AccessToken, BoxFuture, ClientAuthentication, Credential, CredentialError};
 use crate::config::{FederationSettings, Lookup, UserAssigned};
 use crate::telemetry::redact::Secret;
 
@@ -82,6 +82,13 @@ impl Federation {
 }
 
 impl Credential for Federation {
+    fn client_auth<'a>(
+        &'a self,
+        _token_url: &'a url::Url,
+    ) -> BoxFuture<'a, Result<ClientAuthentication, CredentialError>> {
+        Box::pin(async move { self.assertion().await.map(ClientAuthentication::Assertion) })
+    }
+
     fn fetch<'a>(&'a self, scope: &'a str) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
         Box::pin(async move {
             let assertion = self.assertion().await?;

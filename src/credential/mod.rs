@@ -30,6 +30,7 @@ pub mod client_secret;
 pub mod entra;
 mod error;
 pub mod federation;
+pub mod grant;
 pub mod managed_identity;
 pub mod response;
 pub mod retry;
@@ -49,6 +50,30 @@ pub trait Credential: Send + Sync {
 
     /// What this credential is and where it gets tokens, for logs and `tollgate token`.
     fn describe(&self) -> String;
+
+    /// How this app registration proves itself at `token_url` (any OpenID provider's token
+    /// endpoint: a client assertion's `aud`), for the user grants of [`grant`]. A managed
+    /// identity is no app registration and has none.
+    fn client_auth<'a>(
+        &'a self,
+        token_url: &'a url::Url,
+    ) -> BoxFuture<'a, Result<ClientAuthentication, CredentialError>> {
+        let _ = token_url;
+        Box::pin(async {
+            Err(CredentialError::Setup(
+                "this credential is not an app registration's: it cannot redeem codes".into(),
+            ))
+        })
+    }
+}
+
+/// An app registration's proof at a token endpoint; `Debug` shows neither value.
+#[derive(Clone, Debug)]
+pub enum ClientAuthentication {
+    /// `client_secret`.
+    Secret(Secret<String>),
+    /// `client_assertion` (a signed JWT, a Kubernetes token, a managed-identity token).
+    Assertion(Secret<String>),
 }
 
 /// An access token and when it expires.

@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use super::entra::{ClientAuth, TokenEndpoint};
-use super::{AccessToken, BoxFuture, Credential, CredentialError, env_var, read_secret_file};
+use super::{
+    AccessToken, BoxFuture, ClientAuthentication, Credential, CredentialError, env_var,
+    read_secret_file,
+};
 use crate::config::{Lookup, WorkloadIdentitySettings};
 
 /// A federated Kubernetes token exchanged at Entra ID.
@@ -49,6 +52,17 @@ impl WorkloadIdentity {
 }
 
 impl Credential for WorkloadIdentity {
+    fn client_auth<'a>(
+        &'a self,
+        _token_url: &'a url::Url,
+    ) -> BoxFuture<'a, Result<ClientAuthentication, CredentialError>> {
+        Box::pin(async move {
+            read_secret_file(&self.token_file, "federated token file")
+                .await
+                .map(ClientAuthentication::Assertion)
+        })
+    }
+
     fn fetch<'a>(&'a self, scope: &'a str) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
         Box::pin(async move {
             // Read every time: a stale projected token gets AADSTS700024.
