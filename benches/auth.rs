@@ -212,7 +212,7 @@ roles_any = ["Orders.Read"]
         .expect("config")
         .config;
     let metrics = Arc::new(Metrics::new());
-    let state = InboundState::build(&config, None, &metrics, None)
+    let state = InboundState::build(&config, None, &metrics, None, &|_| None)
         .expect("state")
         .expect("a [server]");
     let jwks = json!({ "keys": [key.jwk()] }).to_string();

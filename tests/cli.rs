@@ -580,6 +580,7 @@ roles_all = ["admin"]
                     assert!(!forwarded, "{what}");
                     assert_eq!(reply.status, 200, "{what}");
                 }
+                Verdict::Auth(_) => panic!("no [login] in this table: {what}"),
                 Verdict::Reject(_) => {
                     assert!(!forwarded, "explain refuses, the proxy forwarded: {what}");
                     let refusal = explained.refusal.expect("a refusal");

@@ -108,6 +108,7 @@ impl App {
         let cx = BuildContext {
             metrics: &metrics,
             tasks: Some((&life.tracker, &background)),
+            env: &*options.env,
             tokens: tokens.clone(),
         };
         let Prepared { snapshot, tls } = prepare(loaded.config, &cx)?;
@@ -241,7 +242,7 @@ pub fn preflight(config: Config, env: SharedEnv) -> Result<(), StartError> {
     // Never run: it only carries `env` to the credentials, as at start.
     let tokens = config.egress.is_some().then(|| {
         TokenCache::new(
-            env,
+            env.clone(),
             metrics.clone(),
             tokio_util::task::TaskTracker::new(),
             CancellationToken::new(),
@@ -250,6 +251,7 @@ pub fn preflight(config: Config, env: SharedEnv) -> Result<(), StartError> {
     let cx = BuildContext {
         metrics: &metrics,
         tasks: None,
+        env: &*env,
         tokens,
     };
     prepare(config, &cx).map(drop)

@@ -110,6 +110,7 @@ impl Reloader {
         let cx = BuildContext {
             metrics: &self.metrics,
             tasks: Some((&self.tasks.0, &self.tasks.1)),
+            env: &*self.env,
             // The token cache passes from the current snapshot.
             tokens: None,
         };

@@ -33,6 +33,8 @@ pub struct BuildContext<'a> {
     /// Where to run key refresh tasks; `None` builds an offline snapshot (`explain`, benches)
     /// whose key sets are filled by hand.
     pub tasks: Tasks<'a>,
+    /// Where `${VAR}`-less settings come from: the credentials' environment (sign-in's).
+    pub env: crate::config::Lookup<'a>,
     /// The egress token cache for the first snapshot (later ones take it from the previous
     /// snapshot); without one, the egress side is off.
     pub tokens: Option<Arc<TokenCache>>,
@@ -58,7 +60,7 @@ impl Snapshot {
         cx: &BuildContext<'_>,
     ) -> Result<Snapshot, BuildError> {
         let old_inbound = previous.and_then(|p| p.inbound.as_ref());
-        let inbound = InboundState::build(&config, old_inbound, cx.metrics, cx.tasks)?;
+        let inbound = InboundState::build(&config, old_inbound, cx.metrics, cx.tasks, cx.env)?;
         let tokens = previous
             .and_then(|p| p.tokens.clone())
             .or_else(|| cx.tokens.clone());

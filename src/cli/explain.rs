@@ -130,7 +130,8 @@ pub async fn explanation(
     let mut out = String::new();
     let _ = writeln!(out, "request: {method} {raw_path}");
     let metrics = Arc::new(Metrics::new());
-    let state = match InboundState::build(config, None, &metrics, None) {
+    let state = match InboundState::build(config, None, &metrics, None, &crate::config::process_env)
+    {
         Ok(state) => state,
         Err(e) => {
             let _ = writeln!(out, "error: {e}");
@@ -251,6 +252,13 @@ fn print_route(out: &mut String, routed: &Routed<'_>, config: &Config) {
                 inbound::me::PATH
             );
         }
+        Routed::Auth(endpoint) => {
+            let _ = writeln!(
+                out,
+                "route: {} (tollgate answers it: browser sign-in)",
+                endpoint.label()
+            );
+        }
         Routed::None => {
             let _ = writeln!(out, "route: none matches");
         }
@@ -287,11 +295,24 @@ fn print_decision(out: &mut String, trace: &Trace<'_, '_>) {
             "allow (audit mode: the failure is logged and counted)".to_owned()
         }
         Verdict::Me => "answer with the caller's identity (JSON)".to_owned(),
+        Verdict::Auth(endpoint) => format!("answer as the sign-in endpoint {}", endpoint.label()),
         Verdict::Forward(Decision::Denied) | Verdict::Reject(_) => {
             let refusal = trace.refusal().unwrap_or_else(Refusal::fallback);
             let retry = refusal
                 .retry_after
                 .map(|s| format!(" (Retry-After: {s})"))
+                .or_else(|| {
+                    refusal
+                        .location
+                        .as_ref()
+                        .map(|l| format!(" (Location: {l})"))
+                })
+                .or_else(|| {
+                    refusal
+                        .login_url
+                        .as_ref()
+                        .map(|l| format!(" (login_url: {l})"))
+                })
                 .unwrap_or_default();
             format!(
                 "{} {}: {}{retry}",
@@ -314,6 +335,14 @@ fn print_token(out: &mut String, checked: &Token<'_>, raw: Option<&str>) {
         }
         Token::Valid(_) => None,
         Token::Invalid(e) => Some(e),
+        Token::Session(v) => {
+            let _ = writeln!(
+                out,
+                "token: none; browser session of issuer {}",
+                v.issuer.name
+            );
+            return;
+        }
     };
     if let Some((header, claims)) = raw.and_then(jwt::dangerous::decode_unverified) {
         let _ = writeln!(out, "token header (unverified): {header}");
@@ -335,7 +364,7 @@ fn print_token(out: &mut String, checked: &Token<'_>, raw: Option<&str>) {
         Token::Valid(v) => {
             let _ = writeln!(out, "issuer: {} ({})", v.issuer.name, v.alg);
         }
-        Token::NotRead | Token::Absent => {}
+        Token::NotRead | Token::Absent | Token::Session(_) => {}
     }
 }
 

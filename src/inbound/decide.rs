@@ -16,8 +16,9 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::jwt::{self, AuthError, Verified};
 use super::policy::{self, Evaluation};
+use super::session::endpoints::{self, Endpoint};
 use super::{Decision, InboundState, bearer, me};
-use crate::config::{Mode, Route};
+use crate::config::{Mode, Route, Unauthenticated};
 use crate::path::{self, PathError};
 use crate::proxy::{Body, json_error};
 use crate::telemetry::metrics::RouteSeries;
@@ -38,6 +39,8 @@ pub struct Trace<'s, 'r> {
     pub requirements: Option<Evaluation<'s>>,
     /// What happens to the request.
     pub verdict: Verdict,
+    /// The query, for a sign-in redirect back here.
+    pub query: Option<&'r str>,
 }
 
 /// What the path and method matched.
@@ -46,6 +49,9 @@ pub enum Routed<'s> {
     NotReached,
     /// `GET /.auth/me`, answered by tollgate itself.
     Me,
+    /// A sign-in endpoint (`/.auth/login/aad`, its callback, `/.auth/refresh`,
+    /// `/.auth/logout`), answered by tollgate itself.
+    Auth(Endpoint),
     /// No route covers the request.
     None,
     /// The first route that covers it, with its metric series.
@@ -60,6 +66,8 @@ pub enum Token<'s> {
     Absent,
     /// It passed every check.
     Valid(Verified<'s>),
+    /// No bearer token, but a browser session (its id_token's claims).
+    Session(Verified<'s>),
     /// It failed one.
     Invalid(AuthError),
 }
@@ -71,6 +79,8 @@ pub enum Verdict {
     Forward(Decision),
     /// Answered by `/.auth/me` with the caller's identity.
     Me,
+    /// Answered by a sign-in endpoint.
+    Auth(Endpoint),
     /// Refused by tollgate.
     Reject(Reject),
 }
@@ -93,6 +103,41 @@ pub enum Reject {
     Unauthenticated,
     /// A valid token fails the route's requirements ([`Trace::requirements`]): 403.
     Forbidden,
+    /// No credential on a route with `unauthenticated = "403"`: 403.
+    NoCredential,
+    /// No credential on a route with `unauthenticated = "redirect"`, from a top-level
+    /// navigation: 302 to sign-in.
+    SignIn,
+    /// A session-authenticated unsafe method from another origin: 403 `csrf`.
+    Csrf,
+    /// The session store cannot be reached: 503.
+    SessionUnavailable,
+}
+
+/// What a request brings besides its bearer token: the browser session the listener opened,
+/// and where the browser is.
+#[derive(Default)]
+pub struct Browser<'s, 'a> {
+    /// The session of the request's cookie.
+    pub session: SessionInput<'s>,
+    /// The request's origin as the browser sees it (`https://app.example.com`).
+    pub origin: Option<&'a str>,
+    /// Extra origins allowed to send unsafe methods with the session cookie.
+    pub allowed_origins: &'a [String],
+    /// The query string, kept in the sign-in redirect.
+    pub query: Option<&'a str>,
+}
+
+/// The browser session, as the listener found it.
+#[derive(Default)]
+pub enum SessionInput<'s> {
+    /// None (or not looked at: a bearer token decides alone).
+    #[default]
+    None,
+    /// A signed-in user.
+    Active(Verified<'s>),
+    /// The session store could not be reached.
+    Unavailable,
 }
 
 /// How a refusal is answered: one table for the proxy's response, its metrics and log
@@ -114,6 +159,10 @@ pub struct Refusal {
     pub reason: &'static str,
     /// Whether it counts as an authentication failure.
     pub counted: bool,
+    /// Where a `302` sends the browser (sign-in).
+    pub location: Option<String>,
+    /// The `login_url` member of a 401 on a route that signs browsers in.
+    pub login_url: Option<String>,
 }
 
 /// The `WWW-Authenticate` header of a refusal.
@@ -138,12 +187,22 @@ impl Refusal {
             retry_after: None,
             reason: "no_route",
             counted: false,
+            location: None,
+            login_url: None,
         }
     }
 
     /// The response tollgate writes.
     pub fn response(&self) -> Response<Body> {
-        let mut r = json_error(self.status, self.error, self.description);
+        if let Some(location) = &self.location {
+            return endpoints::redirect_to(location);
+        }
+        let mut r = match &self.login_url {
+            None => json_error(self.status, self.error, self.description),
+            Some(url) => {
+                endpoints::json_with_login_url(self.status, self.error, self.description, url)
+            }
+        };
         let challenge = match self.challenge {
             Challenge::None => None,
             Challenge::Bare => Some(HeaderValue::from_static("Bearer realm=\"tollgate\"")),
@@ -172,6 +231,7 @@ impl<'s> Trace<'s, '_> {
             token: Token::NotRead,
             requirements: None,
             verdict: Verdict::Reject(reject),
+            query: None,
         }
     }
 
@@ -180,14 +240,15 @@ impl<'s> Trace<'s, '_> {
         match &self.route {
             Routed::Route(route, _) => &route.name,
             Routed::Me => me::PATH,
+            Routed::Auth(e) => e.label(),
             Routed::NotReached | Routed::None => super::NO_ROUTE,
         }
     }
 
-    /// The verified token, if there is one.
+    /// The verified token (or the session's id_token), if there is one.
     pub fn verified(&self) -> Option<&Verified<'s>> {
         match &self.token {
-            Token::Valid(v) => Some(v),
+            Token::Valid(v) | Token::Session(v) => Some(v),
             _ => None,
         }
     }
@@ -210,6 +271,12 @@ impl<'s> Trace<'s, '_> {
             retry_after: None,
             reason,
             counted: false,
+            location: None,
+            login_url: None,
+        };
+        let login_url = || {
+            let path = self.path.as_deref().unwrap_or("/");
+            endpoints::login_url(path, self.query)
         };
         Some(match reject {
             Reject::InboundDisabled => plain(
@@ -239,6 +306,12 @@ impl<'s> Trace<'s, '_> {
             Reject::MissingToken => Refusal {
                 challenge: Challenge::Bare,
                 counted: true,
+                login_url: match self.route {
+                    Routed::Route(r, _) if r.unauthenticated == Unauthenticated::Redirect => {
+                        Some(login_url())
+                    }
+                    _ => None,
+                },
                 ..plain(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
@@ -290,6 +363,42 @@ impl<'s> Trace<'s, '_> {
                     "forbidden",
                 )
             },
+            Reject::NoCredential => Refusal {
+                counted: true,
+                ..plain(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "a credential is required",
+                    "missing_token",
+                )
+            },
+            Reject::SignIn => Refusal {
+                location: Some(login_url()),
+                ..plain(
+                    StatusCode::FOUND,
+                    "sign_in",
+                    "sign in to continue",
+                    "sign_in",
+                )
+            },
+            Reject::Csrf => Refusal {
+                counted: true,
+                ..plain(
+                    StatusCode::FORBIDDEN,
+                    "csrf",
+                    "a request with the session cookie from another origin",
+                    "csrf",
+                )
+            },
+            Reject::SessionUnavailable => Refusal {
+                retry_after: Some("5"),
+                ..plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the session store cannot be reached",
+                    "session_store_unavailable",
+                )
+            },
         })
     }
 }
@@ -305,6 +414,7 @@ impl fmt::Display for Trace<'_, '_> {
             Token::NotRead => {}
             Token::Absent => f.write_str(" token=none")?,
             Token::Valid(v) => write!(f, " token=valid issuer={}", v.issuer.name)?,
+            Token::Session(v) => write!(f, " session=valid issuer={}", v.issuer.name)?,
             Token::Invalid(e) => write!(f, " token=invalid reason={}", e.reason())?,
         }
         if let Some(check) = self.failed_requirement() {
@@ -315,6 +425,7 @@ impl fmt::Display for Trace<'_, '_> {
                 write!(f, " verdict=forward decision={}", decision.as_str())
             }
             Verdict::Me => f.write_str(" verdict=me"),
+            Verdict::Auth(e) => write!(f, " verdict=sign-in endpoint={}", e.label()),
             Verdict::Reject(_) => match self.refusal() {
                 Some(r) => write!(f, " verdict={} {}", r.status.as_u16(), r.error),
                 None => Ok(()),
@@ -324,12 +435,27 @@ impl fmt::Display for Trace<'_, '_> {
 }
 
 /// The decision for one request head at time `now`, without waiting for anything. `headers`
-/// are the request's after stripping (only `Authorization` is read).
+/// are the request's after stripping (only `Authorization` is read). Without a browser
+/// session: [`decide_with`] takes one.
 pub fn decide<'s, 'r>(
     inbound: Option<&'s InboundState>,
     method: &Method,
     raw_path: &'r str,
     headers: &HeaderMap,
+    now: SystemTime,
+) -> Trace<'s, 'r> {
+    decide_with(inbound, method, raw_path, headers, Browser::default(), now)
+}
+
+/// [`decide`] for a request that may carry a browser session (opened by the listener). A
+/// bearer token decides alone; without one, the session; without either, the route's
+/// `unauthenticated`.
+pub fn decide_with<'s, 'r>(
+    inbound: Option<&'s InboundState>,
+    method: &Method,
+    raw_path: &'r str,
+    headers: &HeaderMap,
+    browser: Browser<'s, 'r>,
     now: SystemTime,
 ) -> Trace<'s, 'r> {
     let Some(inbound) = inbound else {
@@ -348,12 +474,23 @@ pub fn decide<'s, 'r>(
         requirements: None,
         verdict: Verdict::Reject(Reject::NoRoute),
         path: None,
+        query: browser.query,
     };
+    if inbound.sessions.is_some()
+        && let Some(endpoint) = Endpoint::at(method, &path)
+    {
+        trace.route = Routed::Auth(endpoint);
+        trace.verdict = Verdict::Auth(endpoint);
+        trace.path = Some(path);
+        return trace;
+    }
+    let session_unavailable = matches!(browser.session, SessionInput::Unavailable);
     if path == me::PATH && method == Method::GET {
         trace.route = Routed::Me;
-        trace.token = token(inbound, headers, now);
+        trace.token = token(inbound, headers, browser.session, now);
         trace.verdict = match trace.token {
-            Token::Valid(_) => Verdict::Me,
+            Token::Valid(_) | Token::Session(_) => Verdict::Me,
+            Token::Absent if session_unavailable => Verdict::Reject(Reject::SessionUnavailable),
             Token::Absent => Verdict::Reject(Reject::MissingToken),
             _ => Verdict::Reject(Reject::Unauthenticated),
         };
@@ -367,16 +504,33 @@ pub fn decide<'s, 'r>(
     };
     trace.path = Some(path);
     trace.route = Routed::Route(route, series);
-    trace.token = token(inbound, headers, now);
+    trace.token = token(inbound, headers, browser.session, now);
+    let cross_site = matches!(trace.token, Token::Session(_))
+        && !is_safe(method)
+        && !same_origin(headers, browser.origin, browser.allowed_origins);
     if route.allow_anonymous {
+        if cross_site {
+            // The session is not used for a cross-site request: forwarded without identity.
+            trace.token = Token::Absent;
+        }
         // A valid token still identifies the caller; an invalid one is dropped, not refused.
         trace.verdict = Verdict::Forward(Decision::Anonymous);
         return trace;
     }
+    if cross_site {
+        trace.verdict = Verdict::Reject(Reject::Csrf);
+        return trace;
+    }
     let verified = match &trace.token {
-        Token::Valid(v) => v,
+        Token::Valid(v) | Token::Session(v) => v,
         Token::Absent | Token::NotRead => {
-            trace.verdict = Verdict::Reject(Reject::MissingToken);
+            trace.verdict = Verdict::Reject(match route.unauthenticated {
+                _ if session_unavailable => Reject::SessionUnavailable,
+                Unauthenticated::Status401 => Reject::MissingToken,
+                Unauthenticated::Status403 => Reject::NoCredential,
+                Unauthenticated::Redirect if is_navigation(method, headers) => Reject::SignIn,
+                Unauthenticated::Redirect => Reject::MissingToken,
+            });
             return trace;
         }
         Token::Invalid(_) => {
@@ -392,6 +546,39 @@ pub fn decide<'s, 'r>(
     };
     trace.requirements = Some(evaluation);
     trace
+}
+
+/// `GET`, `HEAD` and `OPTIONS` change nothing, so a cross-site one needs no check.
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// A top-level navigation: `GET`/`HEAD` with `Sec-Fetch-Mode: navigate`, or without
+/// `Sec-Fetch-Mode` and with `text/html` in `Accept` (older browsers).
+pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return false;
+    }
+    match headers.get("sec-fetch-mode") {
+        Some(mode) => mode.as_bytes().eq_ignore_ascii_case(b"navigate"),
+        None => super::session::pages::wants_html(headers),
+    }
+}
+
+/// Whether an unsafe request with the session cookie comes from this origin: `Origin` is the
+/// request's own or an allowed one; without `Origin`, `Sec-Fetch-Site: same-origin`.
+fn same_origin(headers: &HeaderMap, own: Option<&str>, allowed: &[String]) -> bool {
+    match headers.get(http::header::ORIGIN).map(|o| o.to_str()) {
+        Some(Ok(origin)) => {
+            let origin = origin.trim();
+            own.is_some_and(|own| own.eq_ignore_ascii_case(origin))
+                || allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+        }
+        Some(Err(_)) => false,
+        None => headers
+            .get("sec-fetch-site")
+            .is_some_and(|s| s.as_bytes().eq_ignore_ascii_case(b"same-origin")),
+    }
 }
 
 /// [`decide`], and once more after refetching the issuer's keys when the token names a `kid`
@@ -429,11 +616,19 @@ pub fn refetch_for(
     Some(async move { keys.refetch_for_unknown_kid(generation).await })
 }
 
-/// The token of a request, checked.
-fn token<'s>(inbound: &'s InboundState, headers: &HeaderMap, now: SystemTime) -> Token<'s> {
+/// The credential of a request: its bearer token, checked, else its session.
+fn token<'s>(
+    inbound: &'s InboundState,
+    headers: &HeaderMap,
+    session: SessionInput<'s>,
+    now: SystemTime,
+) -> Token<'s> {
     let cache = inbound.signature_cache.as_deref();
     match bearer::extract(headers) {
-        Ok(None) => Token::Absent,
+        Ok(None) => match session {
+            SessionInput::Active(verified) => Token::Session(verified),
+            SessionInput::None | SessionInput::Unavailable => Token::Absent,
+        },
         Err(e) => Token::Invalid(e),
         Ok(Some(raw)) => match jwt::verify(raw, &inbound.issuers, cache, now) {
             Ok(verified) => Token::Valid(verified),

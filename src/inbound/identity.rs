@@ -317,10 +317,10 @@ pub fn principal_id(claims: &Claims) -> Option<&str> {
 }
 
 /// `X-MS-CLIENT-PRINCIPAL-NAME`: the claim of the principal's `name_typ` (`unique_name`), else
-/// the first of `preferred_username`, `upn`, `email`; for an application token (none of
-/// those), its client id.
+/// the first of `preferred_username`, `upn`, `email`, `name`; for an application token (none
+/// of those), its client id.
 pub fn principal_name(claims: &Claims) -> Option<&str> {
-    ["unique_name", "preferred_username", "upn", "email"]
+    ["unique_name", "preferred_username", "upn", "email", "name"]
         .iter()
         .find_map(|c| claims.str(c))
         .or_else(|| claims.client_app())

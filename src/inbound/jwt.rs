@@ -206,12 +206,38 @@ struct Header {
     crit: Option<serde_json::Value>,
 }
 
-/// Verifies `token` against `issuers` at time `now`.
+/// What kind of token is expected.
+#[derive(Clone, Copy, Debug)]
+pub enum Expect<'a> {
+    /// An access token for this service: from any configured issuer, `aud` one of the
+    /// issuer's audiences.
+    AccessToken,
+    /// A sign-in's id_token: from the issuer named `issuer` only, `aud` the `client_id`.
+    IdToken {
+        /// The `[login] issuer`.
+        issuer: &'a str,
+        /// The `[login] client_id`.
+        client_id: &'a str,
+    },
+}
+
+/// Verifies an access token against `issuers` at time `now`.
 pub fn verify<'i>(
     token: &str,
     issuers: &'i Issuers,
     cache: Option<&SignatureCache>,
     now: SystemTime,
+) -> Result<Verified<'i>, AuthError> {
+    verify_as(token, issuers, cache, now, Expect::AccessToken)
+}
+
+/// Verifies `token` as `expect` says against `issuers` at time `now`.
+pub fn verify_as<'i>(
+    token: &str,
+    issuers: &'i Issuers,
+    cache: Option<&SignatureCache>,
+    now: SystemTime,
+    expect: Expect<'_>,
 ) -> Result<Verified<'i>, AuthError> {
     let (signing_input, signature_b64) = token
         .rsplit_once('.')
@@ -252,6 +278,11 @@ pub fn verify<'i>(
             return Err(AuthError::BadIssuer(iss.to_owned()));
         }
     };
+    if let Expect::IdToken { issuer: name, .. } = expect
+        && issuer.name != name
+    {
+        return Err(AuthError::BadIssuer(iss.to_owned()));
+    }
     if !issuer.algorithms.contains(&alg) {
         return Err(AuthError::DisallowedAlgorithm(header.alg));
     }
@@ -297,7 +328,10 @@ pub fn verify<'i>(
             .map_err(|_| AuthError::BadSignature)?;
     }
 
-    check_audience(&claims, issuer)?;
+    match expect {
+        Expect::AccessToken => check_audience(&claims, &issuer.audiences)?,
+        Expect::IdToken { client_id, .. } => check_audience(&claims, &[client_id])?,
+    }
     let exp = check_lifetime(&claims, issuer, now_secs)?;
     if let (Some(cache), Some(digest), false) = (cache, digest, cached) {
         cache.insert(digest, keys.generation, exp);
@@ -318,7 +352,7 @@ fn decode_json<T: for<'de> Deserialize<'de>>(segment: &str) -> Result<T, AuthErr
         .map_err(|_| AuthError::Malformed("header is not a JSON object with alg"))
 }
 
-fn check_audience(claims: &Claims, issuer: &Issuer) -> Result<(), AuthError> {
+fn check_audience(claims: &Claims, audiences: &[impl AsRef<str>]) -> Result<(), AuthError> {
     match claims.get("aud") {
         Some(serde_json::Value::String(_) | serde_json::Value::Array(_)) => {}
         Some(_) => return Err(AuthError::Malformed("aud is not a string or an array")),
@@ -326,7 +360,7 @@ fn check_audience(claims: &Claims, issuer: &Issuer) -> Result<(), AuthError> {
     }
     if claims
         .strings("aud")
-        .any(|aud| issuer.audiences.iter().any(|a| a == aud))
+        .any(|aud| audiences.iter().any(|a| a.as_ref() == aud))
     {
         Ok(())
     } else {

@@ -41,11 +41,57 @@ pub mod session;
 pub mod signature_cache;
 mod state;
 
-pub use decide::{Refusal, Reject, Routed, Token, Trace, Verdict, decide, decide_refetching};
+pub use decide::{
+    Browser, Refusal, Reject, Routed, SessionInput, Token, Trace, Verdict, decide,
+    decide_refetching, decide_with,
+};
 pub use state::{BuildError, InboundState, Tasks, show_key_series};
 use std::time::SystemTime;
 
 use jwt::{AuthError, Verified};
+use session::Resolved;
+use session::endpoints::Origin as BrowserOrigin;
+
+/// How the browser reaches this listener: the scheme it used (tollgate's TLS, or a trusted
+/// proxy's `X-Forwarded-Proto`) and the host it asked for (`Host`, or a trusted proxy's
+/// `X-Forwarded-Host`).
+fn browser_origin(headers: &http::HeaderMap, conn: &ConnInfo, trusted: bool) -> BrowserOrigin {
+    let forwarded = |name: &str| {
+        trusted
+            .then(|| headers.get(name))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty())
+    };
+    let scheme = forwarded("x-forwarded-proto")
+        .filter(|p| p == "https" || p == "http")
+        .unwrap_or_else(|| conn.scheme().to_owned());
+    let host = forwarded("x-forwarded-host")
+        .or_else(|| {
+            headers
+                .get(HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_ascii_lowercase)
+        })
+        .unwrap_or_default();
+    let bare = host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host.as_str(), |(h, _)| h);
+    let loopback = bare == "localhost"
+        || bare
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    BrowserOrigin {
+        https: scheme == "https",
+        origin: format!("{scheme}://{host}"),
+        loopback,
+    }
+}
 
 /// What every inbound request shares, besides the state of the moment.
 pub struct Shared {
@@ -104,6 +150,9 @@ struct Outcome<'s> {
     error: Option<&'static str>,
     /// The issuer of a verified token.
     issuer: Option<&'s str>,
+    /// `Set-Cookie` values for the response, whatever it is: a refreshed session, or the
+    /// chunks of one that is no more.
+    set_cookies: Vec<HeaderValue>,
 }
 
 /// Label for requests that matched no route (or never got that far).
@@ -131,8 +180,9 @@ pub async fn serve(
         normalised: None,
         error: None,
         issuer: None,
+        set_cookies: Vec::new(),
     };
-    let response = match handle(req, &uri, conn, shared, inbound, &mut outcome).await {
+    let mut response = match handle(req, &uri, conn, shared, inbound, &mut outcome).await {
         Ok(response) => response,
         Err(failure) => {
             let (response, error) = rescue(failure, &outcome);
@@ -144,6 +194,10 @@ pub async fn serve(
             }
         }
     };
+    if !outcome.set_cookies.is_empty() {
+        let cookies = std::mem::take(&mut outcome.set_cookies);
+        session::endpoints::append_cookies(response.headers_mut(), cookies);
+    }
     record(
         &shared.metrics,
         &method,
@@ -235,23 +289,71 @@ async fn handle<'s>(
     let upgrade =
         headers::strip_hop_by_hop(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
 
+    // The browser session, opened (and refreshed when due) before deciding; a bearer token
+    // decides alone, so with one the cookie is not even read.
+    let sessions = inbound.and_then(|i| i.sessions.as_deref());
+    let origin = sessions.map(|_| browser_origin(req.headers(), conn, trusted));
+    let mut session_tokens = None;
+    let mut session_input = SessionInput::None;
+    if let (Some(inbound), Some(sessions), Some(origin)) = (inbound, sessions, &origin) {
+        let own = uri.path().starts_with("/.auth/") && uri.path() != me::PATH;
+        if !own && !req.headers().contains_key(http::header::AUTHORIZATION) {
+            match sessions
+                .resolve(req.headers(), origin.secure_cookies(), SystemTime::now())
+                .await
+            {
+                Resolved::None | Resolved::Expired => {}
+                Resolved::Invalid { clear } => outcome.set_cookies = clear,
+                Resolved::Unavailable => session_input = SessionInput::Unavailable,
+                Resolved::Active(active) => {
+                    let session::Active {
+                        claims,
+                        alg,
+                        tokens,
+                        set_cookies,
+                    } = *active;
+                    outcome.set_cookies = set_cookies;
+                    if let Some(issuer) = inbound.issuers.by_name(&sessions.config.issuer) {
+                        session_input = SessionInput::Active(Verified {
+                            claims,
+                            issuer,
+                            alg,
+                            cached: true,
+                        });
+                        session_tokens = Some(tokens);
+                    }
+                }
+            }
+        }
+        // The backend never sees tollgate's own cookies.
+        session::cookies::strip(req.headers_mut(), &sessions.config.cookie_name);
+    }
+    let browser = |session| Browser {
+        session,
+        origin: origin.as_ref().map(|o| o.origin.as_str()),
+        allowed_origins: sessions.map_or(&[][..], |s| &s.config.allowed_origins[..]),
+        query: uri.query(),
+    };
+
     // Decided in place (no trace moves between futures); an unknown `kid` refetches the
-    // issuer's keys once and decides again.
-    let mut trace = decide(
+    // issuer's keys once and decides again (a bearer token: no session was opened).
+    let mut trace = decide_with(
         inbound,
         req.method(),
         uri.path(),
         req.headers(),
+        browser(session_input),
         SystemTime::now(),
     );
     if let Some(refetch) = decide::refetch_for(inbound, &trace)
         && refetch.await
     {
-        trace = decide(
+        trace = decide_with(
             inbound,
             req.method(),
             uri.path(),
             req.headers(),
+            browser(SessionInput::None),
             SystemTime::now(),
         );
     }
@@ -264,9 +366,20 @@ async fn handle<'s>(
     if let Some(Cow::Owned(p)) = &trace.path {
         outcome.normalised = Some(p.clone());
     }
+    if let (Verdict::Auth(endpoint), Some(inbound), Some(sessions), Some(origin)) =
+        (trace.verdict, inbound, sessions, &origin)
+    {
+        outcome.decision = Decision::Anonymous;
+        let response =
+            session::endpoints::serve(sessions, &inbound.issuers, endpoint, req, origin).await;
+        return Ok(response);
+    }
     if let (Verdict::Me, Some(verified)) = (trace.verdict, trace.verified()) {
         outcome.decision = Decision::Allowed;
-        return Ok(me::response(verified));
+        let tokens = session_tokens
+            .as_ref()
+            .filter(|_| sessions.is_some_and(|s| s.config.me_tokens));
+        return Ok(me::response(verified, tokens));
     }
     let (Some(inbound), Verdict::Forward(decision)) = (inbound, trace.verdict) else {
         // Every other verdict is a refusal; anything else would be a bug, and is refused too.
@@ -276,6 +389,12 @@ async fn handle<'s>(
     outcome.decision = decision;
     match &trace.token {
         Token::Valid(verified) => add_identity(&mut req, verified, shared, inbound, outcome.route),
+        Token::Session(verified) => {
+            add_identity(&mut req, verified, shared, inbound, outcome.route);
+            if let (Some(tokens), Some(sessions)) = (&session_tokens, sessions) {
+                session::headers::add_token_headers(req.headers_mut(), tokens, &sessions.config);
+            }
+        }
         // An invalid token on an anonymous route is dropped, not forwarded, so the upstream
         // cannot mistake it for a checked one.
         Token::Invalid(_) => {

@@ -11,9 +11,12 @@ use tokio_util::task::TaskTracker;
 use super::issuer::{Issuer, Issuers};
 use super::jwks::KeySet;
 use super::policy::Routes;
+use super::session::Sessions;
+use super::session::provider::Provider;
 use super::signature_cache::SignatureCache;
-use crate::config::{self, Config, Identity};
-use crate::fetch::FetchError;
+use crate::config::{self, Config, Identity, Lookup};
+use crate::credential::{self, CredentialError};
+use crate::fetch::{self, FetchError};
 use crate::proxy::forward::Origin;
 use crate::proxy::tls::TlsError;
 use crate::telemetry::metrics::Metrics;
@@ -36,6 +39,10 @@ pub struct InboundState {
     pub issuers: Issuers,
     /// Verified-signature cache; `None` when `token_cache_entries = 0`.
     pub signature_cache: Option<Arc<SignatureCache>>,
+    /// Browser sign-in; `None` without `[login]`.
+    pub sessions: Option<Arc<Sessions>>,
+    /// What `sessions` was built from: a reload with the same keeps it (and its refreshes).
+    login_key: Option<LoginKey>,
     /// The upstream's URL and deadline when it has no CA file of its own: a reload with the
     /// same keeps the connection pool (a CA file is always reread: its contents may change).
     pool_key: Option<(http::Uri, std::time::Duration)>,
@@ -47,6 +54,15 @@ pub enum BuildError {
     /// The upstream's extra CA file is unusable.
     #[error("upstream trust: {0}")]
     UpstreamTls(#[source] TlsError),
+    /// The sign-in credential is unusable (a missing variable, an unreadable certificate).
+    #[error("[login] credential {name}: {source}")]
+    LoginCredential {
+        /// The credential's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: CredentialError,
+    },
     /// An issuer's HTTP client could not be built (its CA file, say).
     #[error("issuer {issuer}: {source}")]
     Issuer {
@@ -71,6 +87,7 @@ impl InboundState {
         previous: Option<&InboundState>,
         metrics: &Arc<Metrics>,
         tasks: Tasks<'_>,
+        env: Lookup<'_>,
     ) -> Result<Option<InboundState>, BuildError> {
         let Some(server) = &config.server else {
             return Ok(None);
@@ -95,7 +112,38 @@ impl InboundState {
             Some(cache) if cache.capacity() == server.token_cache_entries => Some(cache),
             _ => SignatureCache::new(server.token_cache_entries).map(Arc::new),
         };
+        let login_key = login_key(config);
+        let sessions = match (&login_key, previous) {
+            (None, _) => None,
+            (Some(key), Some(p)) if p.login_key.as_ref() == Some(key) => p.sessions.clone(),
+            (Some((login, credential, issuer)), _) => {
+                let built = credential::build(credential, env).map_err(|source| {
+                    BuildError::LoginCredential {
+                        name: credential.name.clone(),
+                        source,
+                    }
+                })?;
+                let client = fetch::client(issuer.ca_file.as_deref()).map_err(|source| {
+                    BuildError::Issuer {
+                        issuer: issuer.name.clone(),
+                        source,
+                    }
+                })?;
+                let config::KeySource::Discovery(discovery) = &issuer.keys else {
+                    unreachable!("validation requires discovery for the sign-in issuer")
+                };
+                let provider = Provider::new(discovery.clone(), client);
+                Some(Arc::new(Sessions::new(
+                    login,
+                    built,
+                    provider,
+                    metrics.clone(),
+                )))
+            }
+        };
         Ok(Some(InboundState {
+            sessions,
+            login_key,
             routes: Routes::new(config.routes.clone()),
             upstream,
             preserve_host: server.preserve_host,
@@ -127,6 +175,16 @@ impl InboundState {
             self.trusted_proxies.iter().any(|net| net.contains(&peer))
         }
     }
+}
+
+/// `[login]` with the credential and issuer it names: what the sign-in state is built from.
+type LoginKey = (config::Login, config::Credential, config::Issuer);
+
+fn login_key(config: &Config) -> Option<LoginKey> {
+    let login = config.login.as_ref()?;
+    let credential = config.credentials.get(&login.credential)?;
+    let issuer = config.issuers.iter().find(|i| i.name == login.issuer)?;
+    Some((login.clone(), credential.clone(), issuer.clone()))
 }
 
 /// The issuers of a configuration. A key set is reused when its issuer's key settings did not

@@ -98,7 +98,24 @@ pub struct Metrics {
     pub open_connections: IntGaugeVec,
     /// `tollgate_ready`: 1 when `/readyz` answers 200.
     pub ready: IntGauge,
+    /// `tollgate_logins_total{result}`: browser sign-ins, `success` or the failure.
+    pub logins: IntCounterVec,
+    /// `tollgate_session_refresh_total{result}`: session token refreshes.
+    pub session_refreshes: IntCounterVec,
 }
+
+/// The `result` values of `tollgate_logins_total`.
+pub const LOGIN_RESULTS: [&str; 9] = [
+    "success",
+    "state_mismatch",
+    "login_expired",
+    "provider_error",
+    "code_redemption_failed",
+    "id_token_invalid",
+    "nonce_mismatch",
+    "provider_unavailable",
+    "insecure_transport",
+];
 
 impl Metrics {
     /// Creates every family.
@@ -212,10 +229,26 @@ impl Metrics {
         let ready = IntGauge::new("tollgate_ready", "1 when /readyz answers 200, else 0.")
             .expect("static metric definition");
         register(&ready);
+        let logins = counter(
+            "tollgate_logins_total",
+            "Browser sign-ins at the callback, by result (success, or the failure).",
+            &["result"],
+        );
+        let session_refreshes = counter(
+            "tollgate_session_refresh_total",
+            "Session token refreshes with the refresh token, by result.",
+            &["result"],
+        );
         // Series whose labels are known in advance start at zero, so that `increase()` sees
         // the first one. Per-issuer series start when the issuer's key set is built.
         for result in ["success", "error"] {
             config_reloads.with_label_values(&[result]);
+        }
+        for result in LOGIN_RESULTS {
+            logins.with_label_values(&[result]);
+        }
+        for result in ["success", "failed", "no_refresh_token"] {
+            session_refreshes.with_label_values(&[result]);
         }
         Metrics {
             families: families.into_inner().into(),
@@ -234,6 +267,8 @@ impl Metrics {
             config_last_reload_successful,
             open_connections,
             ready,
+            logins,
+            session_refreshes,
         }
     }
 
@@ -329,10 +364,12 @@ mod tests {
         ("tollgate_identity_headers_dropped_total", "counter"),
         ("tollgate_jwks_keys", "gauge"),
         ("tollgate_jwks_refresh_total", "counter"),
+        ("tollgate_logins_total", "counter"),
         ("tollgate_open_connections", "gauge"),
         ("tollgate_ready", "gauge"),
         ("tollgate_request_duration_seconds", "histogram"),
         ("tollgate_requests_total", "counter"),
+        ("tollgate_session_refresh_total", "counter"),
         ("tollgate_upstream_duration_seconds", "histogram"),
     ];
 

@@ -155,6 +155,38 @@ pub fn set(
     Some(out)
 }
 
+/// Removes the chunks of `name` and the login cookie from the request's `Cookie` headers, so
+/// the backend never sees a sealed session; other cookies pass as they were. A request
+/// without them is left untouched (no allocation).
+pub fn strip(headers: &mut HeaderMap, name: &str) {
+    let ours = |c: &Cookie<'_>| is_chunk(name, c.name()) || c.name() == super::login::LOGIN_COOKIE;
+    let touched = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .any(|c| ours(&c));
+    if !touched {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|c| !ours(c))
+        .map(|c| format!("{}={}", c.name(), c.value()))
+        .collect();
+    headers.remove(COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = http::HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(COOKIE, v);
+    }
+}
+
 /// `Set-Cookie` values that clear every chunk of `name` the browser sent.
 pub fn clear(name: &str, secure: bool, received: &[(String, String)]) -> Vec<String> {
     let attributes = Attributes { secure, max_age: 0 };
