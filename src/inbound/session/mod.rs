@@ -6,3 +6,4 @@
 pub mod cookies;
 pub mod login;
 pub mod seal;
+pub mod store;
