@@ -71,11 +71,15 @@ impl RedisStore {
         // Already checked above; redis-rs's message is not passed on, in case it quotes the URL.
         let client =
             Client::open(url).map_err(|_| StoreError::InvalidUrl("not a URL redis-rs accepts"))?;
-        Ok(RedisStore {
+        Ok(RedisStore::with_client(client, described))
+    }
+
+    fn with_client(client: Client, described: String) -> RedisStore {
+        RedisStore {
             client,
             described,
             connection: Mutex::new(Slot::default()),
-        })
+        }
     }
 
     /// Sends `cmd` (idempotent), once more on a new connection if the first one had died.
@@ -221,5 +225,21 @@ fn classify(error: RedisError) -> StoreError {
     match error.kind() {
         ErrorKind::Server(_) => StoreError::Refused(error),
         _ => StoreError::Unreachable(error),
+    }
+}
+
+// Last in the file: tests/layers.rs stops reading at a `#[cfg(test)]` item.
+#[cfg(test)]
+impl RedisStore {
+    /// A `rediss://` store that trusts only `root_pem` (a test CA), not the webpki roots.
+    pub(super) fn trusting(url: &str, root_pem: &str) -> Result<RedisStore, StoreError> {
+        let described = check_url(url)?;
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_pem.as_bytes().to_vec()),
+        };
+        let client = Client::build_with_tls(url, certificates)
+            .map_err(|_| StoreError::InvalidUrl("not a URL redis-rs accepts"))?;
+        Ok(RedisStore::with_client(client, described))
     }
 }

@@ -1,11 +1,14 @@
 //! A real `redis-server` on a loopback port for the store's tests: started with nothing
-//! persisted, ready once it answers `PING`, killed when dropped. The binary is `$REDIS_SERVER`,
+//! persisted, ready once it answers `PING`, killed when dropped; optionally with a password, or
+//! with a TLS port besides (certificates from a throwaway CA). The binary is `$REDIS_SERVER`,
 //! else `redis-server` on the PATH (`ci/redis.sh` installs it).
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -17,7 +20,24 @@ const READY_WITHIN: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     port: u16,
     password: Option<String>,
+    tls: Option<Tls>,
     child: Option<Child>,
+}
+
+/// The TLS port and the directory of the server's certificate, key and CA files.
+struct Tls {
+    port: u16,
+    files: TempDir,
+}
+
+/// Certificates for a TLS test server: a CA, and a certificate for `localhost` it signed.
+pub struct TestCertificates {
+    /// The CA certificate, PEM: what a client must trust.
+    pub ca: String,
+    /// The server's certificate, PEM.
+    pub cert: String,
+    /// The server's private key, PEM.
+    pub key: String,
 }
 
 impl RedisServer {
@@ -31,11 +51,33 @@ impl RedisServer {
         RedisServer::start_on(free_port(), Some(password.to_owned())).await
     }
 
+    /// A server with a TLS port besides its plain one, presenting `certificates`.
+    pub async fn start_tls(certificates: &TestCertificates) -> RedisServer {
+        let files = tempfile::tempdir().expect("a directory for the TLS files");
+        for (name, pem) in [
+            ("ca.pem", &certificates.ca),
+            ("cert.pem", &certificates.cert),
+            ("key.pem", &certificates.key),
+        ] {
+            std::fs::write(files.path().join(name), pem).expect("write a TLS file");
+        }
+        let tls = Tls {
+            port: free_port(),
+            files,
+        };
+        RedisServer::launch(free_port(), None, Some(tls)).await
+    }
+
     /// A server on `port` (which nothing else may hold).
     pub async fn start_on(port: u16, password: Option<String>) -> RedisServer {
+        RedisServer::launch(port, password, None).await
+    }
+
+    async fn launch(port: u16, password: Option<String>, tls: Option<Tls>) -> RedisServer {
         let mut server = RedisServer {
             port,
             password,
+            tls,
             child: None,
         };
         server.restart().await;
@@ -45,6 +87,11 @@ impl RedisServer {
     /// Its port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Its TLS port.
+    pub fn tls_port(&self) -> u16 {
+        self.tls.as_ref().expect("a server started with TLS").port
     }
 
     /// `redis://127.0.0.1:PORT/0`.
@@ -76,6 +123,22 @@ impl RedisServer {
             .stdout(Stdio::null());
         if let Some(password) = &self.password {
             command.args(["--requirepass", password]);
+        }
+        if let Some(tls) = &self.tls {
+            let file = |name: &str| tls.files.path().join(name);
+            command
+                .args([
+                    "--tls-port",
+                    &tls.port.to_string(),
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(file("cert.pem"))
+                .arg("--tls-key-file")
+                .arg(file("key.pem"))
+                .arg("--tls-ca-cert-file")
+                .arg(file("ca.pem"));
         }
         let child = command.spawn().unwrap_or_else(|e| {
             panic!(
@@ -127,6 +190,26 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+impl TestCertificates {
+    /// A fresh CA and a `localhost` certificate from it.
+    pub fn new() -> TestCertificates {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key"))
+            .expect("CA certificate");
+        let key = KeyPair::generate().expect("server key");
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("server parameters")
+            .signed_by(&key, &ca)
+            .expect("server certificate");
+        TestCertificates {
+            ca: ca.pem(),
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The Redis store against no server, a silent one, and (ignored without `redis-server`, run by
-//! `ci/redis.sh`) a real one: killed, restarted, shared, with a password.
+//! `ci/redis.sh`) a real one: killed, restarted, shared, with a password, over TLS.
 
 use std::error::Error;
 use std::net::{Ipv4Addr, TcpListener};
@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::behaviour::{self, poll_until};
-use super::redis_server::{RedisServer, free_port};
+use super::redis_server::{RedisServer, TestCertificates, free_port};
 use crate::inbound::session::store::{
     KEY_PREFIX, OPERATION_DEADLINE, RedisStore, SessionStore, StoreError,
 };
@@ -193,4 +193,23 @@ async fn a_password_works_and_is_never_shown() {
     })
     .await;
     assert!(recovered, "the store kept its failed authentication");
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (ci/redis.sh)"]
+async fn rediss_verifies_the_server_and_then_behaves_as_a_store() {
+    let certificates = TestCertificates::new();
+    let server = RedisServer::start_tls(&certificates).await;
+    let url = format!("rediss://localhost:{}/0", server.tls_port());
+    let store = RedisStore::trusting(&url, &certificates.ca).unwrap();
+    behaviour::all(&store).await;
+    assert_eq!(
+        store.describe(),
+        format!("rediss localhost:{} db 0", server.tls_port())
+    );
+
+    // With the webpki roots alone, the test CA is unknown: no connection.
+    let untrusting = RedisStore::new(&url).unwrap();
+    let (error, _) = fails_fast(untrusting.get("abc")).await;
+    assert!(matches!(error, StoreError::Unreachable(_)), "{error:?}");
 }
