@@ -5,7 +5,7 @@
 //! every request), handled around what it does on its own (redis 1.8, checked in the tests):
 //! - `ConnectionManager::new` connects at once and fails while Redis is down, and the lazy
 //!   constructor spawns a task, so it needs a Tokio runtime. The manager is therefore made on
-//!   first use, not in [`RedisStore::new`] (which `tollgate check` calls without one).
+//!   first use, not in [`RedisStore::new`], which `tollgate check` can call outside a runtime.
 //! - It reconnects by itself only after an I/O error: a failed authentication stays its answer
 //!   for good. So this store drops its manager after any failure and makes a new one for the
 //!   next operation; with the manager's own retries off, a deadline decides how long a request
