@@ -32,6 +32,7 @@ pub mod pages;
 pub mod provider;
 pub mod record;
 pub mod seal;
+pub mod store;
 
 use provider::Provider;
 use record::{CookieBody, Tokens};
