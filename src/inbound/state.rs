@@ -13,6 +13,7 @@ use super::jwks::KeySet;
 use super::policy::Routes;
 use super::session::Sessions;
 use super::session::provider::Provider;
+use super::session::store::{RedisStore, SessionStore, StoreError};
 use super::signature_cache::SignatureCache;
 use crate::config::{self, Config, Identity, Lookup};
 use crate::credential::{self, CredentialError};
@@ -63,6 +64,9 @@ pub enum BuildError {
         #[source]
         source: CredentialError,
     },
+    /// `[login] session_store` is unusable.
+    #[error("[login] session_store: {0}")]
+    SessionStore(#[source] StoreError),
     /// An issuer's HTTP client could not be built (its CA file, say).
     #[error("issuer {issuer}: {source}")]
     Issuer {
@@ -133,10 +137,17 @@ impl InboundState {
                     unreachable!("validation requires discovery for the sign-in issuer")
                 };
                 let provider = Provider::new(discovery.clone(), client);
+                let store = match &login.session_store {
+                    None => None,
+                    Some(url) => Some(Arc::new(
+                        RedisStore::new(url.0.as_str()).map_err(BuildError::SessionStore)?,
+                    ) as Arc<dyn SessionStore>),
+                };
                 Some(Arc::new(Sessions::new(
                     login,
                     built,
                     provider,
+                    store,
                     metrics.clone(),
                 )))
             }

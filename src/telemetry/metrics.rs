@@ -353,7 +353,7 @@ mod tests {
     }
 
     /// Every family, with its type, as `/metrics` shows it before anything happened.
-    const FAMILIES: [(&str, &str); 15] = [
+    const FAMILIES: [(&str, &str); 17] = [
         ("tollgate_auth_failures_total", "counter"),
         ("tollgate_config_last_reload_successful", "gauge"),
         ("tollgate_config_reloads_total", "counter"),

@@ -380,7 +380,20 @@ async fn callback(
         refresh_token: tokens.refresh_token.map(|t| t.expose().clone()),
     };
     let body = sessions.new_body(now, sid);
-    let mut set = sessions.seal_cookies(&body, &record, secure, &received);
+    let mut set = match sessions
+        .seal_cookies(&body, &record, secure, &received)
+        .await
+    {
+        Ok(set) => set,
+        Err(e) => {
+            tracing::warn!(error = %e, "sign-in: the session store cannot be reached");
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session_store_unavailable",
+                "sessions cannot be stored right now; try again shortly",
+            );
+        }
+    };
     set.extend(clear_login);
     count(sessions, "success");
     tracing::info!(

@@ -37,6 +37,7 @@ pub mod store;
 use provider::Provider;
 use record::{CookieBody, Tokens};
 use seal::KeyRing;
+use store::{SessionStore, StoreError};
 
 /// An access token this close to expiry is refreshed before the request goes on.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -52,6 +53,8 @@ pub struct Sessions {
     pub credential: Arc<dyn Credential>,
     /// The issuer's endpoints.
     pub provider: Provider,
+    /// Where records live when not in the cookie (`session_store`).
+    pub store: Option<Arc<dyn SessionStore>>,
     /// Refreshes in flight, by session id.
     refreshing: Mutex<HashMap<String, Arc<Inflight>>>,
     /// Metric families (`tollgate_logins_total`, `tollgate_session_refresh_total`).
@@ -129,6 +132,7 @@ impl Sessions {
         login: &Login,
         credential: Arc<dyn Credential>,
         provider: Provider,
+        store: Option<Arc<dyn SessionStore>>,
         metrics: Arc<Metrics>,
     ) -> Sessions {
         let keys: Vec<[u8; 32]> = login.session_keys.iter().map(|k| k.0).collect();
@@ -138,6 +142,7 @@ impl Sessions {
             ring: KeyRing::new(&keys).expect("validated session keys"),
             credential,
             provider,
+            store,
             refreshing: Mutex::new(HashMap::new()),
             metrics,
         }
@@ -165,8 +170,13 @@ impl Sessions {
         let invalid = || Resolved::Invalid {
             clear: header_values(cookies::clear(&self.config.cookie_name, secure, &received)),
         };
-        let Some(mut opened) = self.open(&received) else {
-            return invalid();
+        let mut opened = match self.open(&received).await {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return invalid(),
+            Err(e) => {
+                tracing::warn!(error = %e, "session store unreachable");
+                return Resolved::Unavailable;
+            }
         };
         let now_s = unix(now);
         if now_s >= opened.body.renew_until {
@@ -181,8 +191,16 @@ impl Sessions {
             match self.refresh_once(&opened.body.sid, &opened.tokens).await {
                 Ok(tokens) => {
                     opened.tokens = tokens;
-                    set_cookies =
-                        self.seal_cookies(&opened.body, &opened.tokens, secure, &received);
+                    match self
+                        .seal_cookies(&opened.body, &opened.tokens, secure, &received)
+                        .await
+                    {
+                        Ok(set) => set_cookies = set,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "session store unreachable");
+                            return Resolved::Unavailable;
+                        }
+                    }
                 }
                 // The old access token still works: go on with it, try again next time.
                 Err(_) if opened.tokens.access_expires > now_s => {}
@@ -212,11 +230,29 @@ impl Sessions {
         let received = cookies::received(headers);
         let opened = self
             .open(&received)
+            .await
+            .map_err(|e| RefreshError::Failed(e.to_string()))?
             .filter(|o| unix(now) < o.body.renew_until)
             .ok_or_else(|| RefreshError::Failed("no session".into()))?;
         let tokens = self.refresh_once(&opened.body.sid, &opened.tokens).await?;
         let body = self.new_body(now, opened.body.sid.clone());
-        Ok(self.seal_cookies(&body, &tokens, secure, &received))
+        self.seal_cookies(&body, &tokens, secure, &received)
+            .await
+            .map_err(|e| RefreshError::Failed(e.to_string()))
+    }
+
+    /// Ends the session the cookies carry: its stored record is deleted (a stolen cookie
+    /// then opens nothing). Answers the id_token's `login_hint`, for the provider's sign-out.
+    pub async fn end(&self, headers: &HeaderMap) -> Option<String> {
+        let received = cookies::received(headers);
+        let opened = self.open(&received).await.ok().flatten()?;
+        if let Some(store) = &self.store
+            && let Err(e) = store.delete(&opened.body.sid).await
+        {
+            tracing::warn!(error = %e, "session store: the record could not be deleted at logout");
+        }
+        Self::identity(&opened.tokens)
+            .and_then(|(claims, _)| claims.str("login_hint").map(str::to_owned))
     }
 
     /// A new session's cookie body, authenticating from `now` for `session_lifetime`.
@@ -233,15 +269,40 @@ impl Sessions {
     }
 
     /// The `Set-Cookie` values that carry a session (and clear chunks it no longer uses).
-    pub fn seal_cookies(
+    /// With a store, the tokens go there, sealed under a new per-session key that only the
+    /// cookie holds.
+    pub async fn seal_cookies(
         &self,
         body: &CookieBody,
         tokens: &Tokens,
         secure: bool,
         received: &[(String, String)],
-    ) -> Vec<HeaderValue> {
+    ) -> Result<Vec<HeaderValue>, StoreError> {
         let mut body = body.clone();
-        body.tokens = Some(tokens.clone());
+        match &self.store {
+            None => body.tokens = Some(tokens.clone()),
+            Some(store) => {
+                let mut key = [0u8; 32];
+                aws_lc_rs::rand::fill(&mut key).map_err(|_| StoreError::InvalidId)?;
+                let sealed = serde_json::to_vec(tokens)
+                    .ok()
+                    .and_then(|json| {
+                        KeyRing::new(&[key])
+                            .ok()?
+                            .seal(record::RECORD_PURPOSE, &json)
+                            .ok()
+                    })
+                    .ok_or(StoreError::InvalidId)?;
+                let ttl = Duration::from_secs(
+                    body.renew_until
+                        .saturating_sub(unix(SystemTime::now()))
+                        .max(1),
+                );
+                store.put(&body.sid, sealed.as_bytes(), ttl).await?;
+                body.record_key = Some(URL_SAFE_NO_PAD.encode(key));
+                body.tokens = None;
+            }
+        }
         let sealed = serde_json::to_vec(&body)
             .ok()
             .and_then(|json| self.ring.seal(&self.config.cookie_name, &json).ok());
@@ -253,7 +314,7 @@ impl Sessions {
                 received,
             )
         });
-        match set {
+        Ok(match set {
             Some(values) => header_values(values),
             None => {
                 tracing::warn!(
@@ -261,19 +322,43 @@ impl Sessions {
                 );
                 header_values(cookies::clear(&self.config.cookie_name, secure, received))
             }
-        }
+        })
     }
 
-    /// The cookie's body and tokens, if the chunks join and open.
-    fn open(&self, received: &[(String, String)]) -> Option<Opened> {
+    /// The cookie's body and tokens, if the chunks join and open (and, with a store, the
+    /// record is there and opens with the cookie's key).
+    async fn open(&self, received: &[(String, String)]) -> Result<Option<Opened>, StoreError> {
+        let Some(body) = self.open_cookie(received) else {
+            return Ok(None);
+        };
+        if let Some(tokens) = body.tokens.clone() {
+            return Ok(Some(Opened { body, tokens }));
+        }
+        let (Some(store), Some(key)) = (&self.store, &body.record_key) else {
+            return Ok(None);
+        };
+        let Some(stored) = store.get(&body.sid).await? else {
+            return Ok(None);
+        };
+        let tokens = URL_SAFE_NO_PAD
+            .decode(key)
+            .ok()
+            .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
+            .and_then(|k| KeyRing::new(&[k]).ok())
+            .and_then(|ring| {
+                let text = std::str::from_utf8(&stored).ok()?;
+                ring.open(record::RECORD_PURPOSE, text).ok()
+            })
+            .and_then(|json| serde_json::from_slice::<Tokens>(&json).ok());
+        Ok(tokens.map(|tokens| Opened { body, tokens }))
+    }
+
+    /// The cookie's body, if the chunks join and open under the session keys.
+    fn open_cookie(&self, received: &[(String, String)]) -> Option<CookieBody> {
         let sealed = cookies::join(&self.config.cookie_name, received).ok()?;
         let json = self.ring.open(&self.config.cookie_name, &sealed).ok()?;
         let body: CookieBody = serde_json::from_slice(&json).ok()?;
-        if body.v != record::VERSION {
-            return None;
-        }
-        let tokens = body.tokens.clone()?;
-        Some(Opened { body, tokens })
+        (body.v == record::VERSION).then_some(body)
     }
 
     /// The claims and algorithm of a session's id_token (verified when it was received).
