@@ -65,7 +65,20 @@ pub struct Sessions {
 /// its outcome.
 #[derive(Default)]
 struct Inflight {
-    outcome: tokio::sync::Mutex<Option<Result<Tokens, RefreshError>>>,
+    outcome: tokio::sync::Mutex<Option<(Result<Tokens, RefreshError>, std::time::Instant)>>,
+}
+
+/// How long a finished refresh's outcome serves requests that still carry the old cookie.
+pub const REFRESH_REUSE: Duration = Duration::from_secs(10);
+
+impl Inflight {
+    /// Finished longer ago than [`REFRESH_REUSE`] (a refresh in progress holds the lock and is
+    /// never stale).
+    fn stale(&self) -> bool {
+        self.outcome
+            .try_lock()
+            .is_ok_and(|o| o.as_ref().is_some_and(|(_, at)| at.elapsed() > REFRESH_REUSE))
+    }
 }
 
 /// Why a refresh did not renew the tokens.
@@ -375,39 +388,29 @@ impl Sessions {
     }
 
     /// Refreshes a session's tokens, once at a time per session: concurrent callers wait for
-    /// the one refresh and share its outcome.
+    /// the one refresh and share its outcome, and so do requests that arrive with the old
+    /// cookie within [`REFRESH_REUSE`] after it (their responses carry the new cookie).
     async fn refresh_once(&self, sid: &str, tokens: &Tokens) -> Result<Tokens, RefreshError> {
-        let inflight = self
-            .refreshing
-            .lock()
-            .entry(sid.to_owned())
-            .or_default()
-            .clone();
-        let outcome = {
-            let mut slot = inflight.outcome.lock().await;
-            match &*slot {
-                Some(done) => done.clone(),
-                None => {
-                    let result = self.refresh(tokens).await;
-                    let label = match &result {
-                        Ok(_) => "success",
-                        Err(e) => e.label(),
-                    };
-                    self.metrics
-                        .session_refreshes
-                        .with_label_values(&[label])
-                        .inc();
-                    *slot = Some(result.clone());
-                    result
-                }
-            }
+        let inflight = {
+            let mut map = self.refreshing.lock();
+            map.retain(|_, i| !i.stale());
+            map.entry(sid.to_owned()).or_default().clone()
         };
-        let mut map = self.refreshing.lock();
-        // The map's reference and ours: nobody else waits, so the entry goes.
-        if Arc::strong_count(&inflight) == 2 {
-            map.remove(sid);
+        let mut slot = inflight.outcome.lock().await;
+        if let Some((done, _)) = &*slot {
+            return done.clone();
         }
-        outcome
+        let result = self.refresh(tokens).await;
+        let label = match &result {
+            Ok(_) => "success",
+            Err(e) => e.label(),
+        };
+        self.metrics
+            .session_refreshes
+            .with_label_values(&[label])
+            .inc();
+        *slot = Some((result.clone(), std::time::Instant::now()));
+        result
     }
 
     /// One refresh grant.
