@@ -83,3 +83,32 @@ fn pem_round_trip_keeps_the_public_key() {
         assert_eq!(key.jwk(), again.jwk(), "{alg}");
     }
 }
+
+#[test]
+fn keys_verify_their_own_signatures_only_and_are_found_by_kid() {
+    for alg in [
+        Algorithm::RS256,
+        Algorithm::PS256,
+        Algorithm::ES256,
+        Algorithm::EdDSA,
+    ] {
+        let key = SigningKey::generate(alg, "a").unwrap();
+        let signature = key.sign(b"message").unwrap();
+        assert!(key.verify(b"message", &signature), "{alg}");
+        assert!(!key.verify(b"massage", &signature), "{alg}");
+        let other = SigningKey::generate(alg, "b").unwrap();
+        assert!(!other.verify(b"message", &signature), "{alg}");
+    }
+    let issuer = LocalIssuer::new(
+        DEV_ISSUER,
+        SigningKey::generate(Algorithm::RS256, "old").unwrap(),
+    );
+    issuer.rotate(SigningKey::generate(Algorithm::RS256, "new").unwrap());
+    assert_eq!(
+        issuer.key("old").map(|k| k.kid.clone()).as_deref(),
+        Some("old")
+    );
+    assert!(issuer.key("gone").is_none());
+    issuer.retire_old_keys();
+    assert!(issuer.key("old").is_none());
+}
