@@ -1,10 +1,13 @@
 //! The small HTTP/1.1 server under every development stand-in (the echo backend, the local
-//! issuer, `tollgate dev`): accept on loopback, serve each connection with one handler, stop
-//! when told or dropped, and wait for open connections on [`LoopbackServer::stop`].
+//! issuer, `tollgate dev`): accept on loopback, over TLS if asked, serve each connection with
+//! one handler, stop when told or dropped, and wait for open connections on
+//! [`LoopbackServer::stop`].
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -12,9 +15,14 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// A TLS handshake not done by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running server. Stops accepting when dropped.
 pub struct LoopbackServer {
@@ -31,10 +39,41 @@ impl LoopbackServer {
         H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
     {
+        LoopbackServer::bind(addr, None, handler).await
+    }
+
+    /// [`LoopbackServer::start`] over TLS with `tls`.
+    pub async fn start_tls<H, F>(
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        handler: H,
+    ) -> std::io::Result<LoopbackServer>
+    where
+        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        LoopbackServer::bind(addr, Some(TlsAcceptor::from(tls)), handler).await
+    }
+
+    async fn bind<H, F>(
+        addr: SocketAddr,
+        tls: Option<TlsAcceptor>,
+        handler: H,
+    ) -> std::io::Result<LoopbackServer>
+    where
+        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
-        tracker.spawn(accept(listener, handler, stop.clone(), tracker.clone()));
+        tracker.spawn(accept(
+            listener,
+            tls,
+            handler,
+            stop.clone(),
+            tracker.clone(),
+        ));
         Ok(LoopbackServer {
             addr,
             stop,
@@ -58,6 +97,7 @@ impl Drop for LoopbackServer {
 
 async fn accept<H, F>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     handler: H,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -73,19 +113,38 @@ async fn accept<H, F>(
             },
             () = stop.cancelled() => return,
         };
-        let (handler, stop) = (handler.clone(), stop.clone());
+        let (handler, stop, tls) = (handler.clone(), stop.clone(), tls.clone());
         tracker.spawn(async move {
-            let service = service_fn(move |req| {
-                let answer = handler(req);
-                async move { Ok::<_, Infallible>(answer.await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
+            let Some(acceptor) = tls else {
+                return serve(stream, handler, stop).await;
+            };
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
             tokio::select! {
-                _ = conn.as_mut() => {}
+                done = handshake => if let Ok(Ok(stream)) = done {
+                    serve(stream, handler, stop).await;
+                },
                 () = stop.cancelled() => {}
             }
         });
+    }
+}
+
+/// Serves one connection until it closes or the server stops.
+async fn serve<IO, H, F>(io: IO, handler: H, stop: CancellationToken)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let answer = handler(req);
+        async move { Ok::<_, Infallible>(answer.await) }
+    });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = stop.cancelled() => {}
     }
 }

@@ -21,6 +21,7 @@ use super::issuer::{KeyError, LocalIssuer, TokenSpec};
 use crate::credential::managed_identity::source::IMDS_TOKEN_PATH;
 use crate::credential::scope_to_resource;
 use crate::telemetry::redact::Secret;
+pub(crate) use principal::derived_guid;
 use principal::{Principal, Selector, principal, select};
 
 /// App Service's token path; `IDENTITY_ENDPOINT` points here. Matched without regard to case,

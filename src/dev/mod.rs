@@ -9,4 +9,6 @@ pub mod echo;
 pub mod http;
 pub mod identity;
 pub mod issuer;
+pub mod oauth;
 pub mod server;
+pub mod tls;

@@ -81,7 +81,7 @@ pub(super) fn select<'q>(
 }
 
 /// A GUID-shaped id derived from `value`: the same input always gives the same id.
-pub(super) fn derived_guid(kind: &str, value: &str) -> String {
+pub(crate) fn derived_guid(kind: &str, value: &str) -> String {
     let input = format!("{kind}\0{value}");
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, input.as_bytes());
     let mut bytes = [0u8; 16];
