@@ -325,8 +325,6 @@ async fn handle<'s>(
                 }
             }
         }
-        // The backend never sees tollgate's own cookies.
-        session::cookies::strip(req.headers_mut(), &sessions.config.cookie_name);
     }
     let browser = |session| Browser {
         session,
@@ -387,6 +385,10 @@ async fn handle<'s>(
         return Err(Failure::Refused(refusal));
     };
     outcome.decision = decision;
+    if let Some(sessions) = sessions {
+        // The backend never sees tollgate's own cookies.
+        session::cookies::strip(req.headers_mut(), &sessions.config.cookie_name);
+    }
     match &trace.token {
         Token::Valid(verified) => add_identity(&mut req, verified, shared, inbound, outcome.route),
         Token::Session(verified) => {

@@ -92,7 +92,7 @@ pub struct Origin {
 impl Origin {
     /// Cookies carry `Secure` unless the request came over plain http to loopback.
     pub fn secure_cookies(&self) -> bool {
-        !(self.loopback && !self.https)
+        !self.loopback || self.https
     }
 }
 

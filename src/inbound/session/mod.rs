@@ -65,7 +65,7 @@ pub struct Sessions {
 /// its outcome.
 #[derive(Default)]
 struct Inflight {
-    outcome: tokio::sync::Mutex<Option<(Result<Tokens, RefreshError>, std::time::Instant)>>,
+    outcome: tokio::sync::Mutex<Option<(Result<Tokens, RefreshError>, tokio::time::Instant)>>,
 }
 
 /// How long a finished refresh's outcome serves requests that still carry the old cookie.
@@ -75,9 +75,10 @@ impl Inflight {
     /// Finished longer ago than [`REFRESH_REUSE`] (a refresh in progress holds the lock and is
     /// never stale).
     fn stale(&self) -> bool {
-        self.outcome
-            .try_lock()
-            .is_ok_and(|o| o.as_ref().is_some_and(|(_, at)| at.elapsed() > REFRESH_REUSE))
+        self.outcome.try_lock().is_ok_and(|o| {
+            o.as_ref()
+                .is_some_and(|(_, at)| at.elapsed() > REFRESH_REUSE)
+        })
     }
 }
 
@@ -409,7 +410,7 @@ impl Sessions {
             .session_refreshes
             .with_label_values(&[label])
             .inc();
-        *slot = Some((result.clone(), std::time::Instant::now()));
+        *slot = Some((result.clone(), tokio::time::Instant::now()));
         result
     }
 

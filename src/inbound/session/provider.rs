@@ -1,7 +1,9 @@
 //! The sign-in issuer's endpoints, read from its OpenID Connect discovery document (never
 //! built by hand: other clouds use other hosts) and kept for an hour.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use parking_lot::Mutex;
 use serde::Deserialize;

@@ -1,0 +1,365 @@
+//! Sign-in that works: identity and tokens for the backend, refresh (one per burst), the
+//! lifetime and `/.auth/refresh`, logout, replicas, key rotation, the managed identity as
+//! federated credential.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use tollgate::dev::oauth::{DEV_USER_OBJECT_ID, DEV_WEB_CLIENT_ID, DevUser};
+
+use crate::rig::{KEY, OTHER_KEY, Rig, Setup, location, user_in_groups};
+use crate::support::eventually;
+
+#[tokio::test]
+async fn sign_in_gives_the_backend_the_users_identity_and_tokens() {
+    let rig = Rig::start().await;
+    let user = DevUser {
+        roles: vec!["Admin".into()],
+        ..DevUser::default()
+    };
+    let browser = rig.signed_in(&user).await;
+    assert_eq!(rig.logins("success"), 1);
+    assert_eq!(rig.dev.oauth().codes_redeemed(), 1);
+    rig.backend.assert_nothing_received();
+
+    let reply = browser.get("/hello?x=1", &[("cookie", "theme=dark")]).await;
+    assert_eq!(reply.status(), 200);
+    let seen = rig.backend.only();
+    assert_eq!(
+        seen.header("x-ms-client-principal-name"),
+        Some("dev.user@tollgate.dev")
+    );
+    assert_eq!(
+        seen.header("x-ms-client-principal-id"),
+        Some(DEV_USER_OBJECT_ID)
+    );
+    assert_eq!(seen.header("x-ms-client-principal-idp"), Some("aad"));
+    let access = seen
+        .header("x-ms-token-aad-access-token")
+        .expect("access token header");
+    let (_, claims) = tollgate::inbound::jwt::dangerous::decode_unverified(access).unwrap();
+    assert_eq!(claims["aud"], "api://orders");
+    let id = seen
+        .header("x-ms-token-aad-id-token")
+        .expect("id token header");
+    let (_, id_claims) = tollgate::inbound::jwt::dangerous::decode_unverified(id).unwrap();
+    assert_eq!(id_claims["aud"], DEV_WEB_CLIENT_ID);
+    let expires = seen.header("x-ms-token-aad-expires-on").unwrap();
+    assert!(
+        expires.ends_with(".0000000Z") && expires.len() == 28,
+        "{expires}"
+    );
+    assert!(seen.header("x-ms-token-aad-refresh-token").is_none());
+    // The principal is App Service's: roles as repeated `roles` entries, role_typ .NET's.
+    let principal = seen.header("x-ms-client-principal").unwrap();
+    let principal: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::STANDARD, principal).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        principal["claims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["typ"] == "roles" && c["val"] == "Admin")
+    );
+    assert_eq!(
+        principal["role_typ"],
+        "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
+    );
+    // tollgate's own cookies never reach the backend; the app's do.
+    assert_eq!(seen.header("cookie"), Some("theme=dark"));
+    // Route requirements apply to the session's claims.
+    rig.backend.clear();
+    assert_eq!(browser.get("/admin/x", &[]).await.status(), 200);
+    // /.auth/me: Easy Auth's array, without tokens unless me_tokens.
+    let me = browser.get("/.auth/me", &[]).await;
+    assert_eq!(me.status(), 200);
+    let me: serde_json::Value = me.json().await.unwrap();
+    assert_eq!(me[0]["provider_name"], "aad");
+    assert_eq!(me[0]["user_id"], "dev.user@tollgate.dev");
+    assert!(me[0].get("access_token").is_none());
+}
+
+#[tokio::test]
+async fn requirements_refuse_a_session_user_without_the_role() {
+    let rig = Rig::start().await;
+    let browser = rig.signed_in(&DevUser::default()).await;
+    let reply = browser.get("/admin/x", &[]).await;
+    assert_eq!(reply.status(), 403);
+    rig.backend.assert_nothing_received();
+}
+
+#[tokio::test]
+async fn me_tokens_and_the_refresh_token_header_when_enabled() {
+    let rig = Rig::with(Setup {
+        login: "me_tokens = true\nrefresh_token_header = true",
+        ..Setup::default()
+    })
+    .await;
+    let browser = rig.signed_in(&DevUser::default()).await;
+    let me: serde_json::Value = browser.get("/.auth/me", &[]).await.json().await.unwrap();
+    for key in ["access_token", "id_token", "refresh_token", "expires_on"] {
+        assert!(me[0][key].is_string(), "{key}: {me}");
+    }
+    browser.get("/hello", &[]).await;
+    assert!(
+        rig.backend
+            .only()
+            .header("x-ms-token-aad-refresh-token")
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn form_post_callback_signs_in_too() {
+    let rig = Rig::start().await;
+    let browser = rig.browser();
+    let authorize = browser.start_login("/after").await;
+    let callback = browser.authorize(&authorize, &DevUser::default()).await;
+    let query = url::Url::parse(&callback)
+        .unwrap()
+        .query()
+        .unwrap()
+        .to_owned();
+    let reply = browser
+        .request(
+            Method::POST,
+            "/.auth/login/aad/callback",
+            &[("content-type", "application/x-www-form-urlencoded")],
+        )
+        .await;
+    // No body: refused (state first), nothing redeemed.
+    assert_eq!(reply.status(), 400);
+    // The login cookie went with that failure: start again and post the form.
+    let authorize = browser.start_login("/after").await;
+    let callback = browser.authorize(&authorize, &DevUser::default()).await;
+    let query2 = url::Url::parse(&callback)
+        .unwrap()
+        .query()
+        .unwrap()
+        .to_owned();
+    assert_ne!(query, query2);
+    let reply = browser
+        .http
+        .post(format!("{}/.auth/login/aad/callback", browser.base))
+        .header("cookie", browser.cookie_header())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(query2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 302);
+    assert_eq!(location(&reply), "/after");
+    browser.take_cookies(&reply);
+    assert_eq!(browser.get("/after", &[]).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_large_session_is_chunked_and_logout_clears_every_chunk() {
+    let rig = Rig::start().await;
+    let browser = rig.signed_in(&user_in_groups(150)).await;
+    let chunks = browser.session_chunks();
+    assert!(chunks.len() >= 3, "{} chunks", chunks.len());
+    for (name, value) in &chunks {
+        assert!(name.len() + 1 + value.len() <= 4000, "{name}");
+    }
+    assert_eq!(browser.get("/hello", &[]).await.status(), 200);
+    let reply = browser
+        .get("/.auth/logout?post_logout_redirect_uri=/bye", &[])
+        .await;
+    assert_eq!(reply.status(), 302);
+    let cleared: Vec<String> = reply
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    for (name, _) in &chunks {
+        assert!(
+            cleared.iter().any(|c| c.starts_with(&format!("{name}=;"))
+                && c.contains("Max-Age=0")
+                && c.contains("Path=/")),
+            "{name} not cleared: {cleared:?}"
+        );
+    }
+    assert!(browser.session_chunks().is_empty());
+    // Signed out at the provider too, coming back to /bye on this origin.
+    let end = url::Url::parse(&location(&reply)).unwrap();
+    assert!(end.path().ends_with("/oauth2/v2.0/logout"), "{end}");
+    let back: Vec<(String, String)> = end.query_pairs().into_owned().collect();
+    assert!(back.contains(&(
+        "post_logout_redirect_uri".into(),
+        format!("{}/bye", browser.base)
+    )));
+    assert!(back.contains(&("client_id".into(), DEV_WEB_CLIENT_ID.into())));
+    rig.backend.clear();
+    let reply = browser
+        .get("/hello", &[("sec-fetch-mode", "navigate")])
+        .await;
+    assert_eq!(reply.status(), 302);
+    assert!(location(&reply).starts_with("/.auth/login/aad?"));
+    rig.backend.assert_nothing_received();
+}
+
+#[tokio::test]
+async fn refresh_happens_once_for_a_burst_and_every_response_carries_the_new_cookie() {
+    let rig = Rig::start().await;
+    // Tokens that are always within the 5-minute refresh margin.
+    rig.dev
+        .oauth()
+        .set_access_token_lifetime(Duration::from_secs(120));
+    let browser = rig.signed_in(&DevUser::default()).await;
+    // Twenty requests at once, all with the cookie from before the refresh.
+    let before = browser.cookie_header();
+    let replies = futures_util::future::join_all((0..20).map(|_| {
+        let (b, cookie) = (browser.clone(), before.clone());
+        async move {
+            b.http
+                .get(format!("{}/hello", b.base))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert_eq!(rig.dev.oauth().refreshes(), 1, "one refresh for the burst");
+    let mut tokens = std::collections::HashSet::new();
+    for reply in &replies {
+        assert_eq!(reply.status(), 200);
+        assert!(
+            reply.headers().get("set-cookie").is_some(),
+            "every response carries the cookie"
+        );
+    }
+    for seen in rig.backend.seen() {
+        tokens.insert(
+            seen.header("x-ms-token-aad-access-token")
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(tokens.len(), 1, "all 20 went on with the one new token");
+    assert_eq!(
+        rig.proxy
+            .metrics()
+            .session_refreshes
+            .with_label_values(&["success"])
+            .get(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_failed_refresh_of_an_expired_token_ends_the_session() {
+    let rig = Rig::start().await;
+    rig.dev
+        .oauth()
+        .set_access_token_lifetime(Duration::from_secs(1));
+    let browser = rig.signed_in(&DevUser::default()).await;
+    rig.dev.oauth().refuse_refresh_tokens(true);
+    // Once the access token has expired, the session is over.
+    eventually("the session ends", || {
+        let browser = browser.clone();
+        async move {
+            let reply = browser
+                .get("/hello", &[("sec-fetch-mode", "navigate")])
+                .await;
+            reply.status() == 302
+        }
+    })
+    .await;
+    assert!(
+        browser.session_chunks().is_empty(),
+        "the cookies are cleared"
+    );
+    assert!(
+        rig.backend
+            .seen()
+            .iter()
+            .all(|s| s.header("x-ms-token-aad-access-token").is_some())
+    );
+}
+
+#[tokio::test]
+async fn past_its_lifetime_a_session_only_renews_at_auth_refresh() {
+    let rig = Rig::with(Setup {
+        login: "session_lifetime = \"1s\"",
+        ..Setup::default()
+    })
+    .await;
+    let browser = rig.signed_in(&DevUser::default()).await;
+    eventually("the session stops authenticating", || {
+        let browser = browser.clone();
+        async move { browser.get("/api/x", &[]).await.status() == 401 }
+    })
+    .await;
+    rig.backend.clear();
+    let reply = browser.get("/.auth/refresh", &[]).await;
+    assert_eq!(reply.status(), 200);
+    assert_eq!(browser.get("/api/x", &[]).await.status(), 200);
+    // Without a session, /.auth/refresh is 401.
+    let stranger = rig.browser();
+    assert_eq!(stranger.get("/.auth/refresh", &[]).await.status(), 401);
+}
+
+#[tokio::test]
+async fn replicas_sharing_keys_share_sessions_and_rotation_keeps_them() {
+    let first = Rig::start().await;
+    let browser = first.signed_in(&DevUser::default()).await;
+    // A replica with the same key: the same session opens there, no store, no stickiness.
+    let second = Rig::with(Setup::default()).await;
+    let mut elsewhere = second.browser();
+    elsewhere.jar = browser.jar.clone();
+    assert_eq!(elsewhere.get("/hello", &[]).await.status(), 200);
+    assert_eq!(second.backend.count(), 1);
+    // A replica whose first key is new and second the old one still opens it (rotation).
+    let rotated = Rig::with(Setup {
+        key: &format!("{OTHER_KEY}\", \"{KEY}"),
+        ..Setup::default()
+    })
+    .await;
+    let mut rotating = rotated.browser();
+    rotating.jar = browser.jar.clone();
+    assert_eq!(rotating.get("/hello", &[]).await.status(), 200);
+    // One without the old key does not: no session, and the chunks are cleared.
+    let foreign = Rig::with(Setup {
+        key: OTHER_KEY,
+        ..Setup::default()
+    })
+    .await;
+    let mut stranger = foreign.browser();
+    stranger.jar = std::sync::Arc::new(parking_lot::Mutex::new(browser.jar.lock().clone()));
+    let reply = stranger
+        .get("/hello", &[("sec-fetch-mode", "navigate")])
+        .await;
+    assert_eq!(reply.status(), 302);
+    assert!(stranger.session_chunks().is_empty());
+    foreign.backend.assert_nothing_received();
+}
+
+#[tokio::test]
+async fn a_managed_identity_as_federated_credential_signs_users_in() {
+    let dev = tollgate::dev::server::DevServer::builder()
+        .start()
+        .await
+        .unwrap();
+    let credential = format!(
+        "kind = \"managed_identity_federation\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\nidentity_client_id = \"{}\"\nendpoint = \"{}\"\n",
+        dev.oauth().tenant_id(),
+        tollgate::dev::identity::DEV_CLIENT_ID,
+        dev.url(),
+    );
+    let rig = Rig::on(
+        dev,
+        Setup {
+            credential: Some(credential),
+            ..Setup::default()
+        },
+    )
+    .await;
+    let browser = rig.signed_in(&DevUser::default()).await;
+    assert_eq!(browser.get("/hello", &[]).await.status(), 200);
+    assert_eq!(rig.logins("success"), 1);
+}
