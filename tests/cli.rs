@@ -713,6 +713,108 @@ fn dev_token_verifies_with_dev_jwks_through_explain() {
     assert_eq!(from_file.status.code(), Some(0));
 }
 
+/// `tollgate demo`'s web route, as its `open` line says: a browser navigating there goes to
+/// sign-in at the local provider, signs in (the provider's form, posted as a browser would),
+/// and comes back to the page with the backend seeing who signed in; the demo's app
+/// registration proves itself with the local managed identity, no secret.
+#[tokio::test]
+async fn demo_signs_a_browser_in() {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(["demo", "--port", "0", "--admin-port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut web = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+        if let Some(url) = line.trim_start().strip_prefix("open ") {
+            web = Some(url.to_owned());
+        }
+    }
+    let web = web.expect("an `open` line");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let location = |r: &reqwest::Response| r.headers()["location"].to_str().unwrap().to_owned();
+    let cookies = |r: &reqwest::Response| -> String {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+            .filter(|c| !c.ends_with('='))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let base = web.trim_end_matches("/web/").to_owned();
+    let reply = http
+        .get(&web)
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 302);
+    let login = format!("{base}{}", location(&reply));
+    let reply = http.get(&login).send().await.unwrap();
+    assert_eq!(reply.status(), 302);
+    let login_cookie = cookies(&reply);
+    let authorize = location(&reply);
+    let page = http
+        .get(&authorize)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("id=\"sign-in\""),
+        "the provider's sign-in page"
+    );
+    let user = tollgate::dev::oauth::DevUser {
+        preferred_username: "ana@demo.local".into(),
+        ..Default::default()
+    };
+    let form = tollgate::dev::oauth::sign_in_form(&authorize, &user);
+    let reply = http.post(&authorize).form(&form).send().await.unwrap();
+    let callback = location(&reply);
+    let reply = http
+        .get(&callback)
+        .header("cookie", &login_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 302, "{}", reply.text().await.unwrap());
+    assert_eq!(location(&reply), "/web/");
+    let session = cookies(&reply);
+    let reply = http
+        .get(&web)
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let seen: serde_json::Value = reply.json().await.unwrap();
+    let headers = seen["headers"].as_array().unwrap();
+    let name = headers
+        .iter()
+        .find(|h| {
+            h[0].as_str()
+                .unwrap()
+                .eq_ignore_ascii_case("x-ms-client-principal-name")
+        })
+        .expect("the principal name");
+    assert_eq!(name[1], "ana@demo.local");
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
 /// `tollgate demo`'s printed curl lines, run as printed: 200, 401, 403, then 200 anonymous.
 /// The first sends forged identity headers, and the echo backend shows none of their values.
 #[test]

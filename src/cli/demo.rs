@@ -13,6 +13,7 @@ use crate::app::{App, StartOptions};
 use crate::config::{self, Algorithm, LogFormat};
 use crate::dev::echo::Echo;
 use crate::dev::issuer::{LocalIssuer, SigningKey, TokenSpec};
+use crate::dev::server::DevServer;
 
 /// The demo configuration, also checked by CI as `config/demo.toml`.
 const DEMO_TOML: &str = include_str!("../../config/demo.toml");
@@ -44,10 +45,15 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         let key = SigningKey::generate(Algorithm::RS256, "demo-key")
             .context("generating the demo signing key")?;
         let issuer = LocalIssuer::new(DEMO_ISSUER, key);
-        let issuer_server = issuer
-            .serve(any)
+        // The issuer's keys, its sign-in provider and the managed identity, on one port.
+        let dev = DevServer::builder()
+            .addr(any)
+            .issuer(issuer.clone())
+            .start()
             .await
             .context("starting the local issuer")?;
+        let session_key = crate::inbound::session::seal::new_key()
+            .map_err(|_| anyhow::anyhow!("no randomness for the session key"))?;
 
         let listen = free_or_any(args.port);
         let admin = free_or_any(args.admin_port);
@@ -56,7 +62,12 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             ("DEMO_UPSTREAM", format!("http://{}", echo.addr)),
             ("DEMO_ADMIN", admin.to_string()),
             ("DEMO_ISSUER", DEMO_ISSUER.to_owned()),
-            ("DEMO_JWKS", format!("http://{}/keys", issuer_server.addr)),
+            (
+                "DEMO_DISCOVERY",
+                format!("{}/.well-known/openid-configuration", dev.url()),
+            ),
+            ("DEMO_IDENTITY", dev.url()),
+            ("DEMO_SESSION_KEY", session_key),
         ];
         let env = Arc::new(move |name: &str| {
             values
@@ -92,7 +103,7 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         println!("{}", banner(inbound, app.admin_addr, echo.addr, &tokens));
         super::run::wait_for_stop_signal().await?;
         app.shutdown().await;
-        issuer_server.stop().await;
+        dev.stop().await;
         echo.stop().await;
         Ok(ExitCode::SUCCESS)
     })
@@ -153,6 +164,9 @@ fn banner(
         String::new(),
         "  # 200 without a token: an anonymous route".into(),
         format!("  curl -i http://{inbound}/public/hello"),
+        String::new(),
+        "  # in a browser: sign in (pick a user, roles and groups) and see what the backend receives".into(),
+        format!("  open http://{inbound}/web/"),
         String::new(),
         "  # health, readiness and metrics".into(),
         format!("  curl http://{admin}/readyz"),
