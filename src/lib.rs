@@ -24,8 +24,8 @@
 //!   header rewriting, upgrades.
 //! - [`telemetry`]: logging, metric families, redaction of secrets.
 //! - [`jose`]: the one JWT signer (client assertions, the development issuer's tokens).
-//! - [`dev`]: the echo backend, local issuer and identity endpoint behind `tollgate demo`,
-//!   `tollgate dev` and the tests.
+//! - [`dev`]: the echo backend, local issuer, identity endpoint and Entra-like sign-in provider
+//!   behind `tollgate demo`, `tollgate dev` and the tests.
 //! - [`cli`]: the command line; the only module that knows about the process.
 
 pub mod app;

@@ -970,6 +970,16 @@ fn dev_serves_both_protocols_prints_its_environment_and_exits_0_on_sigterm() {
         text.contains("token for api://x (system-assigned)"),
         "{text}"
     );
+    // https too, with the dev CA kept beside the key, and the environment the SDKs need.
+    let ca = dir.path().join("dev-ca.pem");
+    assert!(ca.exists() && dir.path().join("dev-ca-key.pem").exists());
+    let ca_line = format!("export SSL_CERT_FILE={}", ca.display());
+    assert!(text.lines().any(|l| l == ca_line), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("export AZURE_AUTHORITY_HOST=https://127.0.0.1:")),
+        "{text}"
+    );
 }
 
 /// Every configuration the README shows as a whole file (the quick start and the recipes)

@@ -1,7 +1,9 @@
 //! `tollgate dev`: local development without Azure. Without a subcommand it serves the local
-//! issuer and a managed-identity endpoint (IMDS and App Service protocols) on loopback and
-//! prints the environment an app needs; `dev token` mints a token from the same issuer and
-//! `dev jwks` prints its public keys. The key is kept in a file so tokens outlive the command.
+//! issuer, a managed-identity endpoint (IMDS and App Service protocols) and an Entra-like
+//! sign-in provider (authorization code, refresh, client credentials, end session) on
+//! loopback http and https, and prints the environment an app needs (`banner`); `dev token`
+//! mints a token from the same issuer and `dev jwks` prints its public keys. The key and the
+//! https CA are kept in files so tokens and trust outlive the command.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -11,14 +13,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 use crate::config::{Algorithm, LogFormat, duration};
 use crate::dev::identity::{
-    APP_SERVICE_TOKEN_PATH, DEV_CLIENT_ID, DEV_OBJECT_ID, DEV_TENANT_ID, Identity, IdentityEndpoint,
+    DEV_CLIENT_ID, DEV_OBJECT_ID, DEV_TENANT_ID, Identity, IdentityEndpoint,
 };
 use crate::dev::issuer::{DEV_AUDIENCE, DEV_ISSUER, LocalIssuer, SigningKey, TokenSpec};
-use crate::dev::server::DevServer;
+use crate::dev::oauth::{DEV_CLIENT_SECRET, DEV_WEB_CLIENT_ID, DevUser, OAuthSettings};
+use crate::dev::server::{DevServer, DevServerBuilder, StartError};
+use crate::dev::tls::DevCa;
+use crate::telemetry::redact::Secret;
+use banner::{Banner, SECRET_ENV};
+
+mod banner;
+
+/// The https port unless `--https-port` says otherwise (with `--port 0`, a free one).
+pub const DEFAULT_HTTPS_PORT: u16 = 8443;
 
 /// `tollgate dev`: serve (no subcommand), or one of the subcommands.
 #[derive(Debug, clap::Args)]
@@ -46,15 +59,36 @@ pub enum DevCommand {
 pub struct ServeArgs {
     #[command(flatten)]
     key: KeyArgs,
-    /// Port on 127.0.0.1 for the issuer and the identity endpoint; 0 picks a free one.
+    /// Port on 127.0.0.1 for plain http; 0 picks a free one.
     #[arg(long, default_value_t = 8079)]
     port: u16,
-    /// An app role (`roles`) in every token the identity endpoint mints; repeat for more.
+    /// Port on 127.0.0.1 for https (the same endpoints, with a certificate from the dev CA
+    /// kept beside the key): 8443 by default (a free one if 8443 is taken or --port is 0);
+    /// 0 picks a free one.
+    #[arg(long, value_name = "PORT")]
+    https_port: Option<u16>,
+    /// Serve plain http only: no dev CA, no https.
+    #[arg(long, conflicts_with = "https_port")]
+    no_https: bool,
+    /// An app role (`roles`) in every token the identity endpoint and the client credentials
+    /// grant mint, and the roles the sign-in page suggests; repeat for more.
     #[arg(long = "role")]
     roles: Vec<String>,
-    /// Lifetime of minted tokens, such as 1h or 90s.
+    /// Lifetime of minted tokens (managed identity and sign-in access tokens), such as 1h or
+    /// 90s.
     #[arg(long, default_value = "1h")]
     lifetime: String,
+    /// The secret of the sign-in web app (client id d3e7d3e7-0000-4000-8000-0000000000a1).
+    #[arg(long, env = SECRET_ENV, default_value = DEV_CLIENT_SECRET, hide_env_values = true)]
+    client_secret: String,
+    /// A redirect URI of the web app besides loopback ones ending in
+    /// /.auth/login/aad/callback (matched exactly); repeat for more.
+    #[arg(long = "redirect-uri", value_name = "URI")]
+    redirect_uris: Vec<String>,
+    /// A PEM certificate whose key may sign the web app's client assertions
+    /// (private_key_jwt); repeat for more.
+    #[arg(long = "client-certificate", value_name = "FILE")]
+    client_certificates: Vec<PathBuf>,
     /// `tid` of minted tokens.
     #[arg(long, default_value = DEV_TENANT_ID)]
     tenant_id: String,
@@ -83,8 +117,8 @@ pub struct KeyArgs {
 pub struct TokenArgs {
     #[command(flatten)]
     key: KeyArgs,
-    /// `aud`.
-    #[arg(long, default_value = DEV_AUDIENCE)]
+    /// `aud` (api://AzureADTokenExchange for a workload-identity token file).
+    #[arg(long, visible_alias = "audience", default_value = DEV_AUDIENCE)]
     aud: String,
     /// An app role (`roles`); repeat for more.
     #[arg(long = "role")]
@@ -215,12 +249,20 @@ pub fn spec(args: &TokenArgs) -> anyhow::Result<TokenSpec> {
     })
 }
 
-/// Serves the issuer and the identity endpoint until SIGINT or SIGTERM.
+/// Serves the issuer, the identity endpoint and the sign-in provider until SIGINT or SIGTERM.
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let lifetime =
         duration::parse(&args.lifetime).map_err(|e| anyhow::anyhow!("--lifetime: {e}"))?;
     let key_file = key_path(&args.key)?;
     let key = dev_key(&args.key)?;
+    let ca = if args.no_https {
+        None
+    } else {
+        let dir = key_file.parent().unwrap_or(Path::new("."));
+        let ca = DevCa::load_or_create(dir).context("the dev CA for https")?;
+        Some(Arc::new(ca))
+    };
+    let settings = oauth_settings(args, lifetime)?;
     let identity = Identity {
         tenant_id: args.tenant_id.clone(),
         client_id: args.client_id.clone(),
@@ -235,115 +277,109 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         let header = IdentityEndpoint::generate_header().context("generating IDENTITY_HEADER")?;
         let endpoint = Arc::new(IdentityEndpoint::new(issuer.clone(), identity, header));
         let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
-        let server = DevServer::start(addr, issuer.clone(), endpoint.clone())
-            .await
-            .with_context(|| format!("listening on {addr} (--port 0 picks a free port)"))?;
+        let builder = DevServer::builder()
+            .addr(addr)
+            .issuer(issuer.clone())
+            .identity(endpoint.clone())
+            .oauth(settings.clone());
+        let server = start(builder, ca.clone(), args).await?;
+        let https = server.https_url();
+        let ca_file = ca.as_ref().and_then(|ca| ca.cert_path());
         let printed = Banner {
             base: &server.url(),
+            https: https.as_deref().zip(ca_file),
             iss: &issuer.issuer,
             kid: &issuer.signing_key().kid,
             key_file: &key_file,
             identity: endpoint.identity(),
             header: endpoint.header().expose(),
+            web_client_id: &settings.client_id,
+            web_client_secret: settings.client_secret.expose(),
+            redirect_uris: &settings.redirect_uris,
         };
         println!("{}", printed.render());
-        tracing::info!(addr = %server.addr, "tollgate dev is serving");
+        tracing::info!(addr = %server.addr, https = ?server.https_addr, "tollgate dev is serving");
         super::run::wait_for_stop_signal().await?;
         server.stop().await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// What `tollgate dev` prints at start: the environment for an app and tollgate config blocks.
-struct Banner<'a> {
-    base: &'a str,
-    iss: &'a str,
-    kid: &'a str,
-    key_file: &'a Path,
-    identity: &'a Identity,
-    header: &'a str,
+/// The sign-in provider the flags describe.
+fn oauth_settings(args: &ServeArgs, lifetime: Duration) -> anyhow::Result<OAuthSettings> {
+    for uri in &args.redirect_uris {
+        url::Url::parse(uri).with_context(|| format!("--redirect-uri {uri}"))?;
+    }
+    let mut certificates = Vec::new();
+    for path in &args.client_certificates {
+        let cert = CertificateDer::pem_file_iter(path)
+            .ok()
+            .and_then(|mut certs| certs.next())
+            .and_then(Result::ok)
+            .with_context(|| {
+                format!(
+                    "--client-certificate {}: no PEM certificate",
+                    path.display()
+                )
+            })?;
+        certificates.push(cert);
+    }
+    Ok(OAuthSettings {
+        client_id: DEV_WEB_CLIENT_ID.to_owned(),
+        client_secret: Secret::new(args.client_secret.clone()),
+        redirect_uris: args.redirect_uris.clone(),
+        certificates,
+        tenant_id: args.tenant_id.clone(),
+        app_roles: args.roles.clone(),
+        user: DevUser {
+            roles: args.roles.clone(),
+            ..DevUser::default()
+        },
+        access_token_lifetime: lifetime,
+    })
 }
 
-impl Banner<'_> {
-    fn render(&self) -> String {
-        let Banner { base, iss, .. } = self;
-        let id = self.identity;
-        let roles = if id.roles.is_empty() {
-            "none (add --role R)".to_owned()
-        } else {
-            id.roles.join(", ")
-        };
-        let token_iss = if *iss == DEV_ISSUER {
-            String::new()
-        } else {
-            format!(" --iss {iss}")
-        };
-        let lines = [
-            format!("tollgate dev: local issuer and managed-identity endpoint on {base} (Ctrl-C stops)"),
-            String::new(),
-            format!("  issuer     {iss}  (discovery {base}/.well-known/openid-configuration)"),
-            format!("  key        {}  (kid {})", self.key_file.display(), self.kid),
-            format!("  identity   tid {}, client_id {}, oid {}", id.tenant_id, id.client_id, id.object_id),
-            format!("  roles      {roles}; tokens live {}s; any user-assigned id asked for is granted", id.lifetime.as_secs()),
-            String::new(),
-            "# App Service style: every Azure SDK and tollgate's egress detect these.".into(),
-            format!("export IDENTITY_ENDPOINT={base}{APP_SERVICE_TOKEN_PATH}"),
-            format!("export IDENTITY_HEADER={}", self.header),
-            String::new(),
-            "# Or IMDS style, with IDENTITY_ENDPOINT and IDENTITY_HEADER unset: read by azure-identity".into(),
-            "# and MSAL for Python, Azure.Identity (.NET), @azure/identity (JavaScript) and tollgate.".into(),
-            "# Not IMDS_ENDPOINT: the SDKs take that for Azure Arc. Go and Rust: use App Service style.".into(),
-            format!("export AZURE_POD_IDENTITY_AUTHORITY_HOST={base}"),
-            String::new(),
-            "# tollgate.toml, inbound: trust this issuer; audiences are the resources callers ask for".into(),
-            "[[issuers]]".into(),
-            "name = \"dev\"".into(),
-            format!("issuer = \"{iss}\""),
-            format!("discovery = \"{base}/.well-known/openid-configuration\""),
-            format!("audiences = [\"{DEV_AUDIENCE}\"]"),
-            String::new(),
-            "# tollgate.toml, egress: tokens from this endpoint over the IMDS protocol".into(),
-            "[credentials.mi]".into(),
-            "kind = \"managed_identity\"".into(),
-            format!("endpoint = \"{base}\""),
-            String::new(),
-            "# A token by hand, from the same key and issuer:".into(),
-            format!("#   tollgate dev token{token_iss} --aud {DEV_AUDIENCE} --role {}", id.roles.first().map_or("R", String::as_str)),
-        ];
-        lines.join("\n")
+/// Starts the listeners; when the default https port is taken, https moves to a free port
+/// (and says so) rather than failing.
+async fn start(
+    builder: DevServerBuilder,
+    ca: Option<Arc<DevCa>>,
+    args: &ServeArgs,
+) -> anyhow::Result<DevServer> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let Some(ca) = ca else {
+        return builder
+            .start()
+            .await
+            .with_context(|| format!("listening on {addr} (--port 0 picks a free port)"));
+    };
+    let port = match (args.https_port, args.port) {
+        (Some(port), _) => port,
+        (None, 0) => 0,
+        (None, _) => DEFAULT_HTTPS_PORT,
+    };
+    let https = SocketAddr::from(([127, 0, 0, 1], port));
+    let first = builder.clone().https(ca.clone(), https).start().await;
+    let taken = matches!(&first, Err(StartError::Bind { addr, source })
+        if *addr == https && source.kind() == std::io::ErrorKind::AddrInUse);
+    if taken && args.https_port.is_none() {
+        tracing::warn!(
+            port,
+            "the https port is taken; https moves to a free port (--https-port sets one)"
+        );
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        return builder
+            .https(ca, any)
+            .start()
+            .await
+            .context("starting tollgate dev");
     }
+    first.context("starting tollgate dev (--port 0 and --https-port 0 pick free ports)")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn banner(roles: &[&str], iss: &str) -> String {
-        let identity = Identity {
-            roles: roles.iter().map(|r| r.to_string()).collect(),
-            ..Identity::default()
-        };
-        Banner {
-            base: "http://127.0.0.1:41000",
-            iss,
-            kid: "kid-1",
-            key_file: Path::new("/k/dev-issuer.pem"),
-            identity: &identity,
-            header: "s3cret",
-        }
-        .render()
-    }
-
-    /// The lines from `first` up to the next blank line.
-    fn block(text: &str, first: &str) -> String {
-        let lines: Vec<&str> = text
-            .lines()
-            .skip_while(|l| *l != first)
-            .take_while(|l| !l.is_empty())
-            .collect();
-        assert!(!lines.is_empty(), "{first} not in\n{text}");
-        lines.join("\n") + "\n"
-    }
 
     #[test]
     fn count_mints_distinct_tokens_that_differ_only_in_uti() {
@@ -389,40 +425,5 @@ mod tests {
         };
         assert!(tokens.iter().all(|t| rest(t) == rest(&tokens[0])));
         assert_eq!(rest(&tokens[0])["roles"], json!(["reader"]));
-    }
-
-    #[test]
-    fn the_printed_environment_names_both_protocols() {
-        let text = banner(&["Orders.Read"], DEV_ISSUER);
-        for line in [
-            "export IDENTITY_ENDPOINT=http://127.0.0.1:41000/msi/token",
-            "export IDENTITY_HEADER=s3cret",
-            "export AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:41000",
-            "#   tollgate dev token --aud api://tollgate-dev --role Orders.Read",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
-        }
-        assert!(!text.contains("export IMDS_ENDPOINT"), "{text}");
-        let other = banner(&[], "http://example.test/");
-        assert!(
-            other.contains("tollgate dev token --iss http://example.test/ "),
-            "{other}"
-        );
-        assert!(other.contains("none (add --role R)"), "{other}");
-    }
-
-    #[test]
-    fn the_printed_config_blocks_are_valid_tollgate_config() {
-        let text = banner(&["Orders.Read"], DEV_ISSUER);
-        let toml = format!(
-            "[server]\nupstream = \"http://127.0.0.1:3000\"\n{}[[routes]]\nprefix = \"/\"\nroles_any = [\"Orders.Read\"]\n[egress]\nlisten = \"127.0.0.1:0\"\n[[egress.targets]]\nname = \"api\"\nurl = \"http://127.0.0.1:3001\"\nscope = \"api://tollgate-dev/.default\"\ncredential = \"mi\"\n{}",
-            block(&text, "[[issuers]]"),
-            block(&text, "[credentials.mi]"),
-        );
-        let loaded = crate::config::parse(&toml, Path::new("dev.toml"), &|_| None)
-            .unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        let issuer = &loaded.config.issuers[0];
-        assert_eq!(issuer.issuer, DEV_ISSUER);
-        assert!(loaded.config.credentials.contains_key("mi"));
     }
 }

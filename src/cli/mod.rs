@@ -45,8 +45,9 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Run the proxy in front of a built-in echo backend on loopback, with example routes.
     Demo(demo::DemoArgs),
-    /// Local development without Azure: a local issuer and an identity endpoint speaking the
-    /// IMDS and App Service protocols; `dev token` mints a token from the same issuer.
+    /// Local development without Azure: a local issuer, an identity endpoint speaking the
+    /// IMDS and App Service protocols, and an Entra-like sign-in provider (authorize, token,
+    /// logout), over http and https; `dev token` mints a token from the same issuer.
     Dev(dev::DevArgs),
     /// Acquire an egress target's token once; print its expiry and claims.
     Token(token::TokenArgs),

@@ -287,10 +287,13 @@ async fn respond(surfaces: &Surfaces, base: &str, req: Request<Incoming>) -> Res
     };
     if let Some((endpoint, reply)) = surfaces.oauth.respond(&request, now) {
         let (endpoint, status) = (endpoint.as_str(), reply.status.as_u16());
+        // Summaries quote request values (a client id, a redirect URI): escaped, so a request
+        // cannot write lines of its own into the log.
+        let summary = reply.summary.escape_debug();
         if reply.status.is_client_error() || reply.status.is_server_error() {
-            tracing::warn!(endpoint, status, "{}", reply.summary);
+            tracing::warn!(endpoint, status, "{summary}");
         } else {
-            tracing::info!(endpoint, status, "{}", reply.summary);
+            tracing::info!(endpoint, status, "{summary}");
         }
         return oauth_response(reply);
     }

@@ -1,6 +1,7 @@
 //! `tollgate dev` end to end, in process: tollgate's own managed-identity credential gets its
 //! token from the dev identity endpoint (App Service 2019 found in the environment, IMDS
-//! through `endpoint`), and a second tollgate trusting the dev issuer accepts it, or refuses it
+//! through `endpoint`), its client-secret and managed-identity-federation credentials from the
+//! dev token endpoint, and a second tollgate trusting the dev issuer accepts it, or refuses it
 //! when the identity lacks the route's role.
 
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use tollgate::config::Algorithm;
 use tollgate::dev::identity::{DEV_CLIENT_ID, Identity, IdentityEndpoint};
 use tollgate::dev::issuer::{DEV_ISSUER, LocalIssuer, SigningKey};
+use tollgate::dev::oauth::{DEV_CLIENT_SECRET, DEV_WEB_CLIENT_ID, OAuthSettings};
 use tollgate::dev::server::DevServer;
 
 use super::*;
@@ -30,8 +32,17 @@ impl Dev {
         let header = IdentityEndpoint::generate_header().unwrap();
         let secret = header.expose().clone();
         let endpoint = Arc::new(IdentityEndpoint::new(issuer.clone(), identity, header));
-        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let server = DevServer::start(any, issuer, endpoint).await.unwrap();
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        let server = DevServer::builder()
+            .issuer(issuer)
+            .identity(endpoint)
+            .oauth(OAuthSettings {
+                app_roles: roles,
+                ..OAuthSettings::default()
+            })
+            .start()
+            .await
+            .unwrap();
         Dev {
             server,
             header: secret,
@@ -80,8 +91,20 @@ fn caller(local: &Backend, api: &TestProxy, credential: &str) -> String {
 
 /// Sends one request through the caller's egress and checks the protected backend got it with
 /// the identity's role and app, carried by a token for `api://orders` from the dev issuer.
-/// Returns the token.
+/// The cached token's expiry is exactly its `exp`, as managed identity answers with
+/// `expires_on`. Returns the token.
 async fn assert_accepted(app: &Running, backend: &Backend, client_app: &str) -> String {
+    let token = assert_forwarded(app, backend, client_app).await;
+    assert_eq!(
+        app.expiry("mi", "api://orders/.default"),
+        exp_of(&token) as f64
+    );
+    token
+}
+
+/// [`assert_accepted`] but for the cached expiry (the token endpoint answers with
+/// `expires_in`, which lands within a second of `exp`).
+async fn assert_forwarded(app: &Running, backend: &Backend, client_app: &str) -> String {
     let reply = app.get("/api/orders", &[]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let seen = backend.only();
@@ -101,10 +124,6 @@ async fn assert_accepted(app: &Running, backend: &Backend, client_app: &str) -> 
     assert_eq!(claims["iss"], DEV_ISSUER);
     assert_eq!(claims["aud"], "api://orders", "the scope without /.default");
     assert_eq!(claims["idtyp"], "app");
-    assert_eq!(
-        app.expiry("mi", "api://orders/.default"),
-        exp_of(token) as f64
-    );
     token.to_owned()
 }
 
@@ -147,6 +166,58 @@ async fn imds_endpoint_gets_a_token_the_dev_issuer_s_tollgate_accepts() {
     let credential = format!("{credential}client_id = \"{user_assigned}\"\n");
     let app = start(&caller(&local, &api, &credential), &[]).await;
     assert_accepted(&app, &backend, user_assigned).await;
+}
+
+/// The web app's credentials against the dev token endpoint, as `tollgate dev` prints them: a
+/// client secret, and the dev managed identity as the app's federated credential.
+#[tokio::test]
+async fn client_secret_and_federation_credentials_get_tokens_from_the_dev_token_endpoint() {
+    let logs = capture::start();
+    let dev = Dev::start(&["Orders.Read"]).await;
+    let (backend, local) = (Backend::start().await, Backend::start().await);
+    let url = dev.server.url();
+    let tenant = tollgate::dev::identity::DEV_TENANT_ID;
+    let app_registration = format!(
+        "tenant_id = \"{tenant}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\nauthority_host = \"{url}/\"\n"
+    );
+    let credentials = [
+        format!(
+            "[credentials.mi]\nkind = \"client_secret\"\n{app_registration}secret_env = \"WEB_SECRET\"\n"
+        ),
+        format!(
+            "[credentials.mi]\nkind = \"managed_identity_federation\"\n{app_registration}endpoint = \"{url}\"\n"
+        ),
+    ];
+    let mut tokens = Vec::new();
+    for credential in credentials {
+        let api = protected_api(&dev, &backend).await;
+        let app = start(
+            &caller(&local, &api, &credential),
+            &[("WEB_SECRET", DEV_CLIENT_SECRET)],
+        )
+        .await;
+        let token = assert_forwarded(&app, &backend, DEV_WEB_CLIENT_ID).await;
+        let expiry = app.expiry("mi", "api://orders/.default");
+        assert!((expiry - exp_of(&token) as f64).abs() <= 1.0, "{expiry}");
+        tokens.push(token);
+        backend.clear();
+    }
+    let acr = |t: &str| -> serde_json::Value {
+        let claims: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(t.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        claims["appidacr"].clone()
+    };
+    assert_eq!((acr(&tokens[0]), acr(&tokens[1])), ("1".into(), "2".into()));
+    let logs = logs.text();
+    assert!(!logs.contains(DEV_CLIENT_SECRET), "the secret in the logs");
+    assert!(
+        tokens.iter().all(|t| !logs.contains(t.as_str())),
+        "a token in the logs"
+    );
 }
 
 #[tokio::test]

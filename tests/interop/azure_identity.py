@@ -6,6 +6,9 @@
   token --mode M --proxy URL   get tokens with the real azure-identity ManagedIdentityCredential
                                (and DefaultAzureCredential), check their claims, and check that
                                tollgate at URL accepts them and refuses no token / a forged one
+  entra --proxy URL            the same with ClientSecretCredential and WorkloadIdentityCredential
+                               against `tollgate dev`'s Entra-like token endpoint over https
+                               (AZURE_AUTHORITY_HOST, the dev CA in REQUESTS_CA_BUNDLE, ...)
 
 The environment (App Service or IMDS style) is whatever the caller passes: this file never
 sets it. It never prints a token.
@@ -128,6 +131,44 @@ def token(mode, proxy, role):
         check_proxy(label, proxy, access.token)
 
 
+def entra(proxy, role):
+    """ClientSecretCredential and WorkloadIdentityCredential from the environment the caller
+    passes (AZURE_AUTHORITY_HOST https, AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET,
+    AZURE_FEDERATED_TOKEN_FILE, the dev CA). MSAL asks login.microsoftonline.com to vouch for
+    any other authority host unless instance discovery is off."""
+    import os
+
+    from azure.identity import ClientSecretCredential, WorkloadIdentityCredential
+
+    env = os.environ
+    web_client = env["AZURE_CLIENT_ID"]
+    cases = [
+        (
+            "ClientSecretCredential",
+            ClientSecretCredential(
+                env["AZURE_TENANT_ID"],
+                web_client,
+                env["AZURE_CLIENT_SECRET"],
+                disable_instance_discovery=True,
+            ),
+            "1",
+        ),
+        (
+            "WorkloadIdentityCredential",
+            WorkloadIdentityCredential(disable_instance_discovery=True),
+            "2",
+        ),
+    ]
+    print(f"entra (token endpoint {env['AZURE_AUTHORITY_HOST']}):")
+    for label, credential, acr in cases:
+        with credential:
+            access = credential.get_token(SCOPE)
+        check_token(label, access.token, access.expires_on, web_client, role)
+        if claims_of(access.token).get("appidacr") != acr:
+            fail(f"{label}: appidacr {claims_of(access.token).get('appidacr')!r}, expected {acr!r}")
+        check_proxy(label, proxy, access.token)
+
+
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +181,9 @@ def main():
     t.add_argument("--mode", required=True, choices=["app_service", "imds"])
     t.add_argument("--proxy", required=True)
     t.add_argument("--role", required=True)
+    e = sub.add_parser("entra")
+    e.add_argument("--proxy", required=True)
+    e.add_argument("--role", required=True)
     args = parser.parse_args()
     if args.command == "free-ports":
         free_ports(args.count)
@@ -147,6 +191,8 @@ def main():
         wait(args.url)
     elif args.command == "get":
         get(args.url, args.body)
+    elif args.command == "entra":
+        entra(args.proxy, args.role)
     else:
         token(args.mode, args.proxy, args.role)
 

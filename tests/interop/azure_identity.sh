@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Interop: the real Python azure-identity ManagedIdentityCredential against `tollgate dev`.
+# Interop: the real Python azure-identity (ManagedIdentityCredential, ClientSecretCredential,
+# WorkloadIdentityCredential) against `tollgate dev`.
 #
 # 1. installs azure-identity into a venv under target/ (once; later runs reuse it);
 # 2. builds tollgate and starts `tollgate dev` on a free port with a throwaway key;
@@ -14,10 +15,14 @@
 #
 # 4b. with NODE_MODULES (a node_modules with @azure/identity, as .ci/run provides), the same
 #    token checks with Node's @azure/identity in both styles;
+# 4c. with only the Entra-style variables it printed (the https token endpoint, its dev CA, the
+#    web app's id and secret) and a workload-identity token file from `tollgate dev token`,
+#    gets app-only tokens with ClientSecretCredential and WorkloadIdentityCredential (Python,
+#    and Node with NODE_MODULES) and sends each through tollgate;
 #
 # Exits non-zero on any failure and stops every process it started.
 # Environment: AZURE_IDENTITY_SPEC (pip requirement, default azure-identity==1.27.0),
-# TOLLGATE_BIN (skip the build and use this binary), PYTHON (default python3).
+# TOLLGATE_BIN (skip the build and use this binary), PYTHON (default python3), NODE_MODULES.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,7 +47,8 @@ cleanup() {
         for log in "$work"/*.log; do
             [ -f "$log" ] || continue
             echo "--- $(basename "$log")" >&2
-            grep -v '^export IDENTITY_HEADER=' "$log" | tail -n 40 >&2 || true
+            grep -v '^export \(IDENTITY_HEADER\|AZURE_CLIENT_SECRET\|TOLLGATE_DEV_CLIENT_SECRET\)=' "$log" |
+                tail -n 40 >&2 || true
         done
         echo "interop: FAILED" >&2
     fi
@@ -130,7 +136,7 @@ pids+=($!)
 "${check[@]}" wait "http://127.0.0.1:$admin_port/readyz"
 proxy="http://127.0.0.1:$api_port/orders"
 
-count() { grep -c "protocol=\"$1\" status=200" "$work/dev.log" || true; }
+count() { grep -c "\(protocol\|endpoint\)=\"$1\" status=200" "$work/dev.log" || true; }
 # at_least PROTOCOL N: until dev.log counts N tokens served over PROTOCOL (5 s). tollgate's log
 # writer flushes every 100 ms, so the last line may land just after the client has its token.
 at_least() {
@@ -173,6 +179,27 @@ else
     echo "   (NODE_MODULES not set: the Node @azure/identity checks are skipped)"
 fi
 
+step "Entra style: the https token endpoint, the dev CA, the web app's secret; a federated token file"
+entra_env=()
+for name in SSL_CERT_FILE REQUESTS_CA_BUNDLE NODE_EXTRA_CA_CERTS AZURE_AUTHORITY_HOST AZURE_TENANT_ID \
+    AZURE_CLIENT_ID AZURE_CLIENT_SECRET; do
+    [ -n "$(value "$name")" ] || fail "tollgate dev did not print $name"
+    entra_env+=("$name=$(value "$name")")
+done
+# As the workload-identity webhook would mount it: the dev issuer's token for the exchange audience.
+"${clean[@]}" "$bin" dev token --key "$work/dev-issuer.pem" --audience api://AzureADTokenExchange \
+    >"$work/federated-token"
+entra_env+=("AZURE_FEDERATED_TOKEN_FILE=$work/federated-token")
+before=$(count token)
+"${clean[@]}" "${entra_env[@]}" "${check[@]}" entra --proxy "$proxy" --role "$role"
+at_least token $((before + 2)) || fail "the Entra-style tokens did not come from the token endpoint"
+if [ -n "${NODE_MODULES:-}" ]; then
+    step "Node @azure/identity, Entra style"
+    before=$(count token)
+    "${clean[@]}" "NODE_MODULES=$NODE_MODULES" "${entra_env[@]}" "${node_check[@]}" entra "$proxy" "$role"
+    at_least token $((before + 2)) || fail "the Node Entra-style tokens did not come from the token endpoint"
+fi
+
 step "tollgate egress with the printed [credentials.mi] block"
 cat >"$work/egress.toml" <<EOF
 [admin]
@@ -197,14 +224,20 @@ pids+=($!)
 "${check[@]}" wait "http://127.0.0.1:$egress_admin_port/readyz"
 "${check[@]}" get "http://127.0.0.1:$egress_port/api/orders" interop-ok
 
-# Secrets stay out of every log; the only place IDENTITY_HEADER may appear is the export line.
+# Secrets stay out of every log; the only place IDENTITY_HEADER and the client secret may
+# appear is their export lines.
+client_secret=$(value AZURE_CLIENT_SECRET)
 for log in "$work"/*.log; do
     if grep -v '^export IDENTITY_HEADER=' "$log" | grep -F -- "$identity_header" > /dev/null; then
         fail "IDENTITY_HEADER appeared in $(basename "$log")"
+    fi
+    if grep -v '^export \(AZURE_CLIENT_SECRET\|TOLLGATE_DEV_CLIENT_SECRET\)=' "$log" |
+        grep -F -- "$client_secret" > /dev/null; then
+        fail "the client secret appeared in $(basename "$log")"
     fi
     if grep -q 'eyJ' "$log"; then
         fail "a token appeared in $(basename "$log")"
     fi
 done
 
-echo "interop: azure-identity (Python${NODE_MODULES:+ and Node}) and tollgate agree on tollgate dev (App Service and IMDS)"
+echo "interop: azure-identity (Python${NODE_MODULES:+ and Node}) and tollgate agree on tollgate dev (App Service, IMDS and Entra style)"

@@ -6,13 +6,19 @@
 // gets tokens with ManagedIdentityCredential (system- and user-assigned) and
 // DefaultAzureCredential from whatever environment the caller passes (App Service or IMDS
 // style), checks their claims, and checks that tollgate at PROXY_URL accepts them. Under IMDS,
-// msal-node asks for /metadata/identity/oauth2/token/ (with a trailing slash). Never prints a
-// token.
+// msal-node asks for /metadata/identity/oauth2/token/ (with a trailing slash). MODE `entra`:
+// ClientSecretCredential and WorkloadIdentityCredential against the dev token endpoint over
+// https (AZURE_AUTHORITY_HOST, NODE_EXTRA_CA_CERTS, ...). Never prints a token.
 import { createRequire } from "node:module";
 
 // From the node_modules the caller names (ES modules do not read NODE_PATH).
 const require = createRequire(`${process.env.NODE_MODULES}/`);
-const { DefaultAzureCredential, ManagedIdentityCredential } = require("@azure/identity");
+const {
+  ClientSecretCredential,
+  DefaultAzureCredential,
+  ManagedIdentityCredential,
+  WorkloadIdentityCredential,
+} = require("@azure/identity");
 
 const [mode, proxy, role] = process.argv.slice(2);
 const SCOPE = "api://tollgate-dev/.default";
@@ -53,6 +59,19 @@ async function check(label, credential, appid) {
 }
 
 console.log(`${mode} (Node @azure/identity):`);
+if (mode === "entra") {
+  // msal-node asks login.microsoftonline.com to vouch for any other authority host unless
+  // instance discovery is off.
+  const env = process.env;
+  const options = { disableInstanceDiscovery: true };
+  await check(
+    "ClientSecretCredential",
+    new ClientSecretCredential(env.AZURE_TENANT_ID, env.AZURE_CLIENT_ID, env.AZURE_CLIENT_SECRET, options),
+    env.AZURE_CLIENT_ID,
+  );
+  await check("WorkloadIdentityCredential", new WorkloadIdentityCredential(options), env.AZURE_CLIENT_ID);
+  process.exit(0);
+}
 await check("ManagedIdentityCredential()", new ManagedIdentityCredential(), SYSTEM);
 await check(
   `ManagedIdentityCredential({clientId: ${USER_ASSIGNED}})`,

@@ -47,8 +47,11 @@ pub(super) fn verify(
     base: &str,
     now: SystemTime,
 ) -> Result<(), OAuthError> {
-    let jws =
-        parse(token).ok_or_else(|| invalid(700027, "The client assertion is not a signed JWT."))?;
+    // A token file written by `tollgate dev token > FILE` ends in a newline, and
+    // azure-identity sends the file's content as it is.
+    let token = token.trim_ascii();
+    let not_a_jwt = || invalid(700027, "The client assertion is not a signed JWT.");
+    let jws = parse(token).ok_or_else(not_a_jwt)?;
     let thumbprint = ["x5t#S256", "x5t"]
         .iter()
         .find_map(|name| jws.header[*name].as_str());

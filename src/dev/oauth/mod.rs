@@ -5,10 +5,10 @@
 //!
 //! [`OAuthProvider::respond`] is a pure function of the request and `now` over the provider's
 //! state (issued codes and refresh tokens, counters, test knobs); [`super::server`] moves the
-//! bytes. [`route`] tells the endpoints apart, [`authorize`] and [`token`] answer them,
-//! [`client`] holds the one registered web client and checks how it proves itself (through
-//! [`assertion`] for client assertions), [`mint`] writes the claims, [`page`] the HTML and
-//! [`error`] Entra's error bodies.
+//! bytes. `route` tells the endpoints apart, `authorize` and `token` answer them,
+//! `client` holds the one registered web client and checks how it proves itself (through
+//! `assertion` for client assertions), `mint` writes the claims, `page` the HTML and
+//! `error` Entra's error bodies.
 //!
 //! Every endpoint answers both at the root (`/oauth2/v2.0/token`) and under any tenant
 //! (`/{tenant}/oauth2/v2.0/token`), as SDKs build URLs from an authority host and a tenant.
@@ -53,16 +53,28 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, Method, StatusCode, Uri};
 use parking_lot::Mutex;
-use rustls_pki_types::CertificateDer;
 use serde_json::Value;
 
-use super::identity::DEV_TENANT_ID;
 use super::issuer::LocalIssuer;
 use crate::telemetry::redact::Secret;
 use client::WebClient;
 
+mod assertion;
+mod authorize;
+mod client;
+mod error;
+mod logout;
+mod mint;
+mod page;
+mod route;
+mod settings;
+#[cfg(test)]
+mod tests;
+mod token;
+
 pub use authorize::sign_in_form;
 pub use route::Endpoint;
+pub use settings::{DevUser, OAuthSettings};
 
 /// Client id of the web app registration `tollgate dev` knows.
 pub const DEV_WEB_CLIENT_ID: &str = "d3e7d3e7-0000-4000-8000-0000000000a1";
@@ -81,73 +93,6 @@ pub const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// Refresh tokens kept; past it the oldest are forgotten (a long-running `tollgate dev`
 /// would otherwise grow by one per refresh, since old ones stay valid).
 const MAX_REFRESH_TOKENS: usize = 10_000;
-
-/// The user a sign-in is for: what the authorize page asks, what the tokens say.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DevUser {
-    /// `name`. Defaults to `Dev User`.
-    pub name: String,
-    /// `preferred_username`. Defaults to `dev.user@tollgate.dev` (or the `login_hint`).
-    pub preferred_username: String,
-    /// `oid`, a GUID. Defaults to [`DEV_USER_OBJECT_ID`].
-    pub oid: String,
-    /// `roles` (app roles). Default none.
-    pub roles: Vec<String>,
-    /// `groups` (object ids). Default none.
-    pub groups: Vec<String>,
-}
-
-impl Default for DevUser {
-    fn default() -> Self {
-        DevUser {
-            name: "Dev User".to_owned(),
-            preferred_username: "dev.user@tollgate.dev".to_owned(),
-            oid: DEV_USER_OBJECT_ID.to_owned(),
-            roles: Vec::new(),
-            groups: Vec::new(),
-        }
-    }
-}
-
-/// What the provider starts with. [`Default`] is the web client [`DEV_WEB_CLIENT_ID`] with
-/// secret [`DEV_CLIENT_SECRET`], loopback callbacks only, no certificate, tenant
-/// [`DEV_TENANT_ID`], one-hour access tokens.
-#[derive(Clone, Debug)]
-pub struct OAuthSettings {
-    /// The web client's id.
-    pub client_id: String,
-    /// Its secret.
-    pub client_secret: Secret<String>,
-    /// Redirect URIs registered besides loopback `http(s)://127.0.0.1|localhost|[::1]:*/…`
-    /// ending in [`CALLBACK_PATH`]. Matched exactly, as Entra does.
-    pub redirect_uris: Vec<String>,
-    /// Certificates whose keys may sign `private_key_jwt` assertions for the client.
-    pub certificates: Vec<CertificateDer<'static>>,
-    /// `tid` of every token.
-    pub tenant_id: String,
-    /// `roles` of client-credentials (app-only) tokens.
-    pub app_roles: Vec<String>,
-    /// What the authorize page suggests.
-    pub user: DevUser,
-    /// Lifetime of access tokens (`expires_in`). Changeable later with
-    /// [`OAuthProvider::set_access_token_lifetime`].
-    pub access_token_lifetime: Duration,
-}
-
-impl Default for OAuthSettings {
-    fn default() -> Self {
-        OAuthSettings {
-            client_id: DEV_WEB_CLIENT_ID.to_owned(),
-            client_secret: Secret::new(DEV_CLIENT_SECRET.to_owned()),
-            redirect_uris: Vec::new(),
-            certificates: Vec::new(),
-            tenant_id: DEV_TENANT_ID.to_owned(),
-            app_roles: Vec::new(),
-            user: DevUser::default(),
-            access_token_lifetime: DEFAULT_ACCESS_TOKEN_LIFETIME,
-        }
-    }
-}
 
 /// A request to one of the provider's endpoints, as the listener received it.
 pub struct OAuthRequest<'a> {
@@ -448,15 +393,3 @@ fn random_guid() -> String {
         .into_uuid()
         .to_string()
 }
-
-mod assertion;
-mod authorize;
-mod client;
-mod error;
-mod logout;
-mod mint;
-mod page;
-mod route;
-#[cfg(test)]
-mod tests;
-mod token;

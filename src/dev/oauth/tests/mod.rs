@@ -7,11 +7,13 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use rustls_pki_types::CertificateDer;
 use serde_json::Value;
 use url::Url;
 
 use super::*;
 use crate::config::Algorithm;
+use crate::dev::identity::DEV_TENANT_ID;
 use crate::dev::issuer::{DEV_ISSUER, SigningKey};
 
 mod assertion;
