@@ -282,6 +282,166 @@ fn bench_session(c: &mut Criterion) {
     });
 }
 
+/// A request's whole authentication beside its bearer twin: with a browser session, the cookie
+/// joined and opened, the id_token's claims parsed, the decision, the identity headers and
+/// the token headers; with a bearer token (signature cached), the decision and the identity
+/// headers. Same user, same route.
+fn bench_session_request(c: &mut Criterion) {
+    use futures_util::FutureExt;
+    use tollgate::inbound::jwt::Verified;
+    use tollgate::inbound::session::{Resolved, headers as token_headers, record::Tokens};
+    use tollgate::inbound::{Browser, SessionInput, decide_with};
+
+    let (_, bearer, key) = issuer_and_token(Algorithm::RS256);
+    let toml = format!(
+        r#"
+[server]
+upstream = "http://127.0.0.1:3000"
+[[issuers]]
+name = "entra"
+issuer = "{ISS}"
+discovery = "https://login.microsoftonline.com/discovery"
+audiences = ["api://orders"]
+[credentials.web]
+kind = "client_secret"
+tenant_id = "t"
+client_id = "web"
+secret_env = "S"
+[login]
+issuer = "entra"
+client_id = "web"
+credential = "web"
+session_keys = ["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="]
+[[routes]]
+prefix = "/orders"
+roles_any = ["Orders.Read"]
+"#
+    );
+    let env = |name: &str| (name == "S").then(|| "s".to_owned());
+    let config = config::parse(&toml, std::path::Path::new("bench.toml"), &env)
+        .expect("config")
+        .config;
+    let metrics = Arc::new(Metrics::new());
+    let state = InboundState::build(&config, None, &metrics, None, &env)
+        .expect("state")
+        .expect("a [server]");
+    let jwks = json!({ "keys": [key.jwk()] }).to_string();
+    for issuer in state.issuers.iter() {
+        issuer.keys.load_document(jwks.as_bytes()).expect("keys");
+    }
+    let sessions = state.sessions.clone().expect("[login]");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    // An Entra-sized id_token; the access token is the bearer one; a 1.2 KB refresh token.
+    let id_token = key
+        .mint(
+            &json!({
+                "aud": "web", "iss": ISS, "iat": now, "nbf": now, "exp": now + 3600,
+                "name": "Ana Example", "preferred_username": "ana@contoso.com", "nonce": "n".repeat(43),
+                "oid": "a1b2c3d4-0000-1111-2222-333344445555", "roles": ["Orders.Read", "Orders.Write"],
+                "sub": "Xq1w2e3r4t5y6u7i8o9p0a1s2d3f4g5h6j7k8l9z0x", "tid": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                "sid": "004c1e1a-0000-1111-2222-333344445555", "uti": "Q1w2E3r4T5y6U7i8O9p0", "ver": "2.0",
+                "rh": "0.AAAAv4j5cvGGr0GRqy180BHbR_SGOmDaIqBAjHs0u-OLZE0MAAA.",
+            }),
+            &json!({}),
+        )
+        .expect("id_token");
+    let tokens = Tokens {
+        id_token,
+        access_token: bearer.clone(),
+        access_expires: now + 3600,
+        refresh_token: Some("0.A".to_owned() + &"r".repeat(1200)),
+    };
+    let body = sessions.new_body(SystemTime::now(), "sid-bench".into());
+    let set = sessions
+        .seal_cookies(&body, &tokens, false, &[])
+        .now_or_never()
+        .expect("no store: ready at once")
+        .expect("sealed");
+    let cookie = set
+        .iter()
+        .map(|v| {
+            v.to_str()
+                .expect("ascii")
+                .split(';')
+                .next()
+                .expect("pair")
+                .to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut with_cookie = HeaderMap::new();
+    with_cookie.insert(
+        http::header::COOKIE,
+        HeaderValue::from_str(&cookie).expect("cookie"),
+    );
+    let mut with_bearer = HeaderMap::new();
+    with_bearer.insert(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {bearer}")).expect("header"),
+    );
+    let get = Method::GET;
+    let login = &sessions.config;
+    c.bench_function("request/session_cookie", |b| {
+        b.iter(|| {
+            let Resolved::Active(active) = sessions
+                .resolve(black_box(&with_cookie), false, SystemTime::now())
+                .now_or_never()
+                .expect("ready at once")
+            else {
+                panic!("no session")
+            };
+            let issuer = state.issuers.by_name("entra").expect("issuer");
+            let verified = Verified {
+                claims: active.claims,
+                issuer,
+                alg: active.alg,
+                cached: true,
+            };
+            let browser = Browser {
+                session: SessionInput::Active(verified),
+                ..Browser::default()
+            };
+            let trace = decide_with(
+                Some(&state),
+                &get,
+                "/orders/42",
+                &with_cookie,
+                browser,
+                SystemTime::now(),
+            );
+            let v = trace.verified().expect("allowed");
+            let computed = identity::identity_headers(&v.claims, &state.identity);
+            let mut out = HeaderMap::new();
+            token_headers::add_token_headers(&mut out, &active.tokens, login);
+            computed.set.len() + out.len()
+        })
+    });
+    c.bench_function("request/bearer_token", |b| {
+        b.iter(|| {
+            let trace = decide(
+                Some(&state),
+                &get,
+                "/orders/42",
+                black_box(&with_bearer),
+                SystemTime::now(),
+            );
+            let v = trace.verified().expect("allowed");
+            identity::identity_headers(&v.claims, &state.identity)
+                .set
+                .len()
+        })
+    });
+    // The session cookie is this big on the wire.
+    eprintln!(
+        "session cookie: {} bytes in {} chunks",
+        cookie.len(),
+        set.len()
+    );
+}
+
 /// The access-log line every request writes (JSON format), timestamp included: the clock is
 /// read as the proxy reads it, so consecutive lines share the cached second as in production.
 fn bench_access_log(c: &mut Criterion) {
@@ -325,6 +485,7 @@ criterion_group!(
     bench_headers,
     bench_decide,
     bench_session,
+    bench_session_request,
     bench_access_log
 );
 criterion_main!(benches);
