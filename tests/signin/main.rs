@@ -8,5 +8,6 @@
 mod support;
 
 mod attacks;
+mod redis;
 mod rig;
 mod sessions;

@@ -39,7 +39,10 @@ async fn sign_in_gives_the_backend_the_users_identity_and_tokens() {
         .expect("access token header");
     let (_, claims) = tollgate::inbound::jwt::dangerous::decode_unverified(access).unwrap();
     assert_eq!(claims["aud"], "api://orders");
-    assert_eq!(claims["scp"], "Orders.Read", "the delegated scope an API checks");
+    assert_eq!(
+        claims["scp"], "Orders.Read",
+        "the delegated scope an API checks"
+    );
     let id = seen
         .header("x-ms-token-aad-id-token")
         .expect("id token header");

@@ -267,7 +267,8 @@ mod tests {
             block(&text, "[login]"),
         );
         let key = |name: &str| {
-            (name == "SESSION_KEY").then(|| "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned())
+            (name == "SESSION_KEY")
+                .then(|| "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned())
         };
         let loaded = crate::config::parse(&toml, Path::new("dev.toml"), &key)
             .unwrap_or_else(|e| panic!("{e}\n{toml}"));

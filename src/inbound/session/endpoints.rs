@@ -413,13 +413,8 @@ async fn logout(
 ) -> Response<Body> {
     let received = cookies::received(req.headers());
     let secure = origin.secure_cookies();
-    let login_hint = match sessions
-        .resolve(req.headers(), secure, SystemTime::now())
-        .await
-    {
-        super::Resolved::Active(active) => active.claims.str("login_hint").map(str::to_owned),
-        _ => None,
-    };
+    // The stored record goes first: a copy of the cookie then opens nothing.
+    let login_hint = sessions.end(req.headers()).await;
     let clear = header_values(cookies::clear(
         &sessions.config.cookie_name,
         secure,
