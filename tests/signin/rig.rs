@@ -57,6 +57,11 @@ impl Rig {
 
     /// Another tollgate (its own backend) against the same provider.
     pub async fn on(dev: DevServer, setup: Setup<'_>) -> Rig {
+        Rig::on_with_env(dev, setup, &[]).await
+    }
+
+    /// [`Rig::on`] with more environment variables.
+    pub async fn on_with_env(dev: DevServer, setup: Setup<'_>, vars: &[(&str, &str)]) -> Rig {
         let backend = Backend::start().await;
         let credential = setup.credential.unwrap_or_else(|| {
             format!(
@@ -105,7 +110,8 @@ unauthenticated = "redirect"
             key = setup.key,
             login = setup.login,
         );
-        let env = HashMap::from([("WEB_SECRET".to_owned(), DEV_CLIENT_SECRET.to_owned())]);
+        let mut env = HashMap::from([("WEB_SECRET".to_owned(), DEV_CLIENT_SECRET.to_owned())]);
+        env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let proxy = TestProxy::start_with_env(&toml, env).await;
         Rig {
             dev,

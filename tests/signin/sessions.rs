@@ -367,3 +367,99 @@ async fn a_managed_identity_as_federated_credential_signs_users_in() {
     assert_eq!(browser.get("/hello", &[]).await.status(), 200);
     assert_eq!(rig.logins("success"), 1);
 }
+
+/// Each credential kind an app registration can prove itself with, besides the secret and the
+/// managed identity: a certificate (`private_key_jwt`) and workload identity (a Kubernetes
+/// token file, here one the dev issuer signed for `api://AzureADTokenExchange`).
+#[tokio::test]
+async fn a_certificate_or_workload_identity_signs_users_in() {
+    let dir = tempfile::tempdir().unwrap();
+    // Certificate: registered with the provider, its key signs the assertion.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["web".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let pem = dir.path().join("web.pem");
+    std::fs::write(&pem, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+    let settings = tollgate::dev::oauth::OAuthSettings {
+        certificates: vec![cert.der().clone()],
+        ..Default::default()
+    };
+    let dev = tollgate::dev::server::DevServer::builder()
+        .oauth(settings)
+        .start()
+        .await
+        .unwrap();
+    let credential = format!(
+        "kind = \"client_certificate\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\ncertificate = \"{}\"\nassertion_algorithm = \"RS256\"\n",
+        dev.oauth().tenant_id(),
+        pem.display()
+    );
+    let rig = Rig::on(
+        dev,
+        Setup {
+            credential: Some(credential),
+            ..Setup::default()
+        },
+    )
+    .await;
+    let browser = rig.signed_in(&DevUser::default()).await;
+    assert_eq!(browser.get("/hello", &[]).await.status(), 200);
+
+    // Workload identity: the projected token, read from its file at each redemption.
+    let dev = tollgate::dev::server::DevServer::builder()
+        .start()
+        .await
+        .unwrap();
+    let token = dev
+        .issuer()
+        .mint(&tollgate::dev::issuer::TokenSpec {
+            audience: tollgate::dev::oauth::TOKEN_EXCHANGE_AUDIENCE.into(),
+            object_id: Some("00000000-0000-4000-8000-0000000000f1".into()),
+            lifetime: Duration::from_secs(3600),
+            ..tollgate::dev::issuer::TokenSpec::default()
+        })
+        .unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let credential = format!(
+        "kind = \"workload_identity\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\ntoken_file = \"{}\"\n",
+        dev.oauth().tenant_id(),
+        file.display()
+    );
+    let rig = Rig::on(
+        dev,
+        Setup {
+            credential: Some(credential),
+            ..Setup::default()
+        },
+    )
+    .await;
+    let browser = rig.signed_in(&DevUser::default()).await;
+    assert_eq!(browser.get("/hello", &[]).await.status(), 200);
+    // A wrong secret is a refused redemption, not a session.
+    let dev = tollgate::dev::server::DevServer::builder()
+        .start()
+        .await
+        .unwrap();
+    let credential = format!(
+        "kind = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\nsecret_env = \"WRONG\"\n",
+        dev.oauth().tenant_id()
+    );
+    let rig = Rig::on_with_env(
+        dev,
+        Setup {
+            credential: Some(credential),
+            ..Setup::default()
+        },
+        &[("WRONG", "not-the-secret")],
+    )
+    .await;
+    let b = rig.browser();
+    let authorize = b.start_login("/").await;
+    let callback = b.authorize(&authorize, &DevUser::default()).await;
+    assert_eq!(b.get_url(&callback, &[]).await.status(), 502);
+    assert_eq!(rig.logins("code_redemption_failed"), 1);
+    rig.backend.assert_nothing_received();
+}
