@@ -3,7 +3,8 @@
 #   plain: the same static backend reached directly, through nginx as a plain reverse proxy,
 #          and through tollgate on an anonymous route (issue 2);
 #   jwt:   an authenticated route, tollgate against HAProxy 2.6 with jwt_verify, with one
-#          token for every request and with 10,000 distinct tokens cycled (issue 3).
+#          token for every request and with 10,000 distinct tokens cycled (issue 3), and
+#          tollgate with a browser session cookie instead of the token (issue 14).
 # Prints requests/s, p50 and p99 per case (median of interleaved rounds) and the ratios. See
 # README.md, section "Performance", for what it measures and why.
 #
@@ -11,7 +12,7 @@
 #
 # Knobs (environment): SUITES ("plain jwt"), DURATION (10s), WARMUP (3s), CONNECTIONS (32),
 # THREADS (1), ROUNDS (5), MODES ("off on": access logs off, then on), PROXY_CPU (0),
-# LOAD_CPU (1), PORT_BASE (18400; the suites use PORT_BASE to PORT_BASE+12),
+# LOAD_CPU (1), PORT_BASE (18400; the suites use PORT_BASE to PORT_BASE+14),
 # NGINX_LOG_BUFFER (64k; empty for one write per line), KEEP_TMP (1 keeps the temp dir),
 # NOISE_LIMIT (5 %), NOISE_TRIES (4), QUIET_TIMEOUT (600 s): see "Noise" below;
 # TOLLGATE_B (another tollgate binary, measured as the extra plain case "tollgate_b", for A/B);
@@ -57,6 +58,7 @@ HAPROXY_JWT1_PORT=$((PORT_BASE + 7))
 HAPROXY_JWT10K_PORT=$((PORT_BASE + 8))
 TOLLGATE_JWT1_PORT=$((PORT_BASE + 9)) # admin + 10
 TOLLGATE_JWT10K_PORT=$((PORT_BASE + 11)) # admin + 12
+TOLLGATE_SESSION_PORT=$((PORT_BASE + 13)) # admin + 14
 
 SUITES=${SUITES:-plain jwt}
 TOKENS=${TOKENS:-10000}
@@ -67,11 +69,11 @@ TARGET_JWT_RPS_RATIO=1.0
 # Cases of each suite in measuring order (rotated each round), and the pairs compared as A/B.
 declare -A SUITE_CASES=(
     [plain]="direct nginx tollgate"
-    [jwt]="tollgate_jwt1 haproxy_jwt1 tollgate_jwt10k haproxy_jwt10k"
+    [jwt]="tollgate_jwt1 haproxy_jwt1 tollgate_jwt10k haproxy_jwt10k tollgate_session"
 )
 declare -A SUITE_COMPARE=(
     [plain]="tollgate:nginx"
-    [jwt]="tollgate_jwt1:haproxy_jwt1 tollgate_jwt10k:haproxy_jwt10k"
+    [jwt]="tollgate_jwt1:haproxy_jwt1 tollgate_jwt10k:haproxy_jwt10k tollgate_session:tollgate_jwt1"
 )
 TOLLGATE_B=${TOLLGATE_B:-}
 if [[ -n $TOLLGATE_B ]]; then
@@ -315,6 +317,28 @@ start_tollgate_jwt() {
     [[ $got == 403 ]] || die "$name answered $got to a token without the role (expected 403)"
 }
 
+# A browser session: the same route, the user signed in through the development issuer's
+# sign-in provider (with the role), every request carrying the session cookie (two chunks,
+# about 4.8 KB, as an Entra session's) instead of a bearer token.
+case_tollgate_session_start() {
+    local name=tollgate_session port=$TOLLGATE_SESSION_PORT jar="$TMP/session.jar" authorize callback form got
+    export TOLLGATE_BENCH_WEB_SECRET=tollgate-dev-secret # the dev web app's (not a secret)
+    start_tollgate "$name" "$TOLLGATE" "$port" "$((port + 1))" "$1" \
+        "$HERE/tollgate-session.toml.in" "ISSUER_PORT=$ISSUER_PORT" "ISS=$JWT_ISS" "AUD=$JWT_AUD" "ROLE=$JWT_ROLE"
+    rm -f "$jar"
+    authorize=$(curl -s -o /dev/null -c "$jar" -w '%{redirect_url}' "http://127.0.0.1:$port/.auth/login/aad?post_login_redirect_uri=/")
+    form="${authorize#*\?}&name=Bench&preferred_username=bench%40tollgate.dev&oid=d3e7d3e7-0000-4000-8000-0000000000d1&roles=$JWT_ROLE&groups=&action=sign_in"
+    callback=$(curl -s -o /dev/null -w '%{redirect_url}' --data "$form" "${authorize%%\?*}")
+    curl -s -o /dev/null -b "$jar" -c "$jar" "$callback"
+    HDR[$name]="Cookie: $(awk '$6 ~ /^AppServiceAuthSession/ {printf "%s%s=%s", sep, $6, $7; sep="; "}' "$jar")"
+    [[ ${HDR[$name]} == "Cookie: AppServiceAuthSession="* ]] || die "$name: sign-in gave no session cookie"
+    got=$(curl -s -o /dev/null -w '%{http_code}' -H "${HDR[$name]}" "http://127.0.0.1:$port/")
+    [[ $got == 200 ]] || die "$name answered $got with the session cookie (expected 200)"
+    got=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/")
+    [[ $got == 401 ]] || die "$name answered $got without it (expected 401)"
+}
+case_tollgate_session_stop() { stop_bg tollgate_session; }
+
 # One token for every request: a static header, wrk's fast path.
 case_tollgate_jwt1_start() {
     start_tollgate_jwt tollgate_jwt1 "$TOLLGATE_JWT1_PORT" "$1"
@@ -501,7 +525,7 @@ report() {
                 echo "access logs off (nginx access_log off, tollgate RUST_LOG=warn)"
             fi
             echo
-            [[ $suite == jwt ]] && echo "jwt1: one token in every request; jwt10k: $TOKENS distinct tokens, each request the next one." && echo
+            [[ $suite == jwt ]] && echo "jwt1: one token in every request; jwt10k: $TOKENS distinct tokens, each request the next one; session: tollgate with a browser session cookie (about 4.8 KB in two chunks) instead of the token." && echo
             report_table "$mode" "${SUITE_CASES[$suite]}" "${SUITE_COMPARE[$suite]}"
         done
     done
