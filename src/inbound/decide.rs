@@ -694,6 +694,148 @@ mod tests {
         assert!(r.headers().get(WWW_AUTHENTICATE).is_none());
     }
 
+    /// An inbound state with `[login]` (nothing fetched), and a session user's claims.
+    fn signed_in_state() -> (InboundState, crate::inbound::claims::Claims) {
+        let toml = r#"
+[server]
+upstream = "http://127.0.0.1:3000"
+[[issuers]]
+name = "entra"
+issuer = "https://login.example/t/v2.0"
+discovery = "https://login.example/t/v2.0/.well-known/openid-configuration"
+audiences = ["api://web"]
+[credentials.web]
+kind = "client_secret"
+tenant_id = "t"
+client_id = "web"
+secret_env = "S"
+[login]
+issuer = "entra"
+client_id = "web"
+credential = "web"
+session_keys = ["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="]
+allowed_origins = ["https://spa.example.com"]
+[[routes]]
+prefix = "/public"
+allow_anonymous = true
+[[routes]]
+prefix = "/"
+unauthenticated = "redirect"
+"#;
+        let env = |name: &str| (name == "S").then(|| "s".to_owned());
+        let config = crate::config::parse(toml, std::path::Path::new("t.toml"), &env)
+            .unwrap()
+            .config;
+        let metrics = std::sync::Arc::new(crate::telemetry::metrics::Metrics::new());
+        let state = InboundState::build(&config, None, &metrics, None, &env)
+            .unwrap()
+            .unwrap();
+        let claims = crate::inbound::claims::Claims::parse(
+            br#"{"aud":"web","oid":"o-1","preferred_username":"ana@contoso.com"}"#,
+        )
+        .unwrap();
+        (state, claims)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256)
+        ))]
+        /// For every method and every `Origin` (or none, with any `Sec-Fetch-Site`), a request
+        /// whose credential is the session cookie is forwarded with the session's identity only
+        /// when the method is safe or the origin is this one or an allowed one; otherwise it
+        /// is refused with `csrf` on a protected route, and forwarded without identity on an
+        /// anonymous one.
+        #[test]
+        fn a_session_never_acts_cross_site(
+            method in proptest::prop_oneof![
+                proptest::strategy::Strategy::prop_map(
+                    proptest::sample::select(crate::config::KNOWN_METHODS.to_vec()),
+                    str::to_owned,
+                ),
+                "[A-Z]{1,8}",
+            ],
+            origin in proptest::option::of(proptest::prop_oneof![
+                proptest::strategy::Just("https://app.example.com".to_owned()),
+                proptest::strategy::Just("HTTPS://APP.EXAMPLE.COM".to_owned()),
+                proptest::strategy::Just("https://spa.example.com".to_owned()),
+                proptest::strategy::Just("null".to_owned()),
+                "https?://[a-z.]{1,20}(:[0-9]{1,5})?",
+                "[ -~]{0,30}",
+            ]),
+            fetch_site in proptest::option::of(proptest::sample::select(vec!["same-origin", "same-site", "cross-site", "none", "SAME-ORIGIN"])),
+            anonymous in proptest::bool::ANY,
+        ) {
+            use proptest::prelude::*;
+            let (state, claims) = signed_in_state();
+            let issuer = state.issuers.by_name("entra").unwrap();
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let mut headers = HeaderMap::new();
+            if let Some(o) = &origin && let Ok(v) = HeaderValue::from_str(o) {
+                headers.insert(http::header::ORIGIN, v);
+            }
+            if let Some(site) = fetch_site {
+                headers.insert("sec-fetch-site", HeaderValue::from_static(site));
+            }
+            let browser = Browser {
+                session: SessionInput::Active(Verified { claims, issuer, alg: crate::config::Algorithm::RS256, cached: true }),
+                origin: Some("https://app.example.com"),
+                allowed_origins: &["https://spa.example.com".to_owned()],
+                query: None,
+            };
+            let path = if anonymous { "/public/form" } else { "/orders" };
+            let trace = decide_with(Some(&state), &method, path, &headers, browser, SystemTime::now());
+            let sent_origin = headers.get(http::header::ORIGIN).map(|v| v.to_str().unwrap_or("\u{0}").to_ascii_lowercase());
+            let same = match &sent_origin {
+                Some(o) => o == "https://app.example.com" || o == "https://spa.example.com",
+                None => fetch_site.is_some_and(|s| s.eq_ignore_ascii_case("same-origin")),
+            };
+            let safe = matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS");
+            if crate::inbound::policy::is_miscased_method(&method) {
+                prop_assert!(matches!(trace.verdict, Verdict::Reject(Reject::MiscasedMethod)));
+            } else if safe || same {
+                prop_assert!(matches!(trace.verdict, Verdict::Forward(_)), "{trace}");
+                prop_assert!(matches!(trace.token, Token::Session(_)), "{trace}");
+            } else if anonymous {
+                prop_assert!(matches!(trace.verdict, Verdict::Forward(Decision::Anonymous)), "{trace}");
+                prop_assert!(matches!(trace.token, Token::Absent), "no identity cross-site: {trace}");
+            } else {
+                prop_assert_eq!(trace.verdict, Verdict::Reject(Reject::Csrf));
+            }
+        }
+    }
+
+    #[test]
+    fn navigations_are_told_from_scripts() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert!(is_navigation(
+            &Method::GET,
+            &h(&[("sec-fetch-mode", "navigate")])
+        ));
+        assert!(is_navigation(
+            &Method::HEAD,
+            &h(&[("accept", "text/html,*/*")])
+        ));
+        assert!(!is_navigation(
+            &Method::GET,
+            &h(&[("sec-fetch-mode", "cors"), ("accept", "text/html")])
+        ));
+        assert!(!is_navigation(
+            &Method::GET,
+            &h(&[("accept", "application/json")])
+        ));
+        assert!(!is_navigation(
+            &Method::POST,
+            &h(&[("sec-fetch-mode", "navigate")])
+        ));
+    }
+
     #[test]
     fn only_token_refusals_count_as_authentication_failures() {
         for (reject, counted) in [
@@ -704,6 +846,10 @@ mod tests {
             (Reject::MissingToken, true),
             (Reject::Unauthenticated, true),
             (Reject::Forbidden, true),
+            (Reject::NoCredential, true),
+            (Reject::SignIn, false),
+            (Reject::Csrf, true),
+            (Reject::SessionUnavailable, false),
         ] {
             assert_eq!(
                 refused(Token::Absent, reject).counted,
