@@ -9,6 +9,9 @@
 #                                             (the development issuer's key, its JWKS served by
 #                                             `tollgate dev`), a role requirement, the
 #                                             verified-signature cache (TOKEN_CACHE, 10000)
+#   SUITE=session bench/callgrind.sh [BINARY] the same route for a signed-in browser: the user
+#                                             signs in at `tollgate dev`'s provider first, then
+#                                             every request carries the session cookie
 #
 # `cargo bench` writes its own build (thin LTO) to target/release/tollgate too: run
 # `cargo build --release` after it, before measuring the default binary.
@@ -43,6 +46,8 @@ JWT_AUD=api://tollgate-bench
 JWT_ROLE=Bench.Read
 TOKEN_CACHE=${TOKEN_CACHE:-10000}
 [ "$SUITE" = jwt ] && CONFIG=${CONFIG_JWT:-$HERE/tollgate-jwt.toml.in}
+[ "$SUITE" = session ] && CONFIG=${CONFIG_SESSION:-$HERE/tollgate-session.toml.in}
+export TOLLGATE_BENCH_WEB_SECRET=tollgate-dev-secret # the dev web app's (not a secret)
 TMP=$(mktemp -d)
 pids=()
 cleanup() {
@@ -62,7 +67,7 @@ render() {
 
 # The jwt suite's issuer and token: `tollgate dev` serves the JWKS of a key made here.
 header=()
-if [ "$SUITE" = jwt ]; then
+if [ "$SUITE" = jwt ] || [ "$SUITE" = session ]; then
     "$BIN" dev token --key "$TMP/key.pem" --iss "$JWT_ISS" --aud "$JWT_AUD" --role "$JWT_ROLE" \
         --tid 72f988bf-86f1-41af-91ab-2d7cd011db47 --exp 6h >"$TMP/token"
     "$BIN" dev --port "$ISSUER_PORT" --key "$TMP/key.pem" --iss "$JWT_ISS" >"$TMP/issuer.log" 2>&1 &
@@ -89,6 +94,17 @@ for _ in $(seq 1 300); do
     sleep 0.2
 done
 [ -n "$ready" ] || { cat "$TMP/tollgate.log" >&2; echo "callgrind.sh: tollgate never became ready" >&2; exit 1; }
+
+# The session suite: sign in once (the authorize form posted as a browser would), then send
+# the session cookie instead of the token.
+if [ "$SUITE" = session ]; then
+    jar="$TMP/jar"
+    authorize=$(curl -s -o /dev/null -c "$jar" -w '%{redirect_url}' "http://127.0.0.1:$TOLLGATE_PORT/.auth/login/aad?post_login_redirect_uri=/")
+    form="${authorize#*\?}&name=Bench&preferred_username=bench%40tollgate.dev&oid=d3e7d3e7-0000-4000-8000-0000000000d1&roles=$JWT_ROLE&groups=&action=sign_in"
+    callback=$(curl -s -o /dev/null -w '%{redirect_url}' --data "$form" "${authorize%%\?*}")
+    curl -s -o /dev/null -b "$jar" -c "$jar" "$callback"
+    header=(-H "Cookie: $(awk '$6 ~ /^AppServiceAuthSession/ {printf "%s%s=%s", sep, $6, $7; sep="; "}' "$jar")")
+fi
 
 requests() {
     curl -fsS "http://127.0.0.1:$TOLLGATE_ADMIN_PORT/metrics" |

@@ -159,29 +159,43 @@ pub fn set(
 /// the backend never sees a sealed session; other cookies pass as they were. A request
 /// without them is left untouched (no allocation).
 pub fn strip(headers: &mut HeaderMap, name: &str) {
-    let ours = |c: &Cookie<'_>| is_chunk(name, c.name()) || c.name() == super::login::LOGIN_COOKIE;
-    let touched = headers
+    let login = super::login::LOGIN_COOKIE;
+    // Most requests carry neither name anywhere: no parsing at all.
+    let mentioned = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .any(|c| ours(&c));
-    if !touched {
+        .any(|v| v.contains(name) || v.contains(login));
+    if !mentioned {
         return;
     }
-    let kept: Vec<String> = headers
+    let ours = |c: &Cookie<'_>| is_chunk(name, c.name()) || c.name() == login;
+    let mut removed = false;
+    let mut kept = String::new();
+    for c in headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
-        .filter(|c| !ours(c))
-        .map(|c| format!("{}={}", c.name(), c.value()))
-        .collect();
+    {
+        if ours(&c) {
+            removed = true;
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(c.name());
+        kept.push('=');
+        kept.push_str(c.value());
+    }
+    if !removed {
+        return;
+    }
     headers.remove(COOKIE);
     if !kept.is_empty()
-        && let Ok(v) = http::HeaderValue::from_str(&kept.join("; "))
+        && let Ok(v) = http::HeaderValue::from_str(&kept)
     {
         headers.insert(COOKIE, v);
     }

@@ -342,10 +342,10 @@ impl Sessions {
     /// The cookie's body and tokens, if the chunks join and open (and, with a store, the
     /// record is there and opens with the cookie's key).
     async fn open(&self, received: &[(String, String)]) -> Result<Option<Opened>, StoreError> {
-        let Some(body) = self.open_cookie(received) else {
+        let Some(mut body) = self.open_cookie(received) else {
             return Ok(None);
         };
-        if let Some(tokens) = body.tokens.clone() {
+        if let Some(tokens) = body.tokens.take() {
             return Ok(Some(Opened { body, tokens }));
         }
         let (Some(store), Some(key)) = (&self.store, &body.record_key) else {

@@ -143,3 +143,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn strip_removes_only_tollgates_cookies() {
+    use http::HeaderValue;
+    let strip_of = |values: &[&'static str]| {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(COOKIE, HeaderValue::from_static(v));
+        }
+        strip(&mut h, "S");
+        h.get_all(COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip_of(&["a=1; S=2.x; S1=y; b=2"]), ["a=1; b=2"]);
+    assert_eq!(strip_of(&["S=1.x", "TollgateLogin=z; c=3"]), ["c=3"]);
+    assert!(strip_of(&["S=1.x; TollgateLogin=z"]).is_empty());
+    // Untouched (byte for byte) when neither is there, or only a name that merely looks alike.
+    assert_eq!(strip_of(&["a=1;b=2"]), ["a=1;b=2"]);
+    assert_eq!(strip_of(&["Session=1;b=2"]), ["Session=1;b=2"]);
+    assert_eq!(strip_of(&["SX=1"]), ["SX=1"]);
+}
