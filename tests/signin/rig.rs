@@ -62,6 +62,8 @@ impl Rig {
 
     /// [`Rig::on`] with more environment variables.
     pub async fn on_with_env(dev: DevServer, setup: Setup<'_>, vars: &[(&str, &str)]) -> Rig {
+        // Before any tollgate code logs: the capturing subscriber (tests/signin/logs.rs).
+        crate::capture::init();
         let backend = Backend::start().await;
         let credential = setup.credential.unwrap_or_else(|| {
             format!(
