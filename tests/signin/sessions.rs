@@ -463,3 +463,23 @@ async fn a_certificate_or_workload_identity_signs_users_in() {
     assert_eq!(rig.logins("code_redemption_failed"), 1);
     rig.backend.assert_nothing_received();
 }
+
+/// The keys alone do not make a session: one signed in for another client or issuer (before a
+/// reload changed `[login]`) is no session now.
+#[tokio::test]
+async fn a_session_of_a_previous_login_configuration_is_no_session() {
+    let rig = Rig::start().await;
+    let browser = rig.signed_in(&DevUser::default()).await;
+    assert_eq!(browser.get("/hello", &[]).await.status(), 200);
+    let text = std::fs::read_to_string(&rig.proxy.config_path).unwrap();
+    rig.proxy
+        .write_config(&text.replace(DEV_WEB_CLIENT_ID, "00000000-0000-4000-8000-0000000000ee"));
+    eventually("the reload", || async { rig.proxy.reloads("success") >= 1 }).await;
+    rig.backend.clear();
+    let reply = browser
+        .get("/hello", &[("sec-fetch-mode", "navigate")])
+        .await;
+    assert_eq!(reply.status(), 302);
+    assert!(browser.session_chunks().is_empty(), "cleared");
+    rig.backend.assert_nothing_received();
+}

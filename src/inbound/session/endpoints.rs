@@ -111,7 +111,7 @@ pub async fn serve(
         Endpoint::Callback => callback(sessions, issuers, req, origin, html, now).await,
         Endpoint::Refresh => {
             let secure = origin.secure_cookies();
-            match sessions.renew(req.headers(), secure, now).await {
+            match sessions.renew(req.headers(), secure, now, issuers).await {
                 Ok(set) => with_cookies(json_ok(serde_json::json!({"refreshed": true})), set),
                 Err(e) => {
                     tracing::info!(error = %e, "session refresh at /.auth/refresh refused");
