@@ -4,15 +4,16 @@
 #
 # 1. installs Debian's chromium and chromium-driver (ci_apt) and selenium (ci_venv, pinned in
 #    ci/lib.sh), builds tollgate unless TOLLGATE_BIN names a binary;
-# 2. starts `tollgate dev --port 0` (access tokens of 2 minutes where its --lifetime covers
-#    sign-in, so that requests refresh them), an echo backend, and `tollgate run` with [login]
+# 2. starts `tollgate dev --port 0 --no-https --lifetime 2m` (access tokens inside tollgate's
+#    5-minute refresh margin, so that requests refresh them), an echo backend, and
+#    `tollgate run` with [login]
 #    (the dev web client's secret through secret_env, a fresh session key), a route /admin
 #    that needs a role and / with unauthenticated = "redirect", all on 127.0.0.1;
 # 3. tests/browser/signin.py drives the browser: the app redirects to the provider's page, the
 #    form is filled and submitted, the browser lands back on the page it asked for and the
 #    backend got the user's headers and tokens; the session cookie is HttpOnly; fetch() from
 #    the page works, a cross-origin POST with the cookie is refused as CSRF and never reaches
-#    the backend; /.auth/refresh renews the session; /.auth/logout goes through the provider's
+#    the backend; requests refresh the access token by themselves, /.auth/refresh answers 200; /.auth/logout goes through the provider's
 #    end-session endpoint back to the app with every session cookie gone, after which the app
 #    asks for sign-in again (and a user without the role gets 403 on /admin).
 #
@@ -39,12 +40,11 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     if [ "$status" -ne 0 ]; then
-        # IDENTITY_HEADER is a secret even here; chromedriver's log holds page sources, so it
-        # stays out too.
+        # tollgate dev's `export` lines hold its secrets: left out.
         for log in "$work"/*.log; do
             [ -f "$log" ] || continue
             echo "--- $(basename "$log")" >&2
-            grep -v '^export IDENTITY_HEADER=' "$log" | tail -n 40 >&2 || true
+            grep -v '^export ' "$log" | tail -n 40 >&2 || true
         done
         echo "browser: FAILED" >&2
     fi
@@ -77,10 +77,10 @@ helper=("$py" -u "$here/signin.py")
 clean=(env -i "PATH=$PATH" "HOME=$work" "RUST_LOG=info")
 
 step "tollgate dev"
-"${clean[@]}" "$bin" dev --port 0 --lifetime 2m --key "$work/dev-issuer.pem" >"$work/dev.log" 2>&1 &
+"${clean[@]}" "$bin" dev --port 0 --no-https --lifetime 2m --key "$work/dev-issuer.pem" >"$work/dev.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 150); do
-    grep -q '^export AZURE_POD_IDENTITY_AUTHORITY_HOST=' "$work/dev.log" && break
+    grep -qs '^export AZURE_POD_IDENTITY_AUTHORITY_HOST=' "$work/dev.log" && break
     kill -0 "${pids[0]}" 2>/dev/null || fail "tollgate dev exited"
     sleep 0.2
 done
@@ -144,9 +144,9 @@ step "headless Chromium"
 "${clean[@]}" "${helper[@]}" drive --app "$app" --dev "$dev" --echo "http://127.0.0.1:$echo_port" \
     --admin "http://127.0.0.1:$admin_port" --role "$role" --dev-log "$work/dev.log"
 
-# No token, secret or session key in any log.
+# No token, secret or session key in any log (tollgate dev prints its own in `export` lines).
 for log in "$work"/*.log; do
-    if grep -v '^export IDENTITY_HEADER=' "$log" | grep -qF -e "tollgate-dev-secret" -e "$session_key"; then
+    if grep -v '^export ' "$log" | grep -qF -e "tollgate-dev-secret" -e "$session_key"; then
         fail "a secret appeared in $(basename "$log")"
     fi
     if grep -q 'eyJ' "$log"; then
