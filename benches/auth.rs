@@ -42,6 +42,7 @@ fn issuer_and_token(alg: Algorithm) -> (Issuers, String, SigningKey) {
         jwks_refresh: Duration::from_secs(3600),
         ca_file: None,
         tenants: vec![],
+        groups_overage: config::GroupsOverage::Deny,
     };
     let jwks = json!({ "keys": [key.jwk()] }).to_string();
     let keys =

@@ -174,7 +174,33 @@ pub struct Issuer {
     pub ca_file: Option<PathBuf>,
     /// Allowed tenant ids when `issuer` contains `{tenantid}`; required then, empty otherwise.
     pub tenants: Vec<String>,
+    /// What a route with `groups_any` does with this issuer's overage tokens (more groups
+    /// than fit in a token). Defaults to [`GroupsOverage::Deny`].
+    pub groups_overage: GroupsOverage,
 }
+
+/// `groups_overage` (with `graph_credential` and `graph_endpoint`) on an issuer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum GroupsOverage {
+    /// `"deny"`: an overage token on a route with `groups_any` gets 403 `groups_unavailable`.
+    #[default]
+    Deny,
+    /// `"graph"`: the caller's transitive groups are resolved with Microsoft Graph.
+    Graph(GraphSettings),
+}
+
+/// Where and as whom overage groups are resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraphSettings {
+    /// `graph_credential`: the `[credentials.NAME]` that obtains the app-only Graph token.
+    pub credential: String,
+    /// `graph_endpoint`: the Graph base URL (https, or http on loopback), without a trailing
+    /// slash. Defaults to [`DEFAULT_GRAPH_ENDPOINT`].
+    pub endpoint: Url,
+}
+
+/// Microsoft Graph in the global cloud.
+pub const DEFAULT_GRAPH_ENDPOINT: &str = "https://graph.microsoft.com";
 
 /// How an issuer's keys are found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -357,6 +383,9 @@ pub struct Requirements {
     pub tenants: Vec<String>,
     /// `oid` is one of these.
     pub principals: Vec<String>,
+    /// At least one of these group object ids in `groups`, or, for an overage token, in the
+    /// caller's groups resolved with Microsoft Graph. Compared ignoring ASCII case.
+    pub groups_any: Vec<String>,
     /// The token came from one of these issuers (by name); empty allows every issuer.
     pub issuers: Vec<String>,
     /// Claim name → allowed values; the claim (or, for an array claim, one element) must

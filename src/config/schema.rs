@@ -72,6 +72,9 @@ pub struct RawIssuer {
     pub jwks_refresh: Option<Text>,
     pub ca_file: Option<Text>,
     pub tenants: Option<Spanned<Vec<Text>>>,
+    pub groups_overage: Option<Text>,
+    pub graph_credential: Option<Text>,
+    pub graph_endpoint: Option<Text>,
 }
 
 /// `[identity]`.
@@ -100,6 +103,7 @@ pub struct RawRoute {
     pub client_apps: Option<Vec<Text>>,
     pub tenants: Option<Vec<Text>>,
     pub principals: Option<Vec<Text>>,
+    pub groups_any: Option<Vec<Text>>,
     pub issuers: Option<Vec<Text>>,
     pub claims: Option<BTreeMap<String, Spanned<OneOrMany>>>,
     pub mode: Option<Text>,

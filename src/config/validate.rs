@@ -180,7 +180,8 @@ fn build(cx: &mut Context<'_>, s: Sections) -> Config {
             },
         },
     };
-    let issuers = inbound::issuers(cx, s.issuers);
+    let credentials = s.credentials.unwrap_or_default();
+    let issuers = inbound::issuers(cx, s.issuers, &credentials);
     let identity = s
         .identity
         .map(|raw| inbound::identity(cx, raw))
@@ -202,7 +203,6 @@ fn build(cx: &mut Context<'_>, s: Sections) -> Config {
             "a route requires a token but no [[issuers]] are configured".into(),
         );
     }
-    let credentials = s.credentials.unwrap_or_default();
     let egress = s
         .egress
         .and_then(|(raw, targets, span)| credentials::egress(cx, raw, targets, span, &credentials));

@@ -52,6 +52,37 @@ impl Claims {
         one.into_iter().chain(many)
     }
 
+    /// Whether the token says its `groups` did not fit (an overage token): `_claim_names`
+    /// names `groups`, or `hasgroups` is `true` (implicit-flow tokens). Its `_claim_sources`
+    /// URL is never used: groups are resolved from the configured Graph endpoint.
+    pub fn is_groups_overage(&self) -> bool {
+        let named = self
+            .get("_claim_names")
+            .and_then(Value::as_object)
+            .is_some_and(|names| names.contains_key("groups"));
+        named || self.get("hasgroups") == Some(&Value::Bool(true))
+    }
+
+    /// These claims with `groups` set to `groups` (resolved with Graph) in place of the
+    /// overage markers (`_claim_names`, `_claim_sources`, `hasgroups`), so identity headers and
+    /// the Easy Auth principal carry the resolved groups.
+    pub fn with_groups<'g>(&self, groups: impl Iterator<Item = &'g str>) -> Claims {
+        let mut list: Vec<(String, Value)> = self
+            .0
+            .iter()
+            .filter(|(n, _)| {
+                !matches!(
+                    n.as_str(),
+                    "groups" | "_claim_names" | "_claim_sources" | "hasgroups"
+                )
+            })
+            .cloned()
+            .collect();
+        let groups = groups.map(|g| Value::String(g.to_owned())).collect();
+        list.push(("groups".to_owned(), Value::Array(groups)));
+        Claims(list)
+    }
+
     /// `roles`: app roles (an array).
     pub fn roles(&self) -> impl Iterator<Item = &str> {
         self.strings("roles")

@@ -9,13 +9,16 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
+use super::groups::{GroupSet, Resolution, Unavailable};
+use super::issuer::Overage;
 use super::jwt::{self, AuthError, Verified};
-use super::policy::{self, Evaluation};
+use super::policy::{self, Evaluation, GroupSource, Requirement};
 use super::session::endpoints::{self, Endpoint};
 use super::{Decision, InboundState, bearer, me};
 use crate::config::{Mode, Route, Unauthenticated};
@@ -37,10 +40,38 @@ pub struct Trace<'s, 'r> {
     pub token: Token<'s>,
     /// The route's requirements against a valid token.
     pub requirements: Option<Evaluation<'s>>,
+    /// Where `groups_any` found the caller's groups.
+    pub groups: Groups,
     /// What happens to the request.
     pub verdict: Verdict,
     /// The query, for a sign-in redirect back here.
     pub query: Option<&'r str>,
+}
+
+/// Where `groups_any` found the caller's groups: the token, or for an overage token
+/// Microsoft Graph (through the listener: see [`groups_for`]).
+#[derive(Clone, Debug, Default)]
+pub enum Groups {
+    /// Not needed: the route has no `groups_any`, or no valid token reached it.
+    #[default]
+    NotNeeded,
+    /// The token's `groups` claim.
+    Claim,
+    /// An overage token from an issuer with `groups_overage = "deny"`.
+    OverageDenied,
+    /// An overage token whose groups would be resolved with Graph, but another requirement
+    /// already failed: not looked up.
+    OverageSkipped,
+    /// An overage token whose groups are to be resolved with Graph: the listener looks them
+    /// up ([`groups_for`]) and decides again. Refused until then.
+    Pending {
+        /// The caller.
+        oid: String,
+    },
+    /// Resolved with Graph.
+    Resolved(Arc<GroupSet>),
+    /// Graph could not say.
+    Unavailable(Unavailable),
 }
 
 /// What the path and method matched.
@@ -112,6 +143,10 @@ pub enum Reject {
     Csrf,
     /// The session store cannot be reached: 503.
     SessionUnavailable,
+    /// The route has `groups_any` and the token's groups did not fit in it (overage), and
+    /// could not be resolved (`groups_overage = "deny"`, or Graph unavailable): 403
+    /// `groups_unavailable` ([`Trace::groups`] says why).
+    GroupsUnavailable,
 }
 
 /// What a request brings besides its bearer token: the browser session the listener opened,
@@ -126,6 +161,9 @@ pub struct Browser<'s, 'a> {
     pub allowed_origins: &'a [String],
     /// The query string, kept in the sign-in redirect.
     pub query: Option<&'a str>,
+    /// The caller's groups as the listener resolved them with Graph, when a first decision
+    /// asked for them ([`groups_for`]); used only for that issuer and `oid`.
+    pub groups: Option<Resolution>,
 }
 
 /// The browser session, as the listener found it.
@@ -230,6 +268,7 @@ impl<'s> Trace<'s, '_> {
             route: Routed::NotReached,
             token: Token::NotRead,
             requirements: None,
+            groups: Groups::NotNeeded,
             verdict: Verdict::Reject(reject),
             query: None,
         }
@@ -399,6 +438,16 @@ impl<'s> Trace<'s, '_> {
                     "session_store_unavailable",
                 )
             },
+            Reject::GroupsUnavailable => Refusal {
+                challenge: Challenge::WithError,
+                counted: true,
+                ..plain(
+                    StatusCode::FORBIDDEN,
+                    "insufficient_scope",
+                    "groups_unavailable: the caller's groups could not be resolved",
+                    "groups_unavailable",
+                )
+            },
         })
     }
 }
@@ -416,6 +465,15 @@ impl fmt::Display for Trace<'_, '_> {
             Token::Valid(v) => write!(f, " token=valid issuer={}", v.issuer.name)?,
             Token::Session(v) => write!(f, " session=valid issuer={}", v.issuer.name)?,
             Token::Invalid(e) => write!(f, " token=invalid reason={}", e.reason())?,
+        }
+        match &self.groups {
+            Groups::NotNeeded => {}
+            Groups::Claim => f.write_str(" groups=claim")?,
+            Groups::OverageDenied => f.write_str(" groups=overage-denied")?,
+            Groups::OverageSkipped => f.write_str(" groups=overage-not-resolved")?,
+            Groups::Pending { .. } => f.write_str(" groups=graph-pending")?,
+            Groups::Resolved(set) => write!(f, " groups=graph({})", set.len())?,
+            Groups::Unavailable(e) => write!(f, " groups=graph-unavailable({})", e.reason())?,
         }
         if let Some(check) = self.failed_requirement() {
             write!(f, " requirement={} failed", check.requirement.key())?;
@@ -472,6 +530,7 @@ pub fn decide_with<'s, 'r>(
         route: Routed::NotReached,
         token: Token::NotRead,
         requirements: None,
+        groups: Groups::NotNeeded,
         verdict: Verdict::Reject(Reject::NoRoute),
         path: None,
         query: browser.query,
@@ -538,14 +597,67 @@ pub fn decide_with<'s, 'r>(
             return trace;
         }
     };
-    let evaluation = policy::evaluate(route, &verified.claims, &verified.issuer.name);
+    let mut groups = route_groups(route, verified, browser.groups);
+    let source = match &groups {
+        Groups::Resolved(set) => GroupSource::Resolved(set),
+        Groups::NotNeeded | Groups::Claim => GroupSource::Claim,
+        _ => GroupSource::Unknown,
+    };
+    let evaluation = policy::evaluate(route, &verified.claims, &verified.issuer.name, source);
+    // A requirement other than the groups failed: the answer is known without them.
+    let other_failed = evaluation
+        .checks
+        .iter()
+        .any(|c| !c.passed && c.requirement != Requirement::GroupsAny);
+    if other_failed && matches!(groups, Groups::Pending { .. }) {
+        groups = Groups::OverageSkipped;
+    }
+    let groups_unknown = matches!(
+        groups,
+        Groups::OverageDenied | Groups::Unavailable(_) | Groups::OverageSkipped
+    );
     trace.verdict = match (evaluation.first_failure(), route.mode) {
+        // Looked up by the listener, then decided again; refused if that never happens.
+        _ if matches!(groups, Groups::Pending { .. }) => Verdict::Reject(Reject::GroupsUnavailable),
         (None, _) => Verdict::Forward(Decision::Allowed),
         (Some(_), Mode::Audit) => Verdict::Forward(Decision::Audit),
+        (Some(_), Mode::Enforce) if groups_unknown && !other_failed => {
+            Verdict::Reject(Reject::GroupsUnavailable)
+        }
         (Some(_), Mode::Enforce) => Verdict::Reject(Reject::Forbidden),
     };
     trace.requirements = Some(evaluation);
+    trace.groups = groups;
     trace
+}
+
+/// Where `route`'s `groups_any` finds the caller's groups: the claim, unless the token is an
+/// overage token; then the issuer's `groups_overage` says, and with Graph the listener's
+/// `resolution` for this issuer and caller, if it brought one.
+fn route_groups(route: &Route, verified: &Verified<'_>, resolution: Option<Resolution>) -> Groups {
+    if route.require.groups_any.is_empty() {
+        return Groups::NotNeeded;
+    }
+    if !verified.claims.is_groups_overage() {
+        return Groups::Claim;
+    }
+    if matches!(verified.issuer.overage, Overage::Deny) {
+        return Groups::OverageDenied;
+    }
+    let Some(oid) = verified.claims.object_id() else {
+        return Groups::Unavailable(Unavailable::NoObjectId);
+    };
+    match resolution.filter(|r| r.issuer == verified.issuer.name && r.oid == oid) {
+        Some(Resolution {
+            outcome: Ok(set), ..
+        }) => Groups::Resolved(set),
+        Some(Resolution {
+            outcome: Err(e), ..
+        }) => Groups::Unavailable(e),
+        None => Groups::Pending {
+            oid: oid.to_owned(),
+        },
+    }
 }
 
 /// `GET`, `HEAD` and `OPTIONS` change nothing, so a cross-site one needs no check.
@@ -589,13 +701,56 @@ pub async fn decide_refetching<'s, 'r>(
     raw_path: &'r str,
     headers: &HeaderMap,
 ) -> Trace<'s, 'r> {
-    let trace = decide(inbound, method, raw_path, headers, SystemTime::now());
+    let mut trace = decide(inbound, method, raw_path, headers, SystemTime::now());
     if let Some(refetch) = refetch_for(inbound, &trace)
         && refetch.await
     {
-        return decide(inbound, method, raw_path, headers, SystemTime::now());
+        trace = decide(inbound, method, raw_path, headers, SystemTime::now());
+    }
+    if let Some(lookup) = groups_for(inbound, &trace) {
+        let browser = Browser {
+            groups: Some(lookup.await),
+            ..Browser::default()
+        };
+        trace = decide_with(
+            inbound,
+            method,
+            raw_path,
+            headers,
+            browser,
+            SystemTime::now(),
+        );
     }
     trace
+}
+
+/// When the route needs an overage token's groups from Graph: the lookup to await before
+/// deciding again with its [`Resolution`] in [`Browser::groups`] (cached, and fetched once
+/// however many requests wait).
+pub fn groups_for(
+    inbound: Option<&InboundState>,
+    trace: &Trace<'_, '_>,
+) -> Option<impl Future<Output = Resolution> + use<>> {
+    let Groups::Pending { oid } = &trace.groups else {
+        return None;
+    };
+    let issuer = trace.verified()?.issuer;
+    // The issuer of the snapshot the listener decides with.
+    let issuer = inbound?.issuers.by_name(&issuer.name)?;
+    let Overage::Graph(lookups) = &issuer.overage else {
+        return None;
+    };
+    let lookups = lookups.clone();
+    let name = issuer.name.clone();
+    let oid = oid.clone();
+    Some(async move {
+        let outcome = lookups.resolve(&oid).await;
+        Resolution {
+            issuer: name,
+            oid,
+            outcome,
+        }
+    })
 }
 
 /// When the token names a `kid` its issuer's keys lack: the refetch to await before deciding
@@ -782,6 +937,7 @@ unauthenticated = "redirect"
                 origin: Some("https://app.example.com"),
                 allowed_origins: &["https://spa.example.com".to_owned()],
                 query: None,
+                groups: None,
             };
             let path = if anonymous { "/public/form" } else { "/orders" };
             let trace = decide_with(Some(&state), &method, path, &headers, browser, SystemTime::now());
@@ -850,6 +1006,7 @@ unauthenticated = "redirect"
             (Reject::SignIn, false),
             (Reject::Csrf, true),
             (Reject::SessionUnavailable, false),
+            (Reject::GroupsUnavailable, true),
         ] {
             assert_eq!(
                 refused(Token::Absent, reject).counted,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::groups::GraphGroups;
 use super::jwks::KeySet;
 use crate::config::{self, Algorithm};
 
@@ -23,6 +24,18 @@ pub struct Issuer {
     pub clock_skew: Duration,
     /// The signing keys.
     pub keys: Arc<KeySet>,
+    /// What a route with `groups_any` does with this issuer's overage tokens.
+    pub overage: Overage,
+}
+
+/// `groups_overage` of an issuer, ready to use.
+#[derive(Clone, Default)]
+pub enum Overage {
+    /// `"deny"`: refused with `groups_unavailable`.
+    #[default]
+    Deny,
+    /// `"graph"`: resolved with these lookups.
+    Graph(Arc<GraphGroups>),
 }
 
 /// An `iss` value, or a template with one `{tenantid}`.
@@ -79,7 +92,8 @@ pub enum IssuerMatch<'a> {
 }
 
 impl Issuer {
-    /// Builds an issuer around its (possibly reused) key set.
+    /// Builds an issuer around its (possibly reused) key set; overage tokens are denied until
+    /// [`Issuer::overage`] says otherwise (the inbound state sets it).
     pub fn new(settings: &config::Issuer, keys: Arc<KeySet>) -> Issuer {
         Issuer {
             name: settings.name.clone(),
@@ -89,6 +103,7 @@ impl Issuer {
             algorithms: settings.algorithms.clone(),
             clock_skew: settings.clock_skew,
             keys,
+            overage: Overage::Deny,
         }
     }
 

@@ -31,6 +31,7 @@ use crate::telemetry::{
 pub mod bearer;
 pub mod claims;
 pub mod decide;
+pub mod groups;
 pub mod identity;
 pub mod issuer;
 pub mod jwks;
@@ -241,6 +242,16 @@ fn observe(trace: &Trace<'_, '_>, metrics: &Metrics) {
                 tracing::warn!(route, reason, error = %e, "token refused");
             }
             (Token::Invalid(e), _) => tracing::debug!(route, reason, error = %e, "token refused"),
+            // The caller by `oid` (never the token), and why its groups are not known.
+            _ if refusal.reason == "groups_unavailable" => {
+                let oid = trace.verified().and_then(|v| v.claims.object_id());
+                let error = match &trace.groups {
+                    decide::Groups::Unavailable(e) => e.reason(),
+                    decide::Groups::OverageDenied => "groups_overage = \"deny\"".to_owned(),
+                    _ => "groups not resolved".to_owned(),
+                };
+                tracing::info!(route, reason, oid, error = %error, "token refused");
+            }
             (_, Some(check)) => {
                 let error = format_args!("requirement {} not met", check.requirement.key());
                 tracing::debug!(route, reason, error = %error, "token refused");
@@ -331,11 +342,12 @@ async fn handle<'s>(
             }
         }
     }
-    let browser = |session| Browser {
+    let browser = |session, groups| Browser {
         session,
         origin: origin.as_ref().map(|o| o.origin.as_str()),
         allowed_origins: sessions.map_or(&[][..], |s| &s.config.allowed_origins[..]),
         query: uri.query(),
+        groups,
     };
 
     // Decided in place (no trace moves between futures); an unknown `kid` refetches the
@@ -345,7 +357,7 @@ async fn handle<'s>(
         req.method(),
         uri.path(),
         req.headers(),
-        browser(session_input),
+        browser(session_input, None),
         SystemTime::now(),
     );
     if let Some(refetch) = decide::refetch_for(inbound, &trace)
@@ -356,7 +368,25 @@ async fn handle<'s>(
             req.method(),
             uri.path(),
             req.headers(),
-            browser(SessionInput::None),
+            browser(SessionInput::None, None),
+            SystemTime::now(),
+        );
+    }
+    // An overage token on a route with `groups_any`: its groups from Graph (cached, one
+    // fetch however many wait), then the same decision again with them. A session's claims
+    // are handed back as they were.
+    if let Some(lookup) = decide::groups_for(inbound, &trace) {
+        let resolution = lookup.await;
+        let session = match std::mem::replace(&mut trace.token, Token::NotRead) {
+            Token::Session(verified) => SessionInput::Active(verified),
+            _ => SessionInput::None,
+        };
+        trace = decide_with(
+            inbound,
+            req.method(),
+            uri.path(),
+            req.headers(),
+            browser(session, Some(resolution)),
             SystemTime::now(),
         );
     }
@@ -394,10 +424,16 @@ async fn handle<'s>(
         // The backend never sees tollgate's own cookies.
         session::cookies::strip(req.headers_mut(), &sessions.config.cookie_name);
     }
+    let groups = match &trace.groups {
+        decide::Groups::Resolved(set) => Some(&**set),
+        _ => None,
+    };
     match &trace.token {
-        Token::Valid(verified) => add_identity(&mut req, verified, shared, inbound, outcome.route),
+        Token::Valid(verified) => {
+            add_identity(&mut req, verified, groups, shared, inbound, outcome.route);
+        }
         Token::Session(verified) => {
-            add_identity(&mut req, verified, shared, inbound, outcome.route);
+            add_identity(&mut req, verified, groups, shared, inbound, outcome.route);
             if let (Some(tokens), Some(sessions)) = (&session_tokens, sessions) {
                 session::headers::add_token_headers(req.headers_mut(), tokens, &sessions.config);
             }
@@ -422,15 +458,19 @@ async fn handle<'s>(
     forward(req, conn, shared, inbound, target, outcome).await
 }
 
-/// Adds the caller's identity headers; one too large is left out, logged and counted.
+/// Adds the caller's identity headers, with `groups` resolved with Graph in place of an
+/// overage token's markers; one too large is left out, logged and counted.
 fn add_identity(
     req: &mut Request<Incoming>,
     verified: &Verified<'_>,
+    groups: Option<&groups::GroupSet>,
     shared: &Shared,
     inbound: &InboundState,
     route: &str,
 ) {
-    let computed = identity::identity_headers(&verified.claims, &inbound.identity);
+    let resolved = groups.map(|g| verified.claims.with_groups(g.iter()));
+    let claims = resolved.as_ref().unwrap_or(&verified.claims);
+    let computed = identity::identity_headers(claims, &inbound.identity);
     for name in &computed.dropped {
         shared
             .metrics

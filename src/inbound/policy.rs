@@ -42,6 +42,8 @@ pub enum Requirement<'r> {
     Tenants,
     /// `principals`: the caller (`oid`).
     Principals,
+    /// `groups_any`: at least one of these groups (`groups`, or resolved with Graph).
+    GroupsAny,
     /// `issuers`: the issuer, by configured name.
     Issuers,
     /// `claims.NAME`: an exact claim value.
@@ -58,6 +60,7 @@ impl Requirement<'_> {
             Requirement::ClientApps => "client_apps".into(),
             Requirement::Tenants => "tenants".into(),
             Requirement::Principals => "principals".into(),
+            Requirement::GroupsAny => "groups_any".into(),
             Requirement::Issuers => "issuers".into(),
             Requirement::Claim(name) => format!("claims.{name}"),
         }
@@ -71,6 +74,7 @@ impl Requirement<'_> {
             Requirement::ClientApps => "the calling application is not allowed",
             Requirement::Tenants => "the tenant is not allowed",
             Requirement::Principals => "the caller is not allowed",
+            Requirement::GroupsAny => "a required group is missing",
             Requirement::Issuers => "the token issuer is not allowed on this route",
             Requirement::Claim(_) => "a required claim value is missing",
         }
@@ -93,7 +97,7 @@ pub struct Check<'r> {
 pub struct Evaluation<'r> {
     /// The checks, in the order the README's `[[routes]]` table lists the requirements
     /// (`roles_any`, `roles_all`, `scopes_any`, `client_apps`, `tenants`, `principals`,
-    /// `issuers`, then each of `claims`).
+    /// `groups_any`, `issuers`, then each of `claims`).
     pub checks: Vec<Check<'r>>,
 }
 
@@ -104,10 +108,26 @@ impl<'r> Evaluation<'r> {
     }
 }
 
-/// Checks every requirement of `route` against a verified token's claims and issuer name.
-/// Every requirement is evaluated (not only up to the first failure) so the decision can be
-/// shown whole.
-pub fn evaluate<'r>(route: &'r Route, claims: &Claims, issuer: &str) -> Evaluation<'r> {
+/// Where `groups_any` looks for the caller's groups.
+#[derive(Clone, Copy, Debug)]
+pub enum GroupSource<'g> {
+    /// The token's `groups` claim.
+    Claim,
+    /// The caller's groups resolved with Microsoft Graph (an overage token).
+    Resolved(&'g super::groups::GroupSet),
+    /// Not known: an overage token whose groups were not (or could not be) resolved. Fails.
+    Unknown,
+}
+
+/// Checks every requirement of `route` against a verified token's claims and issuer name,
+/// with `groups` saying where the caller's groups are. Every requirement is evaluated (not
+/// only up to the first failure) so the decision can be shown whole.
+pub fn evaluate<'r>(
+    route: &'r Route,
+    claims: &Claims,
+    issuer: &str,
+    groups: GroupSource<'_>,
+) -> Evaluation<'r> {
     let q = &route.require;
     let mut checks = Vec::new();
     let mut check = |requirement, wanted: &'r [String], passed: &dyn Fn(&'r [String]) -> bool| {
@@ -143,6 +163,14 @@ pub fn evaluate<'r>(route: &'r Route, claims: &Claims, issuer: &str) -> Evaluati
         claims
             .object_id()
             .is_some_and(|o| w.iter().any(|x| x.eq_ignore_ascii_case(o)))
+    });
+    // Group object ids are GUIDs: compared ignoring case, as Entra does.
+    check(Requirement::GroupsAny, &q.groups_any, &|w| match groups {
+        GroupSource::Claim => claims
+            .strings("groups")
+            .any(|g| w.iter().any(|x| x.eq_ignore_ascii_case(g))),
+        GroupSource::Resolved(set) => w.iter().any(|x| set.contains(x)),
+        GroupSource::Unknown => false,
     });
     check(Requirement::Issuers, &q.issuers, &|w| {
         w.iter().any(|x| x == issuer)
@@ -340,10 +368,24 @@ mod tests {
                 },
                 false,
             ),
+            (
+                Requirements {
+                    groups_any: s(&["G2", "g9"]),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                Requirements {
+                    groups_any: s(&["g9"]),
+                    ..Default::default()
+                },
+                false,
+            ),
         ];
         for (require, allowed) in cases {
             let route = requiring(require.clone());
-            let evaluation = evaluate(&route, &token, "entra");
+            let evaluation = evaluate(&route, &token, "entra", GroupSource::Claim);
             assert_eq!(evaluation.first_failure().is_none(), allowed, "{require:?}");
         }
     }
@@ -356,13 +398,33 @@ mod tests {
             client_apps: vec!["v1-app".into()],
             ..Default::default()
         });
-        let d = evaluate(&route, &token, "entra");
+        let d = evaluate(&route, &token, "entra", GroupSource::Claim);
         assert_eq!(d.checks.len(), 2);
         assert!(!d.checks[0].passed && d.checks[1].passed);
         assert_eq!(
             d.first_failure().unwrap().requirement.description(),
             "a required role is missing"
         );
+    }
+
+    #[test]
+    fn groups_any_reads_the_claim_the_resolved_set_or_fails_unknown() {
+        let route = requiring(Requirements {
+            groups_any: vec!["AAAA-1".into()],
+            ..Default::default()
+        });
+        let overage = claims(r#"{"_claim_names":{"groups":"src1"},"groups":["aaaa-1"]}"#);
+        let passed = |source| {
+            evaluate(&route, &overage, "entra", source)
+                .first_failure()
+                .is_none()
+        };
+        assert!(passed(GroupSource::Claim));
+        assert!(!passed(GroupSource::Unknown));
+        let set = crate::inbound::groups::GroupSet::new(vec!["x".into(), "aaaa-1".into()]);
+        assert!(passed(GroupSource::Resolved(&set)));
+        let other = crate::inbound::groups::GroupSet::new(vec!["x".into()]);
+        assert!(!passed(GroupSource::Resolved(&other)));
     }
 
     fn route(name: &str, path: PathMatch, methods: Option<Vec<Method>>, ci: bool) -> Route {

@@ -8,7 +8,8 @@ use http::HeaderName;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::issuer::{Issuer, Issuers};
+use super::groups::{GraphGroups, Limits};
+use super::issuer::{Issuer, Issuers, Overage};
 use super::jwks::KeySet;
 use super::policy::Routes;
 use super::session::Sessions;
@@ -67,6 +68,17 @@ pub enum BuildError {
     /// `[login] session_store` is unusable.
     #[error("[login] session_store: {0}")]
     SessionStore(#[source] StoreError),
+    /// The credential an issuer's `graph_credential` names is unusable.
+    #[error("issuer {issuer}: graph_credential {name}: {source}")]
+    GraphCredential {
+        /// The issuer.
+        issuer: String,
+        /// The credential's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: CredentialError,
+    },
     /// An issuer's HTTP client could not be built (its CA file, say).
     #[error("issuer {issuer}: {source}")]
     Issuer {
@@ -166,12 +178,7 @@ impl InboundState {
                 .map(|(h, _)| h.clone())
                 .collect(),
             identity: config.identity.clone(),
-            issuers: issuers(
-                &config.issuers,
-                previous.map(|i| &i.issuers),
-                metrics,
-                tasks,
-            )?,
+            issuers: issuers(config, previous.map(|i| &i.issuers), metrics, tasks, env)?,
             signature_cache,
             pool_key,
         }))
@@ -201,13 +208,14 @@ fn login_key(config: &Config) -> Option<LoginKey> {
 /// The issuers of a configuration. A key set is reused when its issuer's key settings did not
 /// change, so a reload does not refetch every JWKS; a new one starts its refresh task.
 fn issuers(
-    settings: &[config::Issuer],
+    config: &Config,
     previous: Option<&Issuers>,
     metrics: &Arc<Metrics>,
     tasks: Tasks<'_>,
+    env: Lookup<'_>,
 ) -> Result<Issuers, BuildError> {
-    let mut out = Vec::with_capacity(settings.len());
-    for issuer in settings {
+    let mut out = Vec::with_capacity(config.issuers.len());
+    for issuer in &config.issuers {
         let reused = previous
             .and_then(|p| p.iter().find(|old| old.keys.serves(issuer)))
             .map(|old| old.keys.clone());
@@ -225,9 +233,57 @@ fn issuers(
                 keys
             }
         };
-        out.push(Issuer::new(issuer, keys));
+        let mut built = Issuer::new(issuer, keys);
+        built.overage = overage(config, issuer, previous, metrics, env)?;
+        out.push(built);
     }
     Ok(Issuers::new(out))
+}
+
+/// An issuer's `groups_overage`: with `"graph"`, its Graph lookups, reused (with their cache
+/// and token) when the issuer, its Graph settings and the credential did not change.
+fn overage(
+    config: &Config,
+    issuer: &config::Issuer,
+    previous: Option<&Issuers>,
+    metrics: &Arc<Metrics>,
+    env: Lookup<'_>,
+) -> Result<Overage, BuildError> {
+    let config::GroupsOverage::Graph(settings) = &issuer.groups_overage else {
+        return Ok(Overage::Deny);
+    };
+    let Some(credential) = config.credentials.get(&settings.credential) else {
+        unreachable!("validation requires graph_credential to name a credential")
+    };
+    let reused = previous
+        .into_iter()
+        .flat_map(|p| p.iter())
+        .find_map(|old| match &old.overage {
+            Overage::Graph(g) if g.serves(&issuer.name, settings, credential) => Some(g.clone()),
+            _ => None,
+        });
+    if let Some(reused) = reused {
+        return Ok(Overage::Graph(reused));
+    }
+    let built =
+        credential::build(credential, env).map_err(|source| BuildError::GraphCredential {
+            issuer: issuer.name.clone(),
+            name: credential.name.clone(),
+            source,
+        })?;
+    let client = fetch::client(issuer.ca_file.as_deref()).map_err(|source| BuildError::Issuer {
+        issuer: issuer.name.clone(),
+        source,
+    })?;
+    Ok(Overage::Graph(Arc::new(GraphGroups::new(
+        &issuer.name,
+        settings.clone(),
+        credential.clone(),
+        built,
+        client,
+        Limits::default(),
+        metrics.clone(),
+    ))))
 }
 
 /// Shows the series of every configured issuer's key set from the first scrape, and removes
@@ -241,10 +297,22 @@ pub fn show_key_series(
     let issuers = now.map(|i| &i.issuers);
     for issuer in issuers.into_iter().flat_map(|i| i.iter()) {
         issuer.keys.show_series();
+        if let Overage::Graph(groups) = &issuer.overage {
+            groups.show_series();
+        }
     }
     for gone in previous.into_iter().flat_map(|p| p.issuers.iter()) {
         if !issuers.is_some_and(|now| now.iter().any(|i| i.name == gone.name)) {
             let _ = metrics.jwks_keys.remove_label_values(&[&gone.name]);
+        }
+        let graph_now = issuers.is_some_and(|now| {
+            now.iter()
+                .any(|i| i.name == gone.name && matches!(i.overage, Overage::Graph(_)))
+        });
+        if matches!(gone.overage, Overage::Graph(_)) && !graph_now {
+            let _ = metrics
+                .groups_cache_entries
+                .remove_label_values(&[&gone.name]);
         }
     }
 }

@@ -102,7 +102,26 @@ pub struct Metrics {
     pub logins: IntCounterVec,
     /// `tollgate_session_refresh_total{result}`: session token refreshes.
     pub session_refreshes: IntCounterVec,
+    /// `tollgate_graph_requests_total{issuer, result}`: Microsoft Graph requests made to
+    /// resolve an overage token's groups (one per page and per retry), by [`GRAPH_RESULTS`].
+    pub graph_requests: IntCounterVec,
+    /// `tollgate_groups_cache_entries{issuer}`: callers whose groups are cached (or being
+    /// fetched) now.
+    pub groups_cache_entries: IntGaugeVec,
 }
+
+/// The `result` values of `tollgate_graph_requests_total`: a page read (`success`), a 429 or
+/// 503 waited out (`throttled`), another error status (`error`), no answer (`unreachable`),
+/// no app-only token for Graph (`token_failed`), an answer that is not a page of groups
+/// (`invalid_response`).
+pub const GRAPH_RESULTS: [&str; 6] = [
+    "success",
+    "throttled",
+    "error",
+    "unreachable",
+    "token_failed",
+    "invalid_response",
+];
 
 /// The `result` values of `tollgate_logins_total`.
 pub const LOGIN_RESULTS: [&str; 9] = [
@@ -239,6 +258,20 @@ impl Metrics {
             "Session token refreshes with the refresh token, by result.",
             &["result"],
         );
+        let graph_requests = counter(
+            "tollgate_graph_requests_total",
+            "Microsoft Graph requests resolving overage tokens' groups, by issuer and result.",
+            &["issuer", "result"],
+        );
+        let groups_cache_entries = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_groups_cache_entries",
+                "Callers whose groups from Microsoft Graph are cached now, per issuer.",
+            ),
+            &["issuer"],
+        )
+        .expect("static metric definition");
+        register(&groups_cache_entries);
         // Series whose labels are known in advance start at zero, so that `increase()` sees
         // the first one. Per-issuer series start when the issuer's key set is built.
         for result in ["success", "error"] {
@@ -269,6 +302,8 @@ impl Metrics {
             ready,
             logins,
             session_refreshes,
+            graph_requests,
+            groups_cache_entries,
         }
     }
 
@@ -353,7 +388,7 @@ mod tests {
     }
 
     /// Every family, with its type, as `/metrics` shows it before anything happened.
-    const FAMILIES: [(&str, &str); 17] = [
+    const FAMILIES: [(&str, &str); 19] = [
         ("tollgate_auth_failures_total", "counter"),
         ("tollgate_config_last_reload_successful", "gauge"),
         ("tollgate_config_reloads_total", "counter"),
@@ -361,6 +396,8 @@ mod tests {
         ("tollgate_egress_requests_total", "counter"),
         ("tollgate_egress_token_expiry_timestamp_seconds", "gauge"),
         ("tollgate_egress_token_requests_total", "counter"),
+        ("tollgate_graph_requests_total", "counter"),
+        ("tollgate_groups_cache_entries", "gauge"),
         ("tollgate_identity_headers_dropped_total", "counter"),
         ("tollgate_jwks_keys", "gauge"),
         ("tollgate_jwks_refresh_total", "counter"),

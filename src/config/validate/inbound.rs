@@ -1,6 +1,6 @@
 //! `[server]`, `[[issuers]]` and `[identity]`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
@@ -11,7 +11,10 @@ use toml::Spanned;
 
 use super::{Context, strings};
 use crate::config::schema::{RawIdentity, RawIssuer, RawServer};
-use crate::config::{Algorithm, Identity, Issuer, KeySource, Server, TENANT_PLACEHOLDER, TlsFiles};
+use crate::config::{
+    Algorithm, Credential, DEFAULT_GRAPH_ENDPOINT, GraphSettings, GroupsOverage, Identity, Issuer,
+    KeySource, Server, TENANT_PLACEHOLDER, TlsFiles,
+};
 use crate::header_names::FORWARDING_HEADERS;
 
 /// Defaults of `[server]`, in one place so the README and the code agree.
@@ -186,7 +189,11 @@ fn upstream(cx: &mut Context<'_>, text: &Spanned<String>) -> Option<http::Uri> {
     }
 }
 
-pub(super) fn issuers(cx: &mut Context<'_>, raw: Vec<(RawIssuer, Range<usize>)>) -> Vec<Issuer> {
+pub(super) fn issuers(
+    cx: &mut Context<'_>,
+    raw: Vec<(RawIssuer, Range<usize>)>,
+    credentials: &BTreeMap<String, Credential>,
+) -> Vec<Issuer> {
     cx.unique(
         raw.iter()
             .enumerate()
@@ -195,11 +202,18 @@ pub(super) fn issuers(cx: &mut Context<'_>, raw: Vec<(RawIssuer, Range<usize>)>)
     );
     raw.into_iter()
         .enumerate()
-        .filter_map(|(i, (r, span))| issuer(cx, r, span, &format!("issuers[{i}]")))
+        .filter_map(|(i, (r, span))| issuer(cx, r, span, &format!("issuers[{i}]"), credentials))
         .collect()
 }
 
-fn issuer(cx: &mut Context<'_>, raw: RawIssuer, span: Range<usize>, key: &str) -> Option<Issuer> {
+fn issuer(
+    cx: &mut Context<'_>,
+    raw: RawIssuer,
+    span: Range<usize>,
+    key: &str,
+    credentials: &BTreeMap<String, Credential>,
+) -> Option<Issuer> {
+    let groups_overage = groups_overage(cx, &raw, key, credentials);
     let keys = match (&raw.discovery, &raw.jwks_uri) {
         (Some(d), None) => cx
             .secure_url(d, &format!("{key}.discovery"))
@@ -302,7 +316,99 @@ fn issuer(cx: &mut Context<'_>, raw: RawIssuer, span: Range<usize>, key: &str) -
         jwks_refresh,
         ca_file: raw.ca_file.as_ref().map(|f| cx.path(f)),
         tenants: tenants.map(|(_, t)| t).unwrap_or_default(),
+        groups_overage,
     })
+}
+
+/// `groups_overage`, `graph_credential` and `graph_endpoint`: the credential is required with
+/// `"graph"` and must exist; the endpoint is https (or loopback http) and only a base URL.
+fn groups_overage(
+    cx: &mut Context<'_>,
+    raw: &RawIssuer,
+    key: &str,
+    credentials: &BTreeMap<String, Credential>,
+) -> GroupsOverage {
+    let graph = match raw.groups_overage.as_ref().map(|m| m.get_ref().as_str()) {
+        None | Some("deny") => false,
+        Some("graph") => true,
+        Some(_) => {
+            if let Some(m) = &raw.groups_overage {
+                cx.error(
+                    m,
+                    &format!("{key}.groups_overage"),
+                    "expected \"deny\" or \"graph\"",
+                );
+            }
+            false
+        }
+    };
+    if !graph {
+        for (text, name) in [
+            (&raw.graph_credential, "graph_credential"),
+            (&raw.graph_endpoint, "graph_endpoint"),
+        ] {
+            if let Some(text) = text {
+                cx.error(
+                    text,
+                    &format!("{key}.{name}"),
+                    format!("{name} applies only with groups_overage = \"graph\""),
+                );
+            }
+        }
+        return GroupsOverage::Deny;
+    }
+    let credential = match &raw.graph_credential {
+        None => {
+            if let Some(m) = &raw.groups_overage {
+                cx.error(
+                    m,
+                    &format!("{key}.graph_credential"),
+                    "groups_overage = \"graph\" needs graph_credential: the [credentials.NAME] that calls Microsoft Graph (app-only, GroupMember.Read.All)",
+                );
+            }
+            None
+        }
+        Some(name) if !credentials.contains_key(name.get_ref()) => {
+            cx.error(
+                name,
+                &format!("{key}.graph_credential"),
+                format!("no [credentials.{}] section", name.get_ref()),
+            );
+            None
+        }
+        Some(name) => Some(name.get_ref().clone()),
+    };
+    let endpoint = match &raw.graph_endpoint {
+        None => Some(url::Url::parse(DEFAULT_GRAPH_ENDPOINT).expect("a valid constant URL")),
+        Some(text) => cx
+            .secure_url(text, &format!("{key}.graph_endpoint"))
+            .filter(|url| {
+                let bare = url.query().is_none()
+                    && url.fragment().is_none()
+                    && url.username().is_empty()
+                    && url.password().is_none();
+                if !bare {
+                    cx.error(
+                        text,
+                        &format!("{key}.graph_endpoint"),
+                        "give only the base URL (no query, fragment or user info)",
+                    );
+                }
+                bare
+            }),
+    };
+    match (credential, endpoint) {
+        (Some(credential), Some(mut endpoint)) => {
+            // Stored without a trailing slash: `{endpoint}/v1.0/...` and `{endpoint}/.default`.
+            let path = endpoint.path().trim_end_matches('/').to_owned();
+            endpoint.set_path(&path);
+            GroupsOverage::Graph(GraphSettings {
+                credential,
+                endpoint,
+            })
+        }
+        _ => GroupsOverage::Deny,
+    }
 }
 
 fn algorithms(

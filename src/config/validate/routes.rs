@@ -114,6 +114,7 @@ fn requires_less(other: &Route, route: &Route) -> bool {
         || any_weaker(&o.client_apps, &r.client_apps)
         || any_weaker(&o.tenants, &r.tenants)
         || any_weaker(&o.principals, &r.principals)
+        || any_weaker(&o.groups_any, &r.groups_any)
         || any_weaker(&o.issuers, &r.issuers)
         || claims_weaker
 }
@@ -191,6 +192,7 @@ fn route(
         client_apps: strings(r.client_apps),
         tenants: strings(r.tenants),
         principals: strings(r.principals),
+        groups_any: strings(r.groups_any),
         issuers: strings(r.issuers),
         claims,
     };

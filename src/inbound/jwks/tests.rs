@@ -15,6 +15,7 @@ fn issuer(algorithms: Vec<Algorithm>) -> config::Issuer {
         jwks_refresh: Duration::from_secs(3600),
         ca_file: None,
         tenants: vec![],
+        groups_overage: config::GroupsOverage::Deny,
     }
 }
 

@@ -31,6 +31,7 @@ fn settings(
         jwks_refresh: Duration::from_secs(3600),
         ca_file: None,
         tenants,
+        groups_overage: config::GroupsOverage::Deny,
     }
 }
 
