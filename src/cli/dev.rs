@@ -144,6 +144,11 @@ pub struct TokenArgs {
     /// Any other claim as NAME=VALUE (VALUE parsed as JSON when it is JSON); repeatable.
     #[arg(long = "claim", value_name = "NAME=VALUE")]
     claims: Vec<String>,
+    /// An overage token for a user in N groups: no `groups` claim, `_claim_names` and
+    /// `_claim_sources` as Entra writes them, and the `oid` of the `tollgate dev` Graph
+    /// stand-in's user in N groups (6e0a9e00-0000-4000-8000-<N as 12 digits>).
+    #[arg(long, value_name = "N", conflicts_with = "oid")]
+    groups_overage: Option<u32>,
     /// Mint N distinct tokens, one a line (the `uti` of each ends in its number), e.g. for
     /// load tests.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -237,12 +242,27 @@ pub fn spec(args: &TokenArgs) -> anyhow::Result<TokenSpec> {
         let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
         extra.insert(name.to_owned(), value);
     }
+    let oid = match args.groups_overage {
+        None => args.oid.clone(),
+        Some(groups) => {
+            let oid = crate::dev::graph::overage_user(groups);
+            let tid = args.tid.as_deref().unwrap_or(DEV_TENANT_ID);
+            // The URL Entra writes (retired Azure AD Graph); tollgate never calls it.
+            let endpoint = format!("https://graph.windows.net/{tid}/users/{oid}/getMemberObjects");
+            extra.insert("_claim_names".into(), json!({ "groups": "src1" }));
+            extra.insert(
+                "_claim_sources".into(),
+                json!({ "src1": { "endpoint": endpoint } }),
+            );
+            oid
+        }
+    };
     Ok(TokenSpec {
         audience: args.aud.clone(),
         roles: args.roles.clone(),
         scopes: args.scopes.clone(),
         tenant: args.tid.clone(),
-        object_id: Some(args.oid.clone()),
+        object_id: Some(oid),
         client_app: args.azp.clone(),
         lifetime,
         extra,

@@ -9,6 +9,7 @@
 //! [`http::LoopbackServer`].
 
 pub mod echo;
+pub mod graph;
 pub mod http;
 pub mod identity;
 pub mod issuer;

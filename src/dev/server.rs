@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use super::graph::GraphMock;
 use super::http::LoopbackServer;
 use super::identity::{Identity, IdentityEndpoint};
 use super::issuer::{DEV_ISSUER, KeyError, LocalIssuer, SigningKey};
@@ -48,6 +49,7 @@ pub struct DevServerBuilder {
     issuer: Option<Arc<LocalIssuer>>,
     identity: Option<Arc<IdentityEndpoint>>,
     oauth: OAuthSettings,
+    graph: Option<Arc<GraphMock>>,
 }
 
 /// Why a [`DevServer`] did not start.
@@ -72,6 +74,7 @@ pub enum StartError {
 
 /// What the listeners answer from.
 struct Surfaces {
+    graph: Arc<GraphMock>,
     issuer: Arc<LocalIssuer>,
     identity: Arc<IdentityEndpoint>,
     oauth: Arc<OAuthProvider>,
@@ -104,6 +107,7 @@ impl DevServer {
             issuer: None,
             identity: None,
             oauth: OAuthSettings::default(),
+            graph: None,
         }
     }
 
@@ -120,6 +124,11 @@ impl DevServer {
     /// The OAuth provider: client id and secret, counters, test knobs.
     pub fn oauth(&self) -> &Arc<OAuthProvider> {
         &self.surfaces.oauth
+    }
+
+    /// The Microsoft Graph stand-in (`/v1.0/users/...`): its directory, faults and counters.
+    pub fn graph(&self) -> &Arc<GraphMock> {
+        &self.surfaces.graph
     }
 
     /// The issuer that signs every token.
@@ -179,6 +188,12 @@ impl DevServerBuilder {
         self
     }
 
+    /// The Microsoft Graph stand-in. Default: [`GraphMock::new`].
+    pub fn graph(mut self, graph: Arc<GraphMock>) -> Self {
+        self.graph = Some(graph);
+        self
+    }
+
     /// Binds https (if asked for) and then http, and serves.
     pub async fn start(self) -> Result<DevServer, StartError> {
         let issuer = match self.issuer {
@@ -201,6 +216,7 @@ impl DevServerBuilder {
         };
         let oauth = OAuthProvider::new(issuer.clone(), self.oauth);
         let surfaces = Arc::new(Surfaces {
+            graph: self.graph.unwrap_or_default(),
             issuer,
             identity,
             oauth,
@@ -265,6 +281,24 @@ async fn respond(surfaces: &Surfaces, base: &str, req: Request<Incoming>) -> Res
             return json_response(StatusCode::PAYLOAD_TOO_LARGE, &body);
         }
     };
+    if let Some(reply) = surfaces
+        .graph
+        .respond(&parts.method, &parts.uri, &parts.headers, base)
+    {
+        let status = reply.status.as_u16();
+        if reply.status.is_success() {
+            tracing::info!(endpoint = "graph", status, path = %parts.uri.path().escape_debug(), "Microsoft Graph request");
+        } else {
+            tracing::warn!(endpoint = "graph", status, path = %parts.uri.path().escape_debug(), "Microsoft Graph request refused");
+        }
+        let mut response = json_response(reply.status, &reply.body);
+        if let Some(seconds) = reply.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        return response;
+    }
     let now = SystemTime::now();
     let identity = surfaces
         .identity
@@ -304,7 +338,7 @@ async fn respond(surfaces: &Surfaces, base: &str, req: Request<Incoming>) -> Res
 }
 
 fn not_found() -> Value {
-    json!({"error": "not_found", "error_description": "tollgate dev serves /.well-known/openid-configuration, /keys, /oauth2/v2.0/{authorize,token,logout} (also under /{tenant}/), /metadata/identity/oauth2/token and /msi/token"})
+    json!({"error": "not_found", "error_description": "tollgate dev serves /.well-known/openid-configuration, /keys, /oauth2/v2.0/{authorize,token,logout} (also under /{tenant}/), /metadata/identity/oauth2/token, /msi/token and Microsoft Graph's /v1.0/users/{oid}/transitiveMemberOf/microsoft.graph.group"})
 }
 
 /// An OAuth reply: never cached (it may hold tokens or codes), pages never framed.

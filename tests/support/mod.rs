@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod echo;
+pub mod graph;
 pub mod imds;
 pub mod issuer;
 pub mod tls;

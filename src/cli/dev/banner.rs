@@ -86,6 +86,9 @@ impl Banner<'_> {
                 self.web_client_id
             ),
             format!("  redirects  {redirects}"),
+            format!(
+                "  graph      {base}/v1.0/users/{{oid}}/transitiveMemberOf/... for groups overage: graph_endpoint = \"{base}\"; `tollgate dev token --groups-overage 500` mints a user in 500 groups"
+            ),
             https,
             String::new(),
         ]
