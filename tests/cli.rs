@@ -482,6 +482,58 @@ roles_any = ["reader"]
         assert!(!text.contains(&reader));
     }
 
+    /// An overage token offline (`--jwks`): explain says its groups would come from Graph,
+    /// and refuses as the proxy would without them; with `groups_overage = "deny"`, says so.
+    #[tokio::test]
+    async fn explains_groups_overage() {
+        let issuer = LocalIssuer::new(
+            "https://issuer.test/",
+            SigningKey::generate(Algorithm::RS256, "k1").unwrap(),
+        );
+        let overage = issuer
+            .mint(&TokenSpec {
+                audience: "api://orders".into(),
+                object_id: Some("6e0a9e00-0000-4000-8000-000000000500".into()),
+                lifetime: std::time::Duration::from_secs(600),
+                extra: json!({"_claim_names": {"groups": "src1"}})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+                ..TokenSpec::default()
+            })
+            .unwrap();
+        let graph = r#"groups_overage = "graph"
+graph_credential = "graph"
+graph_endpoint = "http://127.0.0.1:9"
+[credentials.graph]
+kind = "managed_identity"
+endpoint = "http://127.0.0.1:9"
+"#;
+        for (lines, want) in [
+            (
+                graph,
+                "groups: overage token; would be resolved from Microsoft Graph for oid 6e0a9e00-0000-4000-8000-000000000500",
+            ),
+            ("", "groups_overage = \"deny\": groups_unavailable"),
+        ] {
+            let toml = format!(
+                "[server]\nupstream = \"http://127.0.0.1:3000\"\n[[issuers]]\nname = \"dev\"\nissuer = \"https://issuer.test/\"\njwks_uri = \"https://issuer.test/keys\"\naudiences = [\"api://orders\"]\n{lines}\n[[routes]]\nprefix = \"/\"\ngroups_any = [\"g\"]\n"
+            );
+            let config = tollgate::config::parse(&toml, std::path::Path::new("t.toml"), &|_| None)
+                .unwrap()
+                .config;
+            let jwks = Keys::Document(issuer.jwks().to_string().into_bytes());
+            let (text, allowed) =
+                report(&config, Some(&overage), jwks, &http::Method::GET, "/x").await;
+            assert!(!allowed, "{text}");
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+            assert!(
+                text.contains("decision: 403 insufficient_scope: groups_unavailable"),
+                "{text}"
+            );
+        }
+    }
+
     /// The proxy and `explain` decide every request of a table alike: both call
     /// `inbound::decide_refetching`; here the proxy runs for real, with keys from a real
     /// JWKS endpoint, and `explain` fetches the same keys.
@@ -492,11 +544,16 @@ roles_any = ["reader"]
 
         let backend = super::support::Backend::start().await;
         let issuer = MockIssuer::start().await;
+        let graph = super::support::graph::GraphRig::start().await;
         let toml = format!(
-            "{}{}{}",
+            "{}{}{}{}",
             super::support::server(backend.addr(), ""),
-            issuer.toml("entra", ""),
+            issuer.toml("entra", &graph.issuer_lines()),
+            graph.credential(),
             r#"
+[[routes]]
+prefix = "/groups"
+groups_any = ["6e0a9e01-0000-4000-8000-000000000002"]
 [[routes]]
 prefix = "/public"
 allow_anonymous = true
@@ -520,6 +577,12 @@ roles_all = ["admin"]
         let expired = issuer.token(json!({"exp": 1}));
         let other_audience = issuer.token(json!({"aud": "api://other"}));
         let unknown_key = issuer.sign(&issuer.claims(), &json!({"kid": "nobody"}));
+        let overage =
+            |oid: &str| issuer.token(json!({"oid": oid, "_claim_names": {"groups": "src1"}}));
+        let in_three = overage(&super::support::graph::user(3));
+        let in_one = overage(&super::support::graph::user(1));
+        let unknown_user = overage("00000000-0000-0000-0000-0000000000ff");
+        let listed = issuer.token(json!({"groups": ["6e0a9e01-0000-4000-8000-000000000002"]}));
         let cases: &[(&str, &str, Option<&str>)] = &[
             ("GET", "/public/x", None),
             ("GET", "/public/x", Some("not.a.token")),
@@ -544,6 +607,11 @@ roles_all = ["admin"]
             ("POST", "/admin", Some(&admin)),
             ("POST", "/admin", Some(&reader)),
             ("GET", "/admin", Some(&admin)),
+            ("GET", "/groups/x", Some(&in_three)),
+            ("GET", "/groups/x", Some(&in_one)),
+            ("GET", "/groups/x", Some(&unknown_user)),
+            ("GET", "/groups/x", Some(&listed)),
+            ("GET", "/groups/x", Some(&reader)),
         ];
         let config = proxy.app.live().load().config.clone();
         for (method, path, token) in cases {

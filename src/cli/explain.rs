@@ -14,6 +14,8 @@ use http::Method;
 use http::HeaderValue;
 
 use crate::config::{self, Config, Mode, PathMatch};
+use crate::inbound::claims::Claims;
+use crate::inbound::decide::Groups;
 use crate::inbound::jwt::{self, Step};
 use crate::inbound::{
     self, Decision, InboundState, Refusal, Reject, Routed, Token, Trace, Verdict, identity,
@@ -221,6 +223,7 @@ fn print_trace(
     }
     print_route(out, &trace.route, config);
     print_token(out, &trace.token, token);
+    print_groups(out, &trace.groups);
     if let Some(evaluation) = &trace.requirements {
         if evaluation.checks.is_empty() {
             let _ = writeln!(out, "requirements: none (any valid token)");
@@ -237,8 +240,47 @@ fn print_trace(
     }
     print_decision(out, trace);
     if let (Verdict::Forward(_), Some(verified)) = (trace.verdict, trace.verified()) {
-        print_headers(out, verified, config);
+        match &trace.groups {
+            Groups::Resolved(set) => {
+                let claims = verified.claims.with_groups(set.iter());
+                print_headers(out, &claims, config);
+            }
+            _ => print_headers(out, &verified.claims, config),
+        }
     }
+}
+
+/// Where `groups_any` found the caller's groups: the token, or Microsoft Graph for an
+/// overage token (resolved, or what would be).
+fn print_groups(out: &mut String, groups: &Groups) {
+    let line = match groups {
+        Groups::NotNeeded => return,
+        Groups::Claim => "groups: from the token's groups claim".to_owned(),
+        Groups::OverageDenied => {
+            "groups: overage token (too many groups for the token); groups_overage = \"deny\": groups_unavailable".to_owned()
+        }
+        Groups::OverageSkipped => {
+            "groups: overage token; would be resolved from Microsoft Graph, but another requirement already fails".to_owned()
+        }
+        Groups::Pending { oid } => format!(
+            "groups: overage token; would be resolved from Microsoft Graph for oid {oid} (not fetched: offline, --jwks)"
+        ),
+        Groups::Resolved(set) => {
+            let shown: Vec<&str> = set.iter().take(5).collect();
+            let more = set.len().saturating_sub(shown.len());
+            let more = if more > 0 { format!(", … {more} more") } else { String::new() };
+            format!(
+                "groups: overage token; resolved from Microsoft Graph: {} groups [{}{more}]",
+                set.len(),
+                shown.join(", ")
+            )
+        }
+        Groups::Unavailable(e) => format!(
+            "groups: overage token; Microsoft Graph could not resolve them ({}): groups_unavailable",
+            e.reason()
+        ),
+    };
+    let _ = writeln!(out, "{line}");
 }
 
 /// The route the request matched, with where it is in the file.
@@ -368,18 +410,14 @@ fn print_token(out: &mut String, checked: &Token<'_>, raw: Option<&str>) {
     }
 }
 
-fn print_headers(out: &mut String, verified: &jwt::Verified<'_>, config: &Config) {
-    let computed = identity::identity_headers(&verified.claims, &config.identity);
+fn print_headers(out: &mut String, claims: &Claims, config: &Config) {
+    let computed = identity::identity_headers(claims, &config.identity);
     let _ = writeln!(out, "headers for the upstream:");
     for (name, value) in &computed.set {
         let text = value.to_str().unwrap_or("<binary>");
         if name == identity::PRINCIPAL {
             // Shown decoded: the base64 is unreadable and the JSON is what the app parses.
-            let _ = writeln!(
-                out,
-                "  {name}: base64 of {}",
-                identity::principal(&verified.claims)
-            );
+            let _ = writeln!(out, "  {name}: base64 of {}", identity::principal(claims));
         } else {
             let _ = writeln!(out, "  {name}: {text}");
         }

@@ -961,6 +961,109 @@ unauthenticated = "redirect"
         }
     }
 
+    /// A session whose id_token is an overage token is decided as a bearer token is: the
+    /// first decision asks for the groups, the second uses the listener's resolution for that
+    /// issuer and caller only.
+    #[test]
+    fn an_overage_session_waits_for_its_groups_then_decides_on_them() {
+        let toml = r#"
+[server]
+upstream = "http://127.0.0.1:3000"
+[[issuers]]
+name = "entra"
+issuer = "https://login.example/t/v2.0"
+discovery = "https://login.example/t/v2.0/.well-known/openid-configuration"
+audiences = ["api://web"]
+groups_overage = "graph"
+graph_credential = "web"
+graph_endpoint = "http://127.0.0.1:9"
+[credentials.web]
+kind = "client_secret"
+tenant_id = "t"
+client_id = "web"
+secret_env = "S"
+[login]
+issuer = "entra"
+client_id = "web"
+credential = "web"
+session_keys = ["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="]
+[[routes]]
+prefix = "/"
+groups_any = ["G-2"]
+"#;
+        let env = |name: &str| (name == "S").then(|| "s".to_owned());
+        let config = crate::config::parse(toml, std::path::Path::new("t.toml"), &env)
+            .unwrap()
+            .config;
+        let metrics = Arc::new(crate::telemetry::metrics::Metrics::new());
+        let state = InboundState::build(&config, None, &metrics, None, &env)
+            .unwrap()
+            .unwrap();
+        let issuer = state.issuers.by_name("entra").unwrap();
+        let session = || {
+            let claims = crate::inbound::claims::Claims::parse(
+                br#"{"aud":"web","oid":"0a-1","_claim_names":{"groups":"src1"}}"#,
+            )
+            .unwrap();
+            SessionInput::Active(Verified {
+                claims,
+                issuer,
+                alg: crate::config::Algorithm::RS256,
+                cached: true,
+            })
+        };
+        let decide_with_groups = |groups: Option<Resolution>| {
+            let browser = Browser {
+                session: session(),
+                groups,
+                ..Browser::default()
+            };
+            decide_with(
+                Some(&state),
+                &Method::GET,
+                "/x",
+                &HeaderMap::new(),
+                browser,
+                SystemTime::now(),
+            )
+        };
+        let first = decide_with_groups(None);
+        assert!(
+            matches!(&first.groups, Groups::Pending { oid } if oid == "0a-1"),
+            "{first}"
+        );
+        assert_eq!(first.verdict, Verdict::Reject(Reject::GroupsUnavailable));
+        assert!(groups_for(Some(&state), &first).is_some());
+        let resolution = |oid: &str, outcome| Resolution {
+            issuer: "entra".into(),
+            oid: oid.into(),
+            outcome,
+        };
+        let member = Arc::new(GroupSet::new(vec!["g-1".into(), "g-2".into()]));
+        let allowed = decide_with_groups(Some(resolution("0a-1", Ok(member.clone()))));
+        assert_eq!(
+            allowed.verdict,
+            Verdict::Forward(Decision::Allowed),
+            "{allowed}"
+        );
+        assert!(matches!(allowed.groups, Groups::Resolved(_)));
+        assert!(groups_for(Some(&state), &allowed).is_none());
+        // Another caller's groups are not used.
+        let other = decide_with_groups(Some(resolution("0b-2", Ok(member))));
+        assert!(matches!(other.groups, Groups::Pending { .. }));
+        let outsider = Arc::new(GroupSet::new(vec!["g-3".into()]));
+        let refused = decide_with_groups(Some(resolution("0a-1", Ok(outsider))));
+        assert_eq!(refused.verdict, Verdict::Reject(Reject::Forbidden));
+        let down = decide_with_groups(Some(resolution("0a-1", Err(Unavailable::Unreachable))));
+        assert_eq!(down.verdict, Verdict::Reject(Reject::GroupsUnavailable));
+        let refusal = down.refusal().unwrap();
+        assert_eq!(
+            (refusal.status.as_u16(), refusal.reason),
+            (403, "groups_unavailable")
+        );
+        assert!(refusal.description.contains("groups_unavailable"));
+    }
+
     #[test]
     fn navigations_are_told_from_scripts() {
         let h = |pairs: &[(&'static str, &'static str)]| {

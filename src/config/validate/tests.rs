@@ -752,3 +752,78 @@ fn login_checks() {
         ["https://app.example.com:8443", "https://b.example.com"]
     );
 }
+
+const GROUPS_ISSUER: &str = r#"
+[server]
+upstream = "http://127.0.0.1:3000"
+
+[[issuers]]
+name = "entra"
+issuer = "https://login.example/t/v2.0"
+jwks_uri = "https://login.example/keys"
+audiences = ["api://orders"]
+"#;
+
+#[test]
+fn groups_overage_defaults_to_deny_and_graph_takes_a_credential_and_endpoint() {
+    use crate::config::{GraphSettings, GroupsOverage};
+    let text = format!(
+        "{GROUPS_ISSUER}groups_overage = \"graph\"\ngraph_credential = \"mi\"\n[credentials.mi]\nkind = \"managed_identity\"\n[[routes]]\nprefix = \"/\"\ngroups_any = [\"g-1\"]\n"
+    );
+    let c = load(&text).unwrap().config;
+    assert_eq!(
+        c.issuers[0].groups_overage,
+        GroupsOverage::Graph(GraphSettings {
+            credential: "mi".into(),
+            endpoint: "https://graph.microsoft.com".parse().unwrap(),
+        })
+    );
+    assert_eq!(c.routes[0].require.groups_any, ["g-1"]);
+    let deny = format!("{GROUPS_ISSUER}[[routes]]\nprefix = \"/\"\n");
+    assert_eq!(
+        load(&deny).unwrap().config.issuers[0].groups_overage,
+        GroupsOverage::Deny
+    );
+    let endpoint = format!(
+        "{GROUPS_ISSUER}groups_overage = \"graph\"\ngraph_credential = \"mi\"\ngraph_endpoint = \"http://127.0.0.1:8079/\"\n[credentials.mi]\nkind = \"managed_identity\"\n"
+    );
+    let GroupsOverage::Graph(g) = &load(&endpoint).unwrap().config.issuers[0].groups_overage else {
+        panic!("graph")
+    };
+    assert_eq!(g.endpoint.as_str(), "http://127.0.0.1:8079/");
+}
+
+#[test]
+fn groups_overage_errors_have_positions() {
+    let graph = |lines: &str| {
+        format!("{GROUPS_ISSUER}{lines}\n[credentials.mi]\nkind = \"managed_identity\"\n")
+    };
+    assert_error(
+        &graph("groups_overage = \"resolve\""),
+        "tollgate.toml:10:18: issuers[0].groups_overage: expected \"deny\" or \"graph\"",
+    );
+    assert_error(
+        &graph("groups_overage = \"graph\""),
+        "tollgate.toml:10:18: issuers[0].graph_credential: groups_overage = \"graph\" needs graph_credential",
+    );
+    assert_error(
+        &graph("groups_overage = \"graph\"\ngraph_credential = \"nope\""),
+        "tollgate.toml:11:20: issuers[0].graph_credential: no [credentials.nope] section",
+    );
+    assert_error(
+        &graph(
+            "groups_overage = \"graph\"\ngraph_credential = \"mi\"\ngraph_endpoint = \"http://graph.example\"",
+        ),
+        "tollgate.toml:12:18: issuers[0].graph_endpoint: must be https",
+    );
+    assert_error(
+        &graph(
+            "groups_overage = \"graph\"\ngraph_credential = \"mi\"\ngraph_endpoint = \"https://graph.example/?x=1\"",
+        ),
+        "issuers[0].graph_endpoint: give only the base URL",
+    );
+    assert_error(
+        &graph("graph_credential = \"mi\""),
+        "tollgate.toml:10:20: issuers[0].graph_credential: graph_credential applies only with groups_overage = \"graph\"",
+    );
+}
