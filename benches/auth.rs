@@ -1,7 +1,7 @@
 //! Hot-path micro-benchmarks: token verification with warm keys (RS256 2048, ES256), through
 //! the verified-signature cache, and with jsonwebtoken for comparison; path normalisation;
 //! route matching over a 100-route table; the header rewrite every forwarded request gets; the
-//! access-log line.
+//! groups lookup of an overage token (cache hit); the access-log line.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -483,6 +483,128 @@ fn bench_access_log(c: &mut Criterion) {
     });
 }
 
+/// An overage token (a user in 500 groups) on a route with `groups_any`, its groups cached:
+/// the first decision, the cache hit, the second decision on the 500 groups, and the identity
+/// claims with the resolved groups in place of the marker. Graph is the `tollgate dev`
+/// stand-in, called once to fill the cache.
+fn bench_groups(c: &mut Criterion) {
+    use futures_util::FutureExt;
+    use tollgate::dev::graph::{group_id, overage_user};
+    use tollgate::dev::server::DevServer;
+    use tollgate::inbound::decide::{Groups, groups_for};
+    use tollgate::inbound::{Browser, decide_with};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dev = runtime
+        .block_on(DevServer::builder().start())
+        .expect("dev server");
+    let (_, _, key) = issuer_and_token(Algorithm::RS256);
+    let toml = format!(
+        r#"
+[server]
+upstream = "http://127.0.0.1:3000"
+[[issuers]]
+name = "entra"
+issuer = "{ISS}"
+jwks_uri = "https://login.microsoftonline.com/keys"
+audiences = ["api://orders"]
+groups_overage = "graph"
+graph_credential = "graph"
+graph_endpoint = "{url}"
+[credentials.graph]
+kind = "managed_identity"
+endpoint = "{url}"
+[[routes]]
+prefix = "/reports"
+groups_any = ["{wanted}"]
+"#,
+        url = dev.url(),
+        wanted = group_id(500),
+    );
+    let config = config::parse(&toml, std::path::Path::new("bench.toml"), &|_| None)
+        .expect("config")
+        .config;
+    let metrics = Arc::new(Metrics::new());
+    let state = InboundState::build(&config, None, &metrics, None, &|_| None)
+        .expect("state")
+        .expect("a [server]");
+    let jwks = json!({ "keys": [key.jwk()] }).to_string();
+    for issuer in state.issuers.iter() {
+        issuer.keys.load_document(jwks.as_bytes()).expect("keys");
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let token = key
+        .mint(
+            &json!({
+                "aud": "api://orders", "iss": ISS, "iat": now, "nbf": now, "exp": now + 3600,
+                "oid": overage_user(500), "tid": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                "_claim_names": {"groups": "src1"},
+                "_claim_sources": {"src1": {"endpoint": "https://graph.windows.net/t/users/x/getMemberObjects"}},
+            }),
+            &json!({}),
+        )
+        .expect("token");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+    );
+    let get = Method::GET;
+    let decided = |cached_only: bool| {
+        let first = decide(
+            Some(&state),
+            &get,
+            "/reports/q3",
+            &headers,
+            SystemTime::now(),
+        );
+        let lookup = groups_for(Some(&state), &first).expect("a lookup");
+        let resolution = if cached_only {
+            lookup.now_or_never().expect("a cache hit does not wait")
+        } else {
+            runtime.block_on(lookup)
+        };
+        let browser = Browser {
+            groups: Some(resolution),
+            ..Browser::default()
+        };
+        let trace = decide_with(
+            Some(&state),
+            &get,
+            "/reports/q3",
+            &headers,
+            browser,
+            SystemTime::now(),
+        );
+        assert!(matches!(trace.verdict, Verdict::Forward(_)), "{trace}");
+        let Groups::Resolved(set) = &trace.groups else {
+            panic!("resolved")
+        };
+        let claims = trace
+            .verified()
+            .expect("valid")
+            .claims
+            .with_groups(set.iter());
+        identity::identity_headers(&claims, &config.identity)
+            .set
+            .len()
+    };
+    // Fills the cache: the one Graph lookup.
+    decided(false);
+    assert_eq!(dev.graph().lookups(), 1);
+    c.bench_function("groups/overage_cache_hit_500_groups", |b| {
+        b.iter(|| black_box(decided(true)))
+    });
+    assert_eq!(dev.graph().lookups(), 1, "every iteration was a cache hit");
+    runtime.block_on(dev.stop());
+}
+
 criterion_group!(
     benches,
     bench_verify,
@@ -492,6 +614,7 @@ criterion_group!(
     bench_decide,
     bench_session,
     bench_session_request,
+    bench_groups,
     bench_access_log
 );
 criterion_main!(benches);
