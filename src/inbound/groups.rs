@@ -12,7 +12,7 @@
 //! however many requests wait (the first request fetches; the others wait on its slot). A
 //! failure is remembered for [`FAILURE_TTL`], so an outage does not multiply Graph requests.
 //!
-//! The decision itself stays in [`decide`](super::decide): it asks for a lookup
+//! The decision itself stays in [`decide`](mod@super::decide): it asks for a lookup
 //! ([`decide::groups_for`](super::decide::groups_for)), the listener awaits it here and
 //! decides again with the [`Resolution`].
 
@@ -368,7 +368,7 @@ impl GraphGroups {
                 .filter(|(k, _)| &***k != keep)
                 .map(|(k, s)| (s.created, k.clone(), s.bytes()))
                 .collect();
-            by_age.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            by_age.sort_unstable_by_key(|entry| entry.0);
             let mut bytes: usize = cache.values().map(|s| s.bytes()).sum();
             for (_, key, size) in by_age {
                 if cache.len() <= self.limits.entries && bytes <= self.limits.bytes {

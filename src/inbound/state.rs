@@ -75,9 +75,9 @@ pub enum BuildError {
         issuer: String,
         /// The credential's name.
         name: String,
-        /// Why.
+        /// Why (boxed: the error stays small on the reload path).
         #[source]
-        source: CredentialError,
+        source: Box<CredentialError>,
     },
     /// An issuer's HTTP client could not be built (its CA file, say).
     #[error("issuer {issuer}: {source}")]
@@ -269,7 +269,7 @@ fn overage(
         credential::build(credential, env).map_err(|source| BuildError::GraphCredential {
             issuer: issuer.name.clone(),
             name: credential.name.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let client = fetch::client(issuer.ca_file.as_deref()).map_err(|source| BuildError::Issuer {
         issuer: issuer.name.clone(),
