@@ -708,6 +708,96 @@ roles_all = ["admin"]
     }
 }
 
+/// `dev token --groups-overage N`: the overage form Entra writes (no `groups`,
+/// `_claim_names` and `_claim_sources`), for the dev Graph stand-in's user in N groups, and
+/// `explain` says its groups would come from Graph.
+#[test]
+fn dev_token_mints_an_overage_token_explain_would_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("dev.pem");
+    let out = Command::new(BIN)
+        .args([
+            "dev",
+            "token",
+            "--aud",
+            "api://orders",
+            "--groups-overage",
+            "500",
+            "--key",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let (_, claims) = tollgate::inbound::jwt::dangerous::decode_unverified(&token).unwrap();
+    assert_eq!(claims["oid"], "6e0a9e00-0000-4000-8000-000000000500");
+    assert_eq!(
+        claims["_claim_names"],
+        serde_json::json!({"groups": "src1"})
+    );
+    assert!(
+        claims["_claim_sources"]["src1"]["endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://graph.windows.net/")
+    );
+    assert!(claims.get("groups").is_none());
+    let both = Command::new(BIN)
+        .args([
+            "dev",
+            "token",
+            "--groups-overage",
+            "5",
+            "--oid",
+            "x",
+            "--key",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        !both.status.success(),
+        "--oid and --groups-overage conflict"
+    );
+
+    let jwks = Command::new(BIN)
+        .args(["dev", "jwks", "--key"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let jwks_file = write(
+        dir.path(),
+        "jwks.json",
+        &String::from_utf8(jwks.stdout).unwrap(),
+    );
+    let config = write(
+        dir.path(),
+        "t.toml",
+        "[server]\nupstream = \"http://127.0.0.1:3000\"\n[[issuers]]\nname = \"dev\"\nissuer = \"http://127.0.0.1:8079/\"\njwks_uri = \"http://127.0.0.1:8079/keys\"\naudiences = [\"api://orders\"]\ngroups_overage = \"graph\"\ngraph_credential = \"dev\"\ngraph_endpoint = \"http://127.0.0.1:8079\"\n[credentials.dev]\nkind = \"managed_identity\"\nendpoint = \"http://127.0.0.1:8079\"\n[[routes]]\nprefix = \"/\"\ngroups_any = [\"6e0a9e01-0000-4000-8000-000000000500\"]\n",
+    );
+    let explained = Command::new(BIN)
+        .args(["explain", "--config"])
+        .arg(&config)
+        .arg("--jwks")
+        .arg(&jwks_file)
+        .args(["--token", &token, "GET", "/reports"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert!(
+        text.contains(
+            "would be resolved from Microsoft Graph for oid 6e0a9e00-0000-4000-8000-000000000500"
+        ),
+        "{text}{}",
+        String::from_utf8_lossy(&explained.stderr)
+    );
+}
+
 #[test]
 fn dev_token_verifies_with_dev_jwks_through_explain() {
     let dir = tempfile::tempdir().unwrap();

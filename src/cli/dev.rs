@@ -247,13 +247,7 @@ pub fn spec(args: &TokenArgs) -> anyhow::Result<TokenSpec> {
         Some(groups) => {
             let oid = crate::dev::graph::overage_user(groups);
             let tid = args.tid.as_deref().unwrap_or(DEV_TENANT_ID);
-            // The URL Entra writes (retired Azure AD Graph); tollgate never calls it.
-            let endpoint = format!("https://graph.windows.net/{tid}/users/{oid}/getMemberObjects");
-            extra.insert("_claim_names".into(), json!({ "groups": "src1" }));
-            extra.insert(
-                "_claim_sources".into(),
-                json!({ "src1": { "endpoint": endpoint } }),
-            );
+            extra.extend(crate::dev::graph::overage_claims(tid, &oid));
             oid
         }
     };

@@ -40,14 +40,33 @@ pub fn group_id(n: u32) -> String {
     format!("{GROUP_ID_PREFIX}{n:012}")
 }
 
-/// The groups of an overage user's `oid`, if it is one.
-fn overage_groups(oid: &str) -> Option<Vec<String>> {
-    let count: u32 = oid
-        .to_ascii_lowercase()
+/// Groups a JWT holds at most; beyond, Entra sends the overage marker instead.
+pub const JWT_GROUPS_LIMIT: u32 = 200;
+
+/// How many groups the overage user with this `oid` is in, if it is one.
+pub fn overage_group_count(oid: &str) -> Option<u32> {
+    oid.to_ascii_lowercase()
         .strip_prefix(OVERAGE_OID_PREFIX)?
         .parse()
-        .ok()?;
-    Some((1..=count).map(group_id).collect())
+        .ok()
+}
+
+/// The groups of an overage user's `oid`, if it is one.
+fn overage_groups(oid: &str) -> Option<Vec<String>> {
+    Some((1..=overage_group_count(oid)?).map(group_id).collect())
+}
+
+/// The overage claims Entra writes in place of `groups` (`_claim_names`, `_claim_sources`
+/// naming the retired Azure AD Graph URL, which tollgate never calls).
+pub fn overage_claims(tenant: &str, oid: &str) -> [(String, Value); 2] {
+    let endpoint = format!("https://graph.windows.net/{tenant}/users/{oid}/getMemberObjects");
+    [
+        ("_claim_names".to_owned(), json!({ "groups": "src1" })),
+        (
+            "_claim_sources".to_owned(),
+            json!({ "src1": { "endpoint": endpoint } }),
+        ),
+    ]
 }
 
 /// What the mock should get wrong, for tests.

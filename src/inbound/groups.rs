@@ -320,34 +320,47 @@ impl GraphGroups {
                 }
             }
         };
+        // Whether this request filled the slot: then the entry's size is known, and the byte
+        // bound is applied (a cache hit does not scan the cache).
+        let mut filled = false;
         let outcome = slot
             .cell
-            .get_or_init(|| async {
-                let outcome = match tokio::time::timeout(LOOKUP_DEADLINE, self.fetch(oid)).await {
-                    Ok(outcome) => outcome.map(Arc::new),
-                    Err(_) => Err(Unavailable::Timeout),
-                };
-                match &outcome {
-                    Ok(set) => tracing::debug!(
-                        issuer = %self.issuer,
-                        oid,
-                        groups = set.len(),
-                        "groups resolved from Microsoft Graph"
-                    ),
-                    Err(e) => tracing::warn!(
-                        issuer = %self.issuer,
-                        oid,
-                        reason = %e.reason(),
-                        "groups could not be resolved from Microsoft Graph"
-                    ),
+            .get_or_init(|| {
+                let filled = &mut filled;
+                async move {
+                    *filled = true;
+                    self.fetch_logged(oid).await
                 }
-                outcome
             })
             .await
             .clone();
-        // The entry's size is known now: the byte bound applies.
-        let mut cache = self.cache.lock();
-        self.evict(&mut cache, oid);
+        if filled {
+            let mut cache = self.cache.lock();
+            self.evict(&mut cache, oid);
+        }
+        outcome
+    }
+
+    /// [`GraphGroups::fetch`] within [`LOOKUP_DEADLINE`], logged by `oid`.
+    async fn fetch_logged(&self, oid: &str) -> Result<Arc<GroupSet>, Unavailable> {
+        let outcome = match tokio::time::timeout(LOOKUP_DEADLINE, self.fetch(oid)).await {
+            Ok(outcome) => outcome.map(Arc::new),
+            Err(_) => Err(Unavailable::Timeout),
+        };
+        match &outcome {
+            Ok(set) => tracing::debug!(
+                issuer = %self.issuer,
+                oid,
+                groups = set.len(),
+                "groups resolved from Microsoft Graph"
+            ),
+            Err(e) => tracing::warn!(
+                issuer = %self.issuer,
+                oid,
+                reason = %e.reason(),
+                "groups could not be resolved from Microsoft Graph"
+            ),
+        }
         outcome
     }
 

@@ -30,6 +30,12 @@ pub struct Setup<'a> {
     /// The credential section's body (after `[credentials.web]`).
     pub credential: Option<String>,
     pub key: &'a str,
+    /// Extra `[[issuers]]` lines for the dev issuer.
+    pub issuer: &'a str,
+    /// Extra sections (before `[login]`).
+    pub sections: &'a str,
+    /// Routes before the rig's own.
+    pub routes: &'a str,
 }
 
 impl Default for Setup<'_> {
@@ -38,6 +44,9 @@ impl Default for Setup<'_> {
             login: "",
             credential: None,
             key: KEY,
+            issuer: "",
+            sections: "",
+            routes: "",
         }
     }
 }
@@ -78,9 +87,11 @@ name = "dev"
 issuer = "{iss}"
 discovery = "{dev}/.well-known/openid-configuration"
 audiences = ["api://tollgate-dev"]
+{issuer_lines}
 
 [credentials.web]
 {credential}
+{sections}
 [login]
 issuer = "dev"
 client_id = "{DEV_WEB_CLIENT_ID}"
@@ -88,6 +99,8 @@ credential = "web"
 session_keys = ["{key}"]
 scopes = ["openid", "profile", "offline_access", "api://orders/Orders.Read"]
 {login}
+
+{routes}
 
 [[routes]]
 prefix = "/public"
@@ -111,6 +124,9 @@ unauthenticated = "redirect"
             dev = dev.url(),
             key = setup.key,
             login = setup.login,
+            issuer_lines = setup.issuer,
+            sections = setup.sections,
+            routes = setup.routes,
         );
         let mut env = HashMap::from([("WEB_SECRET".to_owned(), DEV_CLIENT_SECRET.to_owned())]);
         env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));

@@ -483,3 +483,74 @@ async fn a_session_of_a_previous_login_configuration_is_no_session() {
     assert!(browser.session_chunks().is_empty(), "cleared");
     rig.backend.assert_nothing_received();
 }
+
+/// A user in more groups than a token holds signs in: the id_token carries the overage marker,
+/// and a route with `groups_any` decides on the groups from the dev Graph stand-in, as for a
+/// bearer token; the backend's principal carries them.
+#[tokio::test]
+async fn an_overage_session_is_decided_on_its_groups_from_graph() {
+    use tollgate::dev::graph::{group_id, overage_user};
+    let dev = tollgate::dev::server::DevServer::builder()
+        .start()
+        .await
+        .unwrap();
+    let url = dev.url();
+    let issuer = format!(
+        "groups_overage = \"graph\"\ngraph_credential = \"graph\"\ngraph_endpoint = \"{url}\"\n"
+    );
+    let sections =
+        format!("[credentials.graph]\nkind = \"managed_identity\"\nendpoint = \"{url}\"\n");
+    let routes = format!(
+        "[[routes]]\nprefix = \"/finance\"\ngroups_any = [\"{}\"]\n",
+        group_id(300)
+    );
+    let rig = Rig::on(
+        dev,
+        Setup {
+            issuer: &issuer,
+            sections: &sections,
+            routes: &routes,
+            ..Setup::default()
+        },
+    )
+    .await;
+    let member = DevUser {
+        oid: overage_user(300),
+        ..DevUser::default()
+    };
+    let browser = rig.signed_in(&member).await;
+    let reply = browser.get("/finance/q3", &[]).await;
+    assert_eq!(reply.status(), 200);
+    assert_eq!(rig.dev.graph().lookups(), 1);
+    let seen = rig.backend.only();
+    let id = seen.header("x-ms-token-aad-id-token").unwrap();
+    let (_, id_claims) = tollgate::inbound::jwt::dangerous::decode_unverified(id).unwrap();
+    assert!(id_claims.get("groups").is_none(), "an overage id_token");
+    assert_eq!(id_claims["_claim_names"]["groups"], "src1");
+    // 300 groups make a principal over 8 KiB: left out and counted, never truncated.
+    assert!(seen.header("x-ms-client-principal").is_none());
+    assert_eq!(
+        rig.proxy
+            .metrics()
+            .identity_headers_dropped
+            .with_label_values(&["x-ms-client-principal"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        seen.header("x-ms-client-principal-id"),
+        Some(overage_user(300).as_str())
+    );
+
+    // A user in 250 groups: not in group 300; refused on its groups, nothing forwarded.
+    rig.backend.clear();
+    let outsider = DevUser {
+        oid: overage_user(250),
+        ..DevUser::default()
+    };
+    let browser = rig.signed_in(&outsider).await;
+    let reply = browser.get("/finance/q3", &[]).await;
+    assert_eq!(reply.status(), 403);
+    rig.backend.assert_nothing_received();
+    assert_eq!(rig.dev.graph().lookups(), 2);
+}

@@ -106,7 +106,7 @@ pub(super) fn user_access_token(
     lifetime: Duration,
 ) -> TokenSpec {
     let user = &grant.user;
-    let mut extra = user_claims(grant);
+    let mut extra = user_claims(grant, tenant);
     extra.insert("azpacr".into(), json!(proof.acr()));
     TokenSpec {
         audience: audience.resource.clone(),
@@ -137,7 +137,7 @@ pub(super) fn id_token(
         "exp": now + ID_TOKEN_LIFETIME,
     });
     if let Some(map) = claims.as_object_mut() {
-        map.extend(user_claims(grant));
+        map.extend(user_claims(grant, tenant));
         if !user.roles.is_empty() {
             map.insert("roles".into(), json!(user.roles));
         }
@@ -177,7 +177,7 @@ pub(super) fn app_token(
 
 /// Claims about the user shared by access and id tokens: names, groups, and `sub`, which is
 /// pairwise (per user and app) as Entra's is.
-fn user_claims(grant: &Grant) -> Map<String, Value> {
+fn user_claims(grant: &Grant, tenant: &str) -> Map<String, Value> {
     let user = &grant.user;
     let mut claims = Map::new();
     claims.insert("name".into(), json!(user.name));
@@ -186,7 +186,13 @@ fn user_claims(grant: &Grant) -> Map<String, Value> {
         "sub".into(),
         json!(pairwise_subject(&user.oid, &grant.client_id)),
     );
-    if !user.groups.is_empty() {
+    // A user of the Graph stand-in's directory in more groups than a JWT holds gets the
+    // overage form, as from Entra; everyone else the groups picked on the sign-in page.
+    let overage = crate::dev::graph::overage_group_count(&user.oid)
+        .filter(|&n| n > crate::dev::graph::JWT_GROUPS_LIMIT);
+    if overage.is_some() {
+        claims.extend(crate::dev::graph::overage_claims(tenant, &user.oid));
+    } else if !user.groups.is_empty() {
         claims.insert("groups".into(), json!(user.groups));
     }
     if grant.scopes.iter().any(|s| s == "email") && user.preferred_username.contains('@') {

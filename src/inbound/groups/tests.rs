@@ -98,3 +98,40 @@ impl Credential for NoToken {
         "none".into()
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn groups_are_kept_five_minutes_and_failures_five_seconds() {
+    let filled = |outcome| {
+        let slot = Slot {
+            created: Instant::now(),
+            cell: tokio::sync::OnceCell::new(),
+        };
+        slot.cell.set(outcome).unwrap();
+        slot
+    };
+    let ok = filled(Ok(Arc::new(GroupSet::new(vec!["g".into()]))));
+    let failed = filled(Err(Unavailable::Unreachable));
+    let pending = Slot {
+        created: Instant::now(),
+        cell: tokio::sync::OnceCell::new(),
+    };
+    tokio::time::advance(Duration::from_secs(4)).await;
+    assert!(ok.fresh(Instant::now()) && failed.fresh(Instant::now()));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(
+        !failed.fresh(Instant::now()),
+        "a failure is retried after 5 s"
+    );
+    tokio::time::advance(Duration::from_secs(293)).await;
+    assert!(ok.fresh(Instant::now()));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(
+        !ok.fresh(Instant::now()),
+        "groups are asked for again after 5 minutes"
+    );
+    assert!(
+        pending.fresh(Instant::now()),
+        "a lookup under way is waited for"
+    );
+    assert_eq!(ok.bytes(), ENTRY_OVERHEAD + 1 + size_of::<Box<str>>());
+}
