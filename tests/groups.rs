@@ -472,3 +472,42 @@ async fn cache_bounds_hold_under_a_flood_of_distinct_oids() {
     assert!(lookups.cached() >= 1);
     assert_eq!(rig.graph().lookups(), 400);
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_groups_cache_unless_the_graph_settings_change() {
+    let (issuer, backend, rig) = (
+        MockIssuer::start().await,
+        Backend::start().await,
+        GraphRig::start().await,
+    );
+    let toml = |extra: &str| {
+        format!(
+            "{}{}{}{}{extra}",
+            server(backend.addr(), ""),
+            issuer.toml("entra", &rig.issuer_lines()),
+            ROUTES.replace("GROUP", &group(2)),
+            rig.credential(),
+        )
+    };
+    let proxy = TestProxy::start(&toml("")).await;
+    support::eventually("the issuer's keys are loaded", || async {
+        proxy.admin_get("/readyz").await.status == 200
+    })
+    .await;
+    let token = overage(&issuer, &user(3));
+    let auth = bearer(&token);
+    let headers = [("authorization", auth.as_str())];
+    let ask = || get(proxy.addr, "/orders", &headers);
+    assert_eq!(ask().await.status, 200);
+    proxy.write_config(&toml("# a comment\n"));
+    proxy.app.reload().unwrap();
+    assert_eq!(ask().await.status, 200);
+    assert_eq!(rig.graph().lookups(), 1, "the cache survived the reload");
+    // Another credential setting: new lookups, new cache.
+    proxy.write_config(&toml(
+        "client_id = \"11111111-1111-1111-1111-111111111111\"\n",
+    ));
+    proxy.app.reload().unwrap();
+    assert_eq!(ask().await.status, 200);
+    assert_eq!(rig.graph().lookups(), 2);
+}

@@ -241,7 +241,8 @@ fn issuers(
 }
 
 /// An issuer's `groups_overage`: with `"graph"`, its Graph lookups, reused (with their cache
-/// and token) when the issuer, its Graph settings and the credential did not change.
+/// and token) when the issuer, its Graph settings and the credential did not change and the
+/// issuer has no CA file.
 fn overage(
     config: &Config,
     issuer: &config::Issuer,
@@ -255,7 +256,9 @@ fn overage(
     let Some(credential) = config.credentials.get(&settings.credential) else {
         unreachable!("validation requires graph_credential to name a credential")
     };
+    // An issuer with a CA file builds a new client (and cache): the file may have changed.
     let reused = previous
+        .filter(|_| issuer.ca_file.is_none())
         .into_iter()
         .flat_map(|p| p.iter())
         .find_map(|old| match &old.overage {
