@@ -107,6 +107,18 @@ pub struct RawRoute {
     pub unauthenticated: Option<Text>,
 }
 
+/// `[[resources]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RawResource {
+    pub resource: Text,
+    pub prefix: Text,
+    pub issuer: Text,
+    pub scopes_supported: Option<Vec<Text>>,
+    pub resource_documentation: Option<Text>,
+}
+
 /// A claim requirement's value: one string, or a list of allowed strings.
 #[derive(Debug)]
 pub struct OneOrMany(pub Vec<String>);

@@ -752,3 +752,145 @@ fn login_checks() {
         ["https://app.example.com:8443", "https://b.example.com"]
     );
 }
+
+const RESOURCES: &str = r#"
+[server]
+upstream = "http://127.0.0.1:3000"
+
+[[issuers]]
+name = "entra"
+issuer = "https://login.microsoftonline.com/{tenantid}/v2.0"
+jwks_uri = "https://login.microsoftonline.com/common/discovery/v2.0/keys"
+audiences = ["api://mcp"]
+tenants = ["11111111-1111-1111-1111-111111111111"]
+
+[[routes]]
+prefix = "/mcp"
+scopes_any = ["tools.read"]
+
+[[routes]]
+prefix = "/"
+allow_anonymous = true
+
+[[resources]]
+resource = "https://mcp.contoso.com/mcp"
+prefix = "/mcp"
+issuer = "entra"
+scopes_supported = ["api://mcp/tools.read"]
+resource_documentation = "https://contoso.com/docs/mcp"
+
+[[resources]]
+resource = "https://api.contoso.com"
+prefix = "/"
+issuer = "entra"
+"#;
+
+#[test]
+fn resources_take_defaults_and_their_metadata_paths() {
+    let c = load(RESOURCES).unwrap().config;
+    let [mcp, api] = &c.resources[..] else {
+        panic!("two resources: {:?}", c.resources)
+    };
+    assert_eq!(mcp.resource, "https://mcp.contoso.com/mcp");
+    assert_eq!(
+        mcp.metadata_path,
+        "/.well-known/oauth-protected-resource/mcp"
+    );
+    assert_eq!(mcp.scopes_supported, ["api://mcp/tools.read"]);
+    assert_eq!(
+        mcp.resource_documentation.as_ref().map(url::Url::as_str),
+        Some("https://contoso.com/docs/mcp")
+    );
+    assert_eq!(mcp.position.line, 20);
+    // As written: the URL parser would add a slash the token's `aud` does not have.
+    assert_eq!(api.resource, "https://api.contoso.com");
+    assert_eq!(api.metadata_path, "/.well-known/oauth-protected-resource");
+    assert!(api.scopes_supported.is_empty() && api.resource_documentation.is_none());
+    let loopback = RESOURCES.replace("https://api.contoso.com", "http://127.0.0.1:8080");
+    assert_eq!(load(&loopback).unwrap().config.resources.len(), 2);
+}
+
+#[test]
+fn resources_checks() {
+    let with = |from: &str, to: &str| {
+        assert!(RESOURCES.contains(from), "{from}");
+        RESOURCES.replacen(from, to, 1)
+    };
+    let cases = [
+        (
+            with("https://mcp.contoso.com/mcp", "http://mcp.contoso.com/mcp"),
+            "tollgate.toml:21:12: resources[0].resource: must be an absolute https URL",
+        ),
+        (
+            with("https://mcp.contoso.com/mcp", "/mcp"),
+            "resources[0].resource: invalid URL",
+        ),
+        (
+            with(
+                "https://mcp.contoso.com/mcp",
+                "https://mcp.contoso.com/mcp?x=1",
+            ),
+            "must not have a query or a fragment",
+        ),
+        (
+            with(
+                "https://mcp.contoso.com/mcp",
+                "https://mcp.contoso.com/a%2Fb",
+            ),
+            "its path cannot be served",
+        ),
+        (
+            with("prefix = \"/mcp\"\nissuer", "prefix = \"/mcp/\"\nissuer"),
+            "",
+        ),
+        (
+            with("prefix = \"/mcp\"\nissuer", "prefix = \"mcp\"\nissuer"),
+            "resources[0].prefix: must start with /",
+        ),
+        (
+            with("issuer = \"entra\"\nscopes", "issuer = \"other\"\nscopes"),
+            "resources[0].issuer: no [[issuers]] entry is named \"other\"",
+        ),
+        (
+            with("[\"api://mcp/tools.read\"]", "[\"tools read\"]"),
+            "resources[0].scopes_supported: \"tools read\" is not a scope",
+        ),
+        (
+            with("https://contoso.com/docs/mcp", "docs"),
+            "resources[0].resource_documentation: invalid URL",
+        ),
+        (
+            with("https://api.contoso.com", "https://mcp.contoso.com/mcp"),
+            "resources[1]: duplicate resource \"https://mcp.contoso.com/mcp\"",
+        ),
+        (
+            with("prefix = \"/\"\nissuer", "prefix = \"/mcp\"\nissuer"),
+            "resources[1]: duplicate prefix \"/mcp\"",
+        ),
+        (
+            with("https://api.contoso.com", "https://other.contoso.com/mcp"),
+            "resources[1]: its metadata would be served at /.well-known/oauth-protected-resource/mcp",
+        ),
+        (
+            with("[\"tools.read\"]", "[\"tools\\\"read\"]"),
+            "routes[0].scopes_any: \"tools\\\"read\" is not a scope",
+        ),
+    ];
+    for (text, want) in cases {
+        if want.is_empty() {
+            assert!(load(&text).is_ok(), "{text}");
+        } else {
+            assert_error(&text, want);
+        }
+    }
+    // A prefix no route covers: its requests would get 403, never a challenge.
+    let uncovered = with("[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n", "").replacen(
+        "prefix = \"/\"\nissuer",
+        "prefix = \"/other\"\nissuer",
+        1,
+    );
+    assert_error(
+        &uncovered,
+        "resources[1].prefix: no route covers /other: add a [[routes]] entry",
+    );
+}
