@@ -349,20 +349,12 @@ async fn a_managed_identity_as_federated_credential_signs_users_in() {
         .start()
         .await
         .unwrap();
-    let credential = format!(
-        "kind = \"managed_identity_federation\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\nidentity_client_id = \"{}\"\nendpoint = \"{}\"\n",
-        dev.oauth().tenant_id(),
+    let settings = format!(
+        "kind = \"managed_identity_federation\"\nidentity_client_id = \"{}\"\nendpoint = \"{}\"\n",
         tollgate::dev::identity::DEV_CLIENT_ID,
         dev.url(),
     );
-    let rig = Rig::on(
-        dev,
-        Setup {
-            credential: Some(credential),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let rig = Rig::with_credential(dev, &settings, &[]).await;
     let browser = rig.signed_in(&DevUser::default()).await;
     assert_eq!(browser.get("/hello", &[]).await.status(), 200);
     assert_eq!(rig.logins("success"), 1);
@@ -391,19 +383,11 @@ async fn a_certificate_or_workload_identity_signs_users_in() {
         .start()
         .await
         .unwrap();
-    let credential = format!(
-        "kind = \"client_certificate\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\ncertificate = \"{}\"\nassertion_algorithm = \"RS256\"\n",
-        dev.oauth().tenant_id(),
+    let settings = format!(
+        "kind = \"client_certificate\"\ncertificate = \"{}\"\nassertion_algorithm = \"RS256\"\n",
         pem.display()
     );
-    let rig = Rig::on(
-        dev,
-        Setup {
-            credential: Some(credential),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let rig = Rig::with_credential(dev, &settings, &[]).await;
     let browser = rig.signed_in(&DevUser::default()).await;
     assert_eq!(browser.get("/hello", &[]).await.status(), 200);
 
@@ -423,19 +407,11 @@ async fn a_certificate_or_workload_identity_signs_users_in() {
         .unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, format!("{token}\n")).unwrap();
-    let credential = format!(
-        "kind = \"workload_identity\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\ntoken_file = \"{}\"\n",
-        dev.oauth().tenant_id(),
+    let settings = format!(
+        "kind = \"workload_identity\"\ntoken_file = \"{}\"\n",
         file.display()
     );
-    let rig = Rig::on(
-        dev,
-        Setup {
-            credential: Some(credential),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let rig = Rig::with_credential(dev, &settings, &[]).await;
     let browser = rig.signed_in(&DevUser::default()).await;
     assert_eq!(browser.get("/hello", &[]).await.status(), 200);
     // A wrong secret is a refused redemption, not a session.
@@ -443,19 +419,8 @@ async fn a_certificate_or_workload_identity_signs_users_in() {
         .start()
         .await
         .unwrap();
-    let credential = format!(
-        "kind = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\nsecret_env = \"WRONG\"\n",
-        dev.oauth().tenant_id()
-    );
-    let rig = Rig::on_with_env(
-        dev,
-        Setup {
-            credential: Some(credential),
-            ..Setup::default()
-        },
-        &[("WRONG", "not-the-secret")],
-    )
-    .await;
+    let settings = "kind = \"client_secret\"\nsecret_env = \"WRONG\"\n";
+    let rig = Rig::with_credential(dev, settings, &[("WRONG", "not-the-secret")]).await;
     let b = rig.browser();
     let authorize = b.start_login("/").await;
     let callback = b.authorize(&authorize, &DevUser::default()).await;
