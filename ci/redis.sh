@@ -25,3 +25,5 @@ grep -Eq '^test result: ok\. [1-9][0-9]* passed' "$out" || { log "no redis-serve
 # End to end: two tollgates sharing sessions in Redis, logout revoking, Redis down.
 cargo test --locked --test signin redis -- --ignored 2>&1 | tee "$out"
 grep -Eq '^test result: ok\. [1-9][0-9]* passed' "$out" || { log "no sign-in Redis test ran"; exit 1; }
+# And as processes: two `tollgate run` replicas, one Redis, curl as the browser.
+TOLLGATE_BIN=$(tollgate_bin) tests/redis/replicas.sh

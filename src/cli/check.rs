@@ -167,6 +167,19 @@ fn not_checked(out: &mut String, c: &Config) {
             target.name
         );
     }
+    if let Some(login) = &c.login {
+        let _ = writeln!(
+            out,
+            "  sign-in: issuer {:?}'s endpoints and whether it accepts credential {:?} for client {} (the first sign-in asks)",
+            login.issuer, login.credential, login.client_id
+        );
+        if login.session_store.is_some() {
+            let _ = writeln!(
+                out,
+                "  the session store (Redis), reached at the first session request"
+            );
+        }
+    }
 }
 
 /// Where each credential backed by a managed identity gets its tokens: from the source the

@@ -341,7 +341,12 @@ async fn handle<'s>(
         let own = uri.path().starts_with("/.auth/") && uri.path() != me::PATH;
         if !own && !req.headers().contains_key(http::header::AUTHORIZATION) {
             match sessions
-                .resolve(req.headers(), origin.secure_cookies(), SystemTime::now())
+                .resolve(
+                    req.headers(),
+                    origin.secure_cookies(),
+                    SystemTime::now(),
+                    &inbound.issuers,
+                )
                 .await
             {
                 Resolved::None | Resolved::Expired => {}

@@ -8,6 +8,9 @@
 mod support;
 
 mod attacks;
+#[path = "../egress/capture.rs"]
+mod capture;
+mod logs;
 mod redis;
 mod rig;
 mod sessions;

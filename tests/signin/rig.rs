@@ -60,8 +60,28 @@ impl Rig {
         Rig::on_with_env(dev, setup, &[]).await
     }
 
+    /// A rig whose `[credentials.web]` is `kind_and_settings` (the kind and its own keys) for
+    /// the dev web client of `dev`'s tenant, with `vars` in the environment.
+    pub async fn with_credential(
+        dev: DevServer,
+        kind_and_settings: &str,
+        vars: &[(&str, &str)],
+    ) -> Rig {
+        let credential = format!(
+            "{kind_and_settings}tenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\n",
+            dev.oauth().tenant_id()
+        );
+        let setup = Setup {
+            credential: Some(credential),
+            ..Setup::default()
+        };
+        Rig::on_with_env(dev, setup, vars).await
+    }
+
     /// [`Rig::on`] with more environment variables.
     pub async fn on_with_env(dev: DevServer, setup: Setup<'_>, vars: &[(&str, &str)]) -> Rig {
+        // Before any tollgate code logs: the capturing subscriber (tests/signin/logs.rs).
+        crate::capture::init();
         let backend = Backend::start().await;
         let credential = setup.credential.unwrap_or_else(|| {
             format!(

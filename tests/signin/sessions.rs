@@ -349,20 +349,12 @@ async fn a_managed_identity_as_federated_credential_signs_users_in() {
         .start()
         .await
         .unwrap();
-    let credential = format!(
-        "kind = \"managed_identity_federation\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\nidentity_client_id = \"{}\"\nendpoint = \"{}\"\n",
-        dev.oauth().tenant_id(),
+    let settings = format!(
+        "kind = \"managed_identity_federation\"\nidentity_client_id = \"{}\"\nendpoint = \"{}\"\n",
         tollgate::dev::identity::DEV_CLIENT_ID,
         dev.url(),
     );
-    let rig = Rig::on(
-        dev,
-        Setup {
-            credential: Some(credential),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let rig = Rig::with_credential(dev, &settings, &[]).await;
     let browser = rig.signed_in(&DevUser::default()).await;
     assert_eq!(browser.get("/hello", &[]).await.status(), 200);
     assert_eq!(rig.logins("success"), 1);
@@ -391,19 +383,11 @@ async fn a_certificate_or_workload_identity_signs_users_in() {
         .start()
         .await
         .unwrap();
-    let credential = format!(
-        "kind = \"client_certificate\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\ncertificate = \"{}\"\nassertion_algorithm = \"RS256\"\n",
-        dev.oauth().tenant_id(),
+    let settings = format!(
+        "kind = \"client_certificate\"\ncertificate = \"{}\"\nassertion_algorithm = \"RS256\"\n",
         pem.display()
     );
-    let rig = Rig::on(
-        dev,
-        Setup {
-            credential: Some(credential),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let rig = Rig::with_credential(dev, &settings, &[]).await;
     let browser = rig.signed_in(&DevUser::default()).await;
     assert_eq!(browser.get("/hello", &[]).await.status(), 200);
 
@@ -423,19 +407,11 @@ async fn a_certificate_or_workload_identity_signs_users_in() {
         .unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, format!("{token}\n")).unwrap();
-    let credential = format!(
-        "kind = \"workload_identity\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\ntoken_file = \"{}\"\n",
-        dev.oauth().tenant_id(),
+    let settings = format!(
+        "kind = \"workload_identity\"\ntoken_file = \"{}\"\n",
         file.display()
     );
-    let rig = Rig::on(
-        dev,
-        Setup {
-            credential: Some(credential),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let rig = Rig::with_credential(dev, &settings, &[]).await;
     let browser = rig.signed_in(&DevUser::default()).await;
     assert_eq!(browser.get("/hello", &[]).await.status(), 200);
     // A wrong secret is a refused redemption, not a session.
@@ -443,23 +419,32 @@ async fn a_certificate_or_workload_identity_signs_users_in() {
         .start()
         .await
         .unwrap();
-    let credential = format!(
-        "kind = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\nsecret_env = \"WRONG\"\n",
-        dev.oauth().tenant_id()
-    );
-    let rig = Rig::on_with_env(
-        dev,
-        Setup {
-            credential: Some(credential),
-            ..Setup::default()
-        },
-        &[("WRONG", "not-the-secret")],
-    )
-    .await;
+    let settings = "kind = \"client_secret\"\nsecret_env = \"WRONG\"\n";
+    let rig = Rig::with_credential(dev, settings, &[("WRONG", "not-the-secret")]).await;
     let b = rig.browser();
     let authorize = b.start_login("/").await;
     let callback = b.authorize(&authorize, &DevUser::default()).await;
     assert_eq!(b.get_url(&callback, &[]).await.status(), 502);
     assert_eq!(rig.logins("code_redemption_failed"), 1);
+    rig.backend.assert_nothing_received();
+}
+
+/// The keys alone do not make a session: one signed in for another client or issuer (before a
+/// reload changed `[login]`) is no session now.
+#[tokio::test]
+async fn a_session_of_a_previous_login_configuration_is_no_session() {
+    let rig = Rig::start().await;
+    let browser = rig.signed_in(&DevUser::default()).await;
+    assert_eq!(browser.get("/hello", &[]).await.status(), 200);
+    let text = std::fs::read_to_string(&rig.proxy.config_path).unwrap();
+    rig.proxy
+        .write_config(&text.replace(DEV_WEB_CLIENT_ID, "00000000-0000-4000-8000-0000000000ee"));
+    eventually("the reload", || async { rig.proxy.reloads("success") >= 1 }).await;
+    rig.backend.clear();
+    let reply = browser
+        .get("/hello", &[("sec-fetch-mode", "navigate")])
+        .await;
+    assert_eq!(reply.status(), 302);
+    assert!(browser.session_chunks().is_empty(), "cleared");
     rig.backend.assert_nothing_received();
 }

@@ -111,7 +111,7 @@ pub async fn serve(
         Endpoint::Callback => callback(sessions, issuers, req, origin, html, now).await,
         Endpoint::Refresh => {
             let secure = origin.secure_cookies();
-            match sessions.renew(req.headers(), secure, now).await {
+            match sessions.renew(req.headers(), secure, now, issuers).await {
                 Ok(set) => with_cookies(json_ok(serde_json::json!({"refreshed": true})), set),
                 Err(e) => {
                     tracing::info!(error = %e, "session refresh at /.auth/refresh refused");
@@ -133,7 +133,7 @@ pub async fn serve(
                 }
             }
         }
-        Endpoint::Logout => logout(sessions, &req, origin).await,
+        Endpoint::Logout => logout(sessions, req.headers(), req.uri().query(), origin).await,
         Endpoint::SignedOut => pages::notice("Signed out", "You have signed out."),
     }
 }
@@ -404,23 +404,25 @@ async fn callback(
     with_cookies(pages::redirect(&pending.redirect), set)
 }
 
-/// `/.auth/logout`: every chunk cleared, then the provider's end-session endpoint (or the
-/// allowed `post_logout_redirect_uri`, or the signed-out page).
+/// `/.auth/logout`: the stored record deleted, every chunk cleared, then the provider's
+/// end-session endpoint (or the allowed `post_logout_redirect_uri`, or the signed-out page).
 async fn logout(
     sessions: &Sessions,
-    req: &http::Request<Incoming>,
+    headers: &HeaderMap,
+    query: Option<&str>,
     origin: &Origin,
 ) -> Response<Body> {
-    let received = cookies::received(req.headers());
+    let received = cookies::received(headers);
     let secure = origin.secure_cookies();
-    // The stored record goes first: a copy of the cookie then opens nothing.
-    let login_hint = sessions.end(req.headers()).await;
+    // Ending, not resolving: with a session store the record goes (a copied cookie then opens
+    // nothing), and tokens about to be dropped are not refreshed first.
+    let login_hint = sessions.end(headers).await;
     let clear = header_values(cookies::clear(
         &sessions.config.cookie_name,
         secure,
         &received,
     ));
-    let target = query_param(req.uri().query(), "post_logout_redirect_uri")
+    let target = query_param(query, "post_logout_redirect_uri")
         .and_then(|t| login::safe_redirect(&t, &sessions.config.allowed_redirects));
     // Absolute: the provider sends the browser there.
     let absolute = target.as_deref().map(|t| {
@@ -555,3 +557,6 @@ pub fn json_with_login_url(
     *r.status_mut() = status;
     r
 }
+
+#[cfg(test)]
+mod tests;

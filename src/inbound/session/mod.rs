@@ -21,6 +21,8 @@ use crate::config::{self, Algorithm, Login};
 use crate::credential::grant::{self, Grant, UserTokens};
 use crate::credential::{Credential, CredentialError};
 use crate::inbound::claims::Claims;
+use crate::inbound::issuer::Issuers;
+use crate::inbound::jwt::{self, Expect};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::redact::Secret;
 
@@ -173,7 +175,13 @@ impl Sessions {
     /// The session a request's cookies carry, refreshed first when its access token is
     /// within [`REFRESH_MARGIN`] of expiry. `secure`: the request came over https (or plain
     /// http to loopback): the cookies sent back carry `Secure` when it did over https.
-    pub async fn resolve(&self, headers: &HeaderMap, secure: bool, now: SystemTime) -> Resolved {
+    pub async fn resolve(
+        &self,
+        headers: &HeaderMap,
+        secure: bool,
+        now: SystemTime,
+        issuers: &Issuers,
+    ) -> Resolved {
         let received = cookies::received(headers);
         if !received
             .iter()
@@ -202,7 +210,10 @@ impl Sessions {
         let mut set_cookies = Vec::new();
         let due = opened.tokens.access_expires <= now_s + REFRESH_MARGIN.as_secs();
         if due && opened.tokens.refresh_token.is_some() {
-            match self.refresh_once(&opened.body.sid, &opened.tokens).await {
+            match self
+                .refresh_once(&opened.body.sid, &opened.tokens, issuers)
+                .await
+            {
                 Ok(tokens) => {
                     opened.tokens = tokens;
                     match self
@@ -222,7 +233,7 @@ impl Sessions {
                 Err(_) => return invalid(),
             }
         }
-        match Self::identity(&opened.tokens) {
+        match Self::identity(&opened.tokens).filter(|(claims, _)| self.is_ours(claims, issuers)) {
             Some((claims, alg)) => Resolved::Active(Box::new(Active {
                 claims,
                 alg,
@@ -240,6 +251,7 @@ impl Sessions {
         headers: &HeaderMap,
         secure: bool,
         now: SystemTime,
+        issuers: &Issuers,
     ) -> Result<Vec<HeaderValue>, RefreshError> {
         let received = cookies::received(headers);
         let opened = self
@@ -248,7 +260,9 @@ impl Sessions {
             .map_err(|e| RefreshError::Failed(e.to_string()))?
             .filter(|o| unix(now) < o.body.renew_until)
             .ok_or_else(|| RefreshError::Failed("no session".into()))?;
-        let tokens = self.refresh_once(&opened.body.sid, &opened.tokens).await?;
+        let tokens = self
+            .refresh_once(&opened.body.sid, &opened.tokens, issuers)
+            .await?;
         let body = self.new_body(now, opened.body.sid.clone());
         self.seal_cookies(&body, &tokens, secure, &received)
             .await
@@ -391,7 +405,12 @@ impl Sessions {
     /// Refreshes a session's tokens, once at a time per session: concurrent callers wait for
     /// the one refresh and share its outcome, and so do requests that arrive with the old
     /// cookie within [`REFRESH_REUSE`] after it (their responses carry the new cookie).
-    async fn refresh_once(&self, sid: &str, tokens: &Tokens) -> Result<Tokens, RefreshError> {
+    async fn refresh_once(
+        &self,
+        sid: &str,
+        tokens: &Tokens,
+        issuers: &Issuers,
+    ) -> Result<Tokens, RefreshError> {
         let inflight = {
             let mut map = self.refreshing.lock();
             map.retain(|_, i| !i.stale());
@@ -401,7 +420,7 @@ impl Sessions {
         if let Some((done, _)) = &*slot {
             return done.clone();
         }
-        let result = self.refresh(tokens).await;
+        let result = self.refresh(tokens, issuers).await;
         let label = match &result {
             Ok(_) => "success",
             Err(e) => e.label(),
@@ -415,7 +434,7 @@ impl Sessions {
     }
 
     /// One refresh grant.
-    async fn refresh(&self, tokens: &Tokens) -> Result<Tokens, RefreshError> {
+    async fn refresh(&self, tokens: &Tokens, issuers: &Issuers) -> Result<Tokens, RefreshError> {
         let refresh = tokens
             .refresh_token
             .clone()
@@ -439,7 +458,36 @@ impl Sessions {
             tracing::info!(error = %e, "session refresh failed");
             RefreshError::Failed(e.to_string())
         })?;
+        // A new id_token is verified as at sign-in (but for the nonce: it has none).
+        if let Some(id_token) = &answer.id_token {
+            let expect = Expect::IdToken {
+                issuer: &self.config.issuer,
+                client_id: &self.config.client_id,
+            };
+            if let Err(e) =
+                jwt::verify_as(id_token.expose(), issuers, None, SystemTime::now(), expect)
+            {
+                tracing::info!(
+                    reason = e.reason(),
+                    "session refresh: the new id_token is not valid"
+                );
+                return Err(RefreshError::Failed(format!(
+                    "the refreshed id_token is not valid: {e}"
+                )));
+            }
+        }
         Ok(merge(tokens, answer))
+    }
+
+    /// Whether an opened session's id_token is this configuration's: its `aud` the client id
+    /// and its `iss` the `[login] issuer`'s (a reload may have changed either; the keys alone
+    /// would still open an old cookie).
+    pub fn is_ours(&self, claims: &Claims, issuers: &Issuers) -> bool {
+        let aud = claims.strings("aud").any(|a| a == self.config.client_id);
+        let iss = claims.issuer().is_some_and(|iss| {
+            matches!(issuers.find(iss, claims.tenant()), crate::inbound::issuer::IssuerMatch::Trusted(i) if i.name == self.config.issuer)
+        });
+        aud && iss
     }
 }
 
