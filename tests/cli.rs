@@ -545,8 +545,9 @@ scopes_supported = ["api://mcp/tools.read"]
     }
 
     /// The proxy and `explain` decide every request of a table alike: both call
-    /// `inbound::decide_refetching`; here the proxy runs for real, with keys from a real
-    /// JWKS endpoint, and `explain` fetches the same keys.
+    /// `inbound::decide_with` and `refetch_for`; here the proxy runs for real, with keys from a
+    /// real JWKS endpoint, and `explain` fetches the same keys. Their `WWW-Authenticate`
+    /// challenges agree too, `resource_metadata` included (`explain` is given the URL).
     #[tokio::test]
     async fn agrees_with_the_proxy_on_a_table_of_requests() {
         use super::support::issuer::MockIssuer;

@@ -123,8 +123,10 @@ pub async fn report(
     (e.text, allowed)
 }
 
-/// The explanation for one request: the proxy's own decision ([`inbound::decide_refetching`])
-/// on an offline inbound state, printed step by step.
+/// The explanation for one request: the proxy's own decision ([`inbound::decide_with`], and
+/// [`inbound::decide::refetch_for`] for an unknown `kid` unless the keys come from a document)
+/// on an offline inbound state, printed step by step. `raw_path` may be a whole URL, whose
+/// origin is then the request's (for a challenge's `resource_metadata`).
 pub async fn explanation(
     config: &Config,
     token: Option<&str>,

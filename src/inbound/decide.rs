@@ -1,7 +1,8 @@
 //! The inbound decision, as one function of the request head, the state and the time:
-//! method, path, route, token, requirements, verdict. [`decide`] is pure; [`decide_refetching`]
-//! adds the one thing that waits (refetching an issuer's keys for an unknown `kid`) and is
-//! what the listener and `tollgate explain` both call, so they cannot disagree.
+//! method, path, route, token, requirements, verdict. [`decide`] and [`decide_with`] are pure;
+//! [`refetch_for`] is the one thing that waits (refetching an issuer's keys for an unknown
+//! `kid`, then deciding again). The listener and `tollgate explain` both call `decide_with` and
+//! `refetch_for` ([`decide_refetching`] puts the two together), so they cannot disagree.
 //!
 //! The listener strips forged identity and forwarding headers before it decides, and adds the
 //! caller's identity after: the decision only reads.
