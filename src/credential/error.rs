@@ -59,6 +59,10 @@ pub struct ErrorDetail {
     pub description: Option<String>,
     /// The AADSTS number, from `error_codes` or the description.
     pub aadsts: Option<u32>,
+    /// Entra's `suberror` (`basic_action`, `consent_required`, ...): what the user must do.
+    pub suberror: Option<String>,
+    /// Entra's `claims`: the claims challenge (JSON text) a new sign-in must satisfy.
+    pub claims: Option<String>,
 }
 
 impl fmt::Display for ErrorDetail {
@@ -249,6 +253,7 @@ mod tests {
                 code: Some("invalid_request".into()),
                 description: Some("Identity not found".into()),
                 aadsts: None,
+                ..ErrorDetail::default()
             },
             retry_after: None,
         };

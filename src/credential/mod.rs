@@ -65,6 +65,20 @@ pub trait Credential: Send + Sync {
             ))
         })
     }
+
+    /// The app registration at Entra ID this credential proves (its client id and token
+    /// endpoint), for the on-behalf-of grant; `None` for a managed identity.
+    fn registration(&self) -> Option<Registration<'_>> {
+        None
+    }
+}
+
+/// An app registration at Entra ID: who it is and where its tenant's token endpoint is.
+pub struct Registration<'a> {
+    /// The application (client) id.
+    pub client_id: &'a str,
+    /// Its tenant's token endpoint (and the authority for other tenants').
+    pub endpoint: &'a entra::TokenEndpoint,
 }
 
 /// An app registration's proof at a token endpoint; `Debug` shows neither value.
