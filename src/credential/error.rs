@@ -59,10 +59,30 @@ pub struct ErrorDetail {
     pub description: Option<String>,
     /// The AADSTS number, from `error_codes` or the description.
     pub aadsts: Option<u32>,
-    /// Entra's `suberror` (`basic_action`, `consent_required`, ...): what the user must do.
+    /// What the user must do, when Entra said (boxed: it is rare, and every credential error
+    /// carries this struct).
+    pub user_action: Option<Box<UserAction>>,
+}
+
+/// Entra's fields of a refusal the user can resolve by signing in again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserAction {
+    /// `suberror` (`basic_action`, `consent_required`, ...).
     pub suberror: Option<String>,
-    /// Entra's `claims`: the claims challenge (JSON text) a new sign-in must satisfy.
+    /// `claims`: the claims challenge (JSON text) a new sign-in must satisfy.
     pub claims: Option<String>,
+}
+
+impl ErrorDetail {
+    /// Entra's `suberror`.
+    pub fn suberror(&self) -> Option<&str> {
+        self.user_action.as_ref()?.suberror.as_deref()
+    }
+
+    /// Entra's claims challenge (JSON text).
+    pub fn claims(&self) -> Option<&str> {
+        self.user_action.as_ref()?.claims.as_deref()
+    }
 }
 
 impl fmt::Display for ErrorDetail {

@@ -37,7 +37,7 @@ pub mod retry;
 mod transport;
 pub mod workload_identity;
 
-pub use error::{CredentialError, Endpoint, ErrorDetail};
+pub use error::{CredentialError, Endpoint, ErrorDetail, UserAction};
 pub use transport::{ATTEMPT_TIMEOUT, client_with_tls, http_client, request_token, unreachable};
 
 /// A boxed future, so that [`Credential`] can be used as a trait object.

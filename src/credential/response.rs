@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use time::{Date, Month, OffsetDateTime};
 
-use super::{AccessToken, CredentialError, Endpoint, ErrorDetail};
+use super::{AccessToken, CredentialError, Endpoint, ErrorDetail, UserAction};
 use crate::telemetry::redact::Secret;
 
 /// Longest error description kept, in characters: enough for an AADSTS sentence.
@@ -110,8 +110,13 @@ pub fn parse_error(body: &[u8]) -> ErrorDetail {
         code: code.map(|c| one_line(&c)),
         description,
         aadsts: aadsts.and_then(|c| u32::try_from(c).ok()),
-        suberror: text(value.get("suberror")).map(|c| one_line(&c)),
-        claims,
+        user_action: {
+            let action = UserAction {
+                suberror: text(value.get("suberror")).map(|c| one_line(&c)),
+                claims,
+            };
+            (action != UserAction::default()).then(|| Box::new(action))
+        },
     }
 }
 

@@ -115,7 +115,7 @@ impl Failure {
             return transient(error.to_string(), None);
         };
         let code = detail.code.as_deref().unwrap_or_default();
-        let sub = detail.suberror.as_deref().unwrap_or_default();
+        let sub = detail.suberror().unwrap_or_default();
         if status == 429 || status >= 500 || code == "temporarily_unavailable" {
             return transient(
                 format!("Entra ID answered HTTP {status}: {detail}"),
@@ -126,7 +126,7 @@ impl Failure {
             code == "consent_required" || sub == "consent_required" || detail.aadsts == Some(65001);
         let result = if consent {
             "consent_required"
-        } else if code == "interaction_required" || detail.claims.is_some() || !sub.is_empty() {
+        } else if code == "interaction_required" || detail.claims().is_some() || !sub.is_empty() {
             "interaction_required"
         } else if code == "invalid_grant" {
             "invalid_grant"
@@ -237,7 +237,7 @@ fn challenge(result: &str, detail: &ErrorDetail) -> Response<Body> {
     let mut header = format!(
         "Bearer realm=\"tollgate\", error=\"insufficient_claims\", error_description=\"{description}\""
     );
-    if let Some(claims) = &detail.claims {
+    if let Some(claims) = detail.claims() {
         header.push_str(&format!(", claims=\"{}\"", STANDARD.encode(claims)));
     }
     let aadsts = detail.aadsts.map(|c| format!("AADSTS{c}"));
@@ -248,8 +248,8 @@ fn challenge(result: &str, detail: &ErrorDetail) -> Response<Body> {
             detail.description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
         ),
         "aadsts": aadsts,
-        "suberror": detail.suberror,
-        "claims": detail.claims,
+        "suberror": detail.suberror(),
+        "claims": detail.claims(),
     });
     let mut r = Response::new(crate::proxy::full(body.to_string()));
     *r.status_mut() = StatusCode::UNAUTHORIZED;

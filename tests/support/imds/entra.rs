@@ -204,7 +204,7 @@ fn check_obo(c: &EntraConfig, l: &Logged) -> Option<(&'static str, u32, &'static
             "The request body must contain the following parameter: 'requested_token_use'.",
         ));
     }
-    if !l.field("scope").is_some_and(|s| !s.trim().is_empty()) {
+    if l.field("scope").is_none_or(|s| s.trim().is_empty()) {
         return Some((
             "invalid_request",
             900144,
