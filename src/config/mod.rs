@@ -23,9 +23,9 @@ pub mod schema;
 pub mod validate;
 
 pub use egress::{
-    ClientCertificateSettings, ClientSecretSettings, Credential, CredentialKind, Egress,
-    FederationSettings, ManagedIdentitySettings, SecretSource, Target, UserAssigned,
-    WorkloadIdentitySettings,
+    ClientCertificateSettings, ClientSecretSettings, Credential, CredentialKind,
+    DEFAULT_OBO_CACHE_ENTRIES, Egress, FederationSettings, ManagedIdentitySettings, SecretSource,
+    Target, UserAssigned, WorkloadIdentitySettings,
 };
 pub use expand::{Lookup, SharedEnv};
 pub use login::{Login, SessionKey, SessionStore, Unauthenticated};

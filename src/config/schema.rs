@@ -155,6 +155,7 @@ impl<'de> Deserialize<'de> for OneOrMany {
 #[allow(missing_docs)]
 pub struct RawEgress {
     pub listen: Option<Text>,
+    pub obo_cache_entries: Option<Spanned<i64>>,
 }
 
 /// `[[egress.targets]]`.
@@ -169,6 +170,7 @@ pub struct RawTarget {
     pub host: Option<Text>,
     pub ca_file: Option<Text>,
     pub request_timeout: Option<Text>,
+    pub on_behalf_of: Option<Text>,
 }
 
 /// `[credentials.NAME]` with `kind = "managed_identity"`.

@@ -209,9 +209,14 @@ fn build(cx: &mut Context<'_>, s: Sections) -> Config {
         );
     }
     let credentials = s.credentials.unwrap_or_default();
-    let egress = s
-        .egress
-        .and_then(|(raw, targets, span)| credentials::egress(cx, raw, targets, span, &credentials));
+    let egress = s.egress.and_then(|(raw, targets, span)| {
+        let known = credentials::Known {
+            credentials: &credentials,
+            issuers: &issuer_names,
+            server: present("server"),
+        };
+        credentials::egress(cx, raw, targets, span, &known)
+    });
     let login = s
         .login
         .and_then(|raw| login::login(cx, raw, &issuers, &credentials));

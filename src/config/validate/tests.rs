@@ -894,3 +894,58 @@ fn resources_checks() {
         "resources[1].prefix: no route covers /other: add a [[routes]] entry",
     );
 }
+
+#[test]
+fn on_behalf_of_names_an_issuer_and_an_app_registration() {
+    let with = |server: &str, issuer: &str, kind: &str| {
+        format!(
+            r#"{server}
+[[issuers]]
+name = "entra"
+issuer = "https://login.microsoftonline.com/t/v2.0"
+jwks_uri = "https://login.microsoftonline.com/t/discovery/v2.0/keys"
+audiences = ["api://web"]
+
+[egress]
+obo_cache_entries = 500
+
+[[egress.targets]]
+name = "orders"
+url = "https://orders.example.com"
+scope = "api://orders/.default"
+credential = "web"
+on_behalf_of = "{issuer}"
+
+[credentials.web]
+{kind}
+"#
+        )
+    };
+    let server = "[server]\nupstream = \"http://127.0.0.1:3000\"\n[[routes]]\nprefix = \"/\"\nallow_anonymous = true";
+    let secret =
+        "kind = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"web\"\nsecret_env = \"S\"";
+    let loaded = load(&with(server, "entra", secret)).unwrap();
+    let egress = loaded.config.egress.unwrap();
+    assert_eq!(egress.targets[0].on_behalf_of.as_deref(), Some("entra"));
+    assert_eq!(egress.obo_cache_entries, 500);
+
+    let lines = errors(&with(server, "nobody", secret));
+    assert_eq!(
+        lines,
+        [
+            "/etc/tollgate/tollgate.toml:20:16: egress.targets[0].on_behalf_of: unknown issuer \"nobody\": on_behalf_of names an [[issuers]] entry whose tokens may be exchanged"
+        ]
+    );
+    assert_error(
+        &with(server, "entra", "kind = \"managed_identity\""),
+        "tollgate.toml:20:16: egress.targets[0].on_behalf_of: credential \"web\" is a managed identity, which cannot exchange a caller's token",
+    );
+    assert_error(
+        &with("", "entra", secret),
+        "egress.targets[0].on_behalf_of: needs a [server] section",
+    );
+    assert_error(
+        &with(server, "entra", secret).replace("obo_cache_entries = 500", "obo_cache_entries = 0"),
+        "egress.obo_cache_entries: must be between 1 and 1000000",
+    );
+}
