@@ -30,6 +30,8 @@ pub struct Setup<'a> {
     /// The credential section's body (after `[credentials.web]`).
     pub credential: Option<String>,
     pub key: &'a str,
+    /// More sections, after the routes (`[egress]`, say).
+    pub extra: String,
 }
 
 impl Default for Setup<'_> {
@@ -38,6 +40,7 @@ impl Default for Setup<'_> {
             login: "",
             credential: None,
             key: KEY,
+            extra: String::new(),
         }
     }
 }
@@ -95,7 +98,7 @@ impl Rig {
 name = "dev"
 issuer = "{iss}"
 discovery = "{dev}/.well-known/openid-configuration"
-audiences = ["api://tollgate-dev"]
+audiences = ["api://tollgate-dev", "api://orders"]
 
 [credentials.web]
 {credential}
@@ -123,12 +126,14 @@ unauthenticated = "401"
 [[routes]]
 prefix = "/"
 unauthenticated = "redirect"
+{extra}
 "#,
             server = crate::support::server(backend.addr(), ""),
             iss = dev.issuer().issuer,
             dev = dev.url(),
             key = setup.key,
             login = setup.login,
+            extra = setup.extra,
         );
         let mut env = HashMap::from([("WEB_SECRET".to_owned(), DEV_CLIENT_SECRET.to_owned())]);
         env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));

@@ -448,3 +448,76 @@ async fn a_session_of_a_previous_login_configuration_is_no_session() {
     assert!(browser.session_chunks().is_empty(), "cleared");
     rig.backend.assert_nothing_received();
 }
+
+/// Seed 001 end to end, offline: the user signs in (the app registration proves itself with
+/// its secret here), the web app gets the user's access token in `X-MS-TOKEN-AAD-ACCESS-TOKEN`
+/// and sends it to tollgate's egress listener, which exchanges it on behalf of the user at
+/// `tollgate dev`'s token endpoint; the API receives a token for itself, naming the user.
+#[tokio::test]
+async fn the_web_app_calls_an_api_as_the_signed_in_user_through_tollgate_dev() {
+    let dev = tollgate::dev::server::DevServer::builder()
+        .start()
+        .await
+        .unwrap();
+    let api = crate::support::echo::Backend::start().await;
+    let extra = format!(
+        "[egress]\nlisten = \"127.0.0.1:0\"\n\n[[egress.targets]]\nname = \"inventory\"\nurl = \"http://{}\"\nscope = \"api://inventory/.default\"\ncredential = \"web\"\non_behalf_of = \"dev\"\n",
+        api.addr()
+    );
+    let settings = format!(
+        "kind = \"client_secret\"\nsecret_env = \"WEB_SECRET\"\nauthority_host = \"{}/\"\n",
+        dev.url()
+    );
+    let credential = format!(
+        "{settings}tenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\n",
+        dev.oauth().tenant_id()
+    );
+    let rig = Rig::on(
+        dev,
+        Setup {
+            credential: Some(credential),
+            extra,
+            ..Setup::default()
+        },
+    )
+    .await;
+    let browser = rig.signed_in(&DevUser::default()).await;
+    assert_eq!(browser.get("/hello", &[]).await.status(), 200);
+    let user_token = rig
+        .backend
+        .only()
+        .header("x-ms-token-aad-access-token")
+        .unwrap()
+        .to_owned();
+    // The web app's call, as seed 001's /call-api makes it.
+    let egress = rig.proxy.app.egress_addr.unwrap();
+    let reply = reqwest::Client::new()
+        .get(format!("http://{egress}/inventory/items"))
+        .bearer_auth(&user_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+    let sent = api.only();
+    let bearer = sent
+        .header("authorization")
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap();
+    assert_ne!(
+        bearer, user_token,
+        "the user's own token never reaches the API"
+    );
+    let (_, claims) = tollgate::inbound::jwt::dangerous::decode_unverified(bearer).unwrap();
+    assert_eq!(claims["aud"], "api://inventory");
+    assert_eq!(claims["oid"], DEV_USER_OBJECT_ID);
+    // Without the user's token: 401, nothing sent.
+    api.clear();
+    let reply = reqwest::Client::new()
+        .get(format!("http://{egress}/inventory/items"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 401);
+    api.assert_nothing_received();
+}
