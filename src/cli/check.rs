@@ -46,8 +46,8 @@ pub fn report(path: &Path, env: SharedEnv) -> (String, ExitCode) {
     }
 }
 
-/// A human summary of a valid configuration: listeners, routes in order, issuers, egress
-/// targets, then the warnings.
+/// A human summary of a valid configuration: listeners, routes in order, issuers, protected
+/// resources, egress targets, then the warnings.
 pub fn summary(loaded: &Loaded) -> String {
     let c = &loaded.config;
     let mut out = String::new();
@@ -78,6 +78,17 @@ pub fn summary(loaded: &Loaded) -> String {
             if !i.tenants.is_empty() {
                 let _ = writeln!(out, "      tenants {}", i.tenants.join(", "));
             }
+        }
+    }
+    if !c.resources.is_empty() {
+        let _ = writeln!(out, "protected resources (RFC 9728 metadata):");
+        for r in &c.resources {
+            let _ = writeln!(
+                out,
+                "  {} (prefix {}, issuer {})",
+                r.resource, r.prefix, r.issuer
+            );
+            let _ = writeln!(out, "      metadata at {}", r.metadata_path);
         }
     }
     if let Some(egress) = &c.egress {

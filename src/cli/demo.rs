@@ -17,10 +17,12 @@ use crate::dev::server::DevServer;
 
 /// The demo configuration, also checked by CI as `config/demo.toml`.
 const DEMO_TOML: &str = include_str!("../../config/demo.toml");
-/// The `iss` of the demo's tokens: an identifier, not where the keys are served.
-const DEMO_ISSUER: &str = "https://demo.tollgate.local/";
 /// The audience the demo's issuer is configured to accept.
 const DEMO_AUDIENCE: &str = "api://tollgate-demo";
+/// The port of the local issuer when it is free (`tollgate dev`'s): its URL is the `iss` of
+/// the demo's tokens and the authorization server the MCP route's metadata names, so an OAuth
+/// client that follows the metadata reaches it.
+const ISSUER_PORT: u16 = 8079;
 
 /// Arguments of `tollgate demo`.
 #[derive(Debug, clap::Args)]
@@ -44,10 +46,12 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             .context("starting the echo backend")?;
         let key = SigningKey::generate(Algorithm::RS256, "demo-key")
             .context("generating the demo signing key")?;
-        let issuer = LocalIssuer::new(DEMO_ISSUER, key);
+        let issuer_addr = free_or_any(ISSUER_PORT);
+        let issuer_url = format!("http://{issuer_addr}/");
+        let issuer = LocalIssuer::new(&issuer_url, key);
         // The issuer's keys, its sign-in provider and the managed identity, on one port.
         let dev = DevServer::builder()
-            .addr(any)
+            .addr(issuer_addr)
             .issuer(issuer.clone())
             .start()
             .await
@@ -61,7 +65,8 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             ("DEMO_LISTEN", listen.to_string()),
             ("DEMO_UPSTREAM", format!("http://{}", echo.addr)),
             ("DEMO_ADMIN", admin.to_string()),
-            ("DEMO_ISSUER", DEMO_ISSUER.to_owned()),
+            ("DEMO_ISSUER", issuer_url.clone()),
+            ("DEMO_MCP_RESOURCE", format!("http://{listen}/mcp")),
             (
                 "DEMO_DISCOVERY",
                 format!("{}/.well-known/openid-configuration", dev.url()),
@@ -100,7 +105,18 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             .inbound_addr
             .context("the demo has an inbound listener")?;
         let tokens = (token("reader")?, token("guest")?);
-        println!("{}", banner(inbound, app.admin_addr, echo.addr, &tokens));
+        // The MCP route's token names the resource itself (RFC 8707) and carries its scope.
+        let mcp_token = issuer.mint(&TokenSpec {
+            audience: format!("http://{inbound}/mcp"),
+            scopes: vec!["mcp.tools".into()],
+            object_id: Some("00000000-0000-0000-0000-00000000de70".into()),
+            lifetime: Duration::from_secs(24 * 3600),
+            ..TokenSpec::default()
+        })?;
+        println!(
+            "{}",
+            banner(inbound, app.admin_addr, echo.addr, &tokens, &mcp_token)
+        );
         super::run::wait_for_stop_signal().await?;
         app.shutdown().await;
         dev.stop().await;
@@ -126,13 +142,20 @@ async fn wait_for_keys(app: &App) -> anyhow::Result<()> {
     anyhow::bail!("the demo issuer's keys did not load")
 }
 
-/// `127.0.0.1:port` if that port is free now, else `127.0.0.1:0` (any free port).
+/// `127.0.0.1:port` if that port is free now, else another port free now: a port, not 0,
+/// because the MCP resource and the issuer name their URLs before anything is bound. Port 0
+/// asks for any.
 fn free_or_any(port: u16) -> SocketAddr {
     let wanted = SocketAddr::from(([127, 0, 0, 1], port));
-    match TcpListener::bind(wanted) {
-        Ok(_) => wanted,
-        Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
-    }
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let listener = match TcpListener::bind(wanted) {
+        Ok(l) if port != 0 => l,
+        _ => match TcpListener::bind(any) {
+            Ok(l) => l,
+            Err(_) => return any,
+        },
+    };
+    listener.local_addr().unwrap_or(any)
 }
 
 /// Headers a client might forge to claim another identity or origin, sent on the demo's first
@@ -145,6 +168,7 @@ fn banner(
     admin: SocketAddr,
     echo: SocketAddr,
     (reader, guest): &(String, String),
+    mcp: &str,
 ) -> String {
     [
         String::new(),
@@ -171,6 +195,16 @@ fn banner(
         "  # health, readiness and metrics".into(),
         format!("  curl http://{admin}/readyz"),
         format!("  curl http://{admin}/metrics"),
+        String::new(),
+        // After the lines above: ci/promtool.sh and the tests read the first ones in order.
+        "  # 401: an MCP client's first call; WWW-Authenticate names the resource metadata (resource_metadata=...)".into(),
+        format!("  curl -i http://{inbound}/mcp"),
+        String::new(),
+        "  # 200: that metadata: the local issuer is the authorization server (its discovery is at <issuer>/.well-known/openid-configuration)".into(),
+        format!("  curl -i http://{inbound}/.well-known/oauth-protected-resource/mcp"),
+        String::new(),
+        "  # 200: a token for the MCP resource (aud is the resource's URL, scp mcp.tools)".into(),
+        format!("  curl -i -H 'Authorization: Bearer {mcp}' http://{inbound}/mcp"),
         String::new(),
         "Press Ctrl-C to stop.".into(),
     ]

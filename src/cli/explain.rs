@@ -38,7 +38,9 @@ pub struct ExplainArgs {
     jwks: Option<PathBuf>,
     /// The request method, such as GET.
     method: String,
-    /// The request path, as a client would send it (it is normalised first).
+    /// The request path, as a client would send it (it is normalised first); or a whole URL
+    /// (`https://host/path`), whose scheme and host are then the origin that a challenge's
+    /// `resource_metadata` names (else the resource's own).
     path: String,
 }
 
@@ -116,12 +118,18 @@ pub async fn report(
     raw_path: &str,
 ) -> (String, bool) {
     let e = explanation(config, token, keys, method, raw_path).await;
-    let allowed = matches!(e.verdict, Verdict::Forward(_) | Verdict::Me);
+    let allowed = matches!(
+        e.verdict,
+        Verdict::Forward(_) | Verdict::Me | Verdict::Metadata
+    );
     (e.text, allowed)
 }
 
-/// The explanation for one request: the proxy's own decision ([`inbound::decide_refetching`])
-/// on an offline inbound state, printed step by step.
+/// The explanation for one request: the proxy's own decision ([`inbound::decide_with`], and
+/// [`inbound::decide::refetch_for`] for an unknown `kid` and [`inbound::decide::groups_for`]
+/// for an overage token's groups from Graph, unless the keys come from a document)
+/// on an offline inbound state, printed step by step. `raw_path` may be a whole URL, whose
+/// origin is then the request's (for a challenge's `resource_metadata`).
 pub async fn explanation(
     config: &Config,
     token: Option<&str>,
@@ -145,7 +153,6 @@ pub async fn explanation(
             };
         }
     };
-    // With keys from a document, nothing is fetched: not even for an unknown kid.
     let offline = matches!(keys, Keys::Document(_));
     if let Some(state) = &state {
         load_keys(state, keys, &mut out).await;
@@ -155,18 +162,56 @@ pub async fn explanation(
     if let Some(value) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
         headers.insert(http::header::AUTHORIZATION, value);
     }
-    let path = raw_path.split('?').next().unwrap_or_default();
-    let trace = if offline {
-        inbound::decide(state.as_ref(), method, path, &headers, SystemTime::now())
-    } else {
-        inbound::decide_refetching(state.as_ref(), method, path, &headers).await
+    let (origin, target) = split_origin(raw_path);
+    let path = target.split('?').next().unwrap_or_default();
+    let browser = || inbound::Browser {
+        origin: origin.as_deref(),
+        ..inbound::Browser::default()
     };
+    let decide = || {
+        let now = SystemTime::now();
+        inbound::decide_with(state.as_ref(), method, path, &headers, browser(), now)
+    };
+    let mut trace = decide();
+    // With keys from a document, nothing is fetched: not even for an unknown kid.
+    if !offline
+        && let Some(refetch) = inbound::decide::refetch_for(state.as_ref(), &trace)
+        && refetch.await
+    {
+        trace = decide();
+    }
+    // An overage token on a route with groups_any: its groups from Graph, as the listener
+    // gets them, then the same decision again (offline: shown as what would be resolved).
+    if !offline && let Some(lookup) = inbound::decide::groups_for(state.as_ref(), &trace) {
+        let resolution = lookup.await;
+        let browser = inbound::Browser {
+            groups: Some(resolution),
+            ..browser()
+        };
+        let now = SystemTime::now();
+        trace = inbound::decide_with(state.as_ref(), method, path, &headers, browser, now);
+    }
     print_trace(&mut out, &trace, config, method, token);
     Explanation {
         text: out,
         verdict: trace.verdict,
         refusal: trace.refusal(),
     }
+}
+
+/// `https://Host:8443/mcp?x` → (`Some("https://host:8443")`, `/mcp?x`); a path stays as it is.
+fn split_origin(target: &str) -> (Option<String>, &str) {
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return (None, target);
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return (None, target);
+    }
+    let at = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (host, path) = rest.split_at(at);
+    let path = if path.is_empty() { "/" } else { path };
+    let origin = format!("{scheme}://{host}").to_ascii_lowercase();
+    (Some(origin), path)
 }
 
 /// Each issuer's keys, from the `--jwks` document or fetched once.
@@ -222,6 +267,19 @@ fn print_trace(
         let _ = writeln!(out, "path: {path}");
     }
     print_route(out, &trace.route, config);
+    if let Some(resource) = trace.resource {
+        let r = &resource.settings;
+        let _ = writeln!(
+            out,
+            "resource: {} (prefix {}, {}:{}): a token must have aud in [{}]; metadata at {}",
+            r.resource,
+            r.prefix,
+            config.source.display(),
+            r.position.line,
+            resource.audiences.join(", "),
+            resource.metadata_url(trace.origin),
+        );
+    }
     print_token(out, &trace.token, token);
     print_groups(out, &trace.groups);
     if let Some(evaluation) = &trace.requirements {
@@ -301,6 +359,16 @@ fn print_route(out: &mut String, routed: &Routed<'_>, config: &Config) {
                 endpoint.label()
             );
         }
+        Routed::Metadata(found) => {
+            let of = found.map_or_else(
+                || "no resource's: 404".to_owned(),
+                |r| format!("of {}", r.settings.resource),
+            );
+            let _ = writeln!(
+                out,
+                "route: protected resource metadata {of} (tollgate answers it, no token needed)"
+            );
+        }
         Routed::None => {
             let _ = writeln!(out, "route: none matches");
         }
@@ -337,6 +405,7 @@ fn print_decision(out: &mut String, trace: &Trace<'_, '_>) {
             "allow (audit mode: the failure is logged and counted)".to_owned()
         }
         Verdict::Me => "answer with the caller's identity (JSON)".to_owned(),
+        Verdict::Metadata => "answer with the protected resource metadata (JSON)".to_owned(),
         Verdict::Auth(endpoint) => format!("answer as the sign-in endpoint {}", endpoint.label()),
         Verdict::Forward(Decision::Denied) | Verdict::Reject(_) => {
             let refusal = trace.refusal().unwrap_or_else(Refusal::fallback);
@@ -365,6 +434,9 @@ fn print_decision(out: &mut String, trace: &Trace<'_, '_>) {
         }
     };
     let _ = writeln!(out, "decision: {line}");
+    if let Some(challenge) = trace.refusal().and_then(|r| r.challenge_value()) {
+        let _ = writeln!(out, "challenge: WWW-Authenticate: {challenge}");
+    }
 }
 
 /// The token: its unverified header and claims, then every check with pass or FAIL.

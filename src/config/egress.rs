@@ -16,7 +16,13 @@ pub struct Egress {
     pub listen: SocketAddr,
     /// Targets, in file order.
     pub targets: Vec<Target>,
+    /// Most on-behalf-of tokens kept (one per caller token and scope). Defaults to
+    /// [`DEFAULT_OBO_CACHE_ENTRIES`].
+    pub obo_cache_entries: usize,
 }
+
+/// `obo_cache_entries` when the file leaves it out.
+pub const DEFAULT_OBO_CACHE_ENTRIES: usize = 10_000;
 
 /// `[[egress.targets]]`: a downstream API and the credential whose token it gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +41,9 @@ pub struct Target {
     pub ca_file: Option<PathBuf>,
     /// Longest wait for the target's response head; 504 past it. Defaults to 30 s.
     pub request_timeout: Duration,
+    /// `on_behalf_of = "ISSUER"`: the app's request carries a caller's token from this
+    /// `[[issuers]]` entry, exchanged for the target's token in the caller's name.
+    pub on_behalf_of: Option<String>,
 }
 
 /// `[credentials.NAME]`: how an access token is obtained.

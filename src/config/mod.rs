@@ -18,16 +18,18 @@ pub mod duration;
 mod egress;
 pub mod expand;
 mod login;
+mod resource;
 pub mod schema;
 pub mod validate;
 
 pub use egress::{
-    ClientCertificateSettings, ClientSecretSettings, Credential, CredentialKind, Egress,
-    FederationSettings, ManagedIdentitySettings, SecretSource, Target, UserAssigned,
-    WorkloadIdentitySettings,
+    ClientCertificateSettings, ClientSecretSettings, Credential, CredentialKind,
+    DEFAULT_OBO_CACHE_ENTRIES, Egress, FederationSettings, ManagedIdentitySettings, SecretSource,
+    Target, UserAssigned, WorkloadIdentitySettings,
 };
 pub use expand::{Lookup, SharedEnv};
 pub use login::{Login, SessionKey, SessionStore, Unauthenticated};
+pub use resource::{METADATA_PATH, Resource, is_scope_token, metadata_path};
 pub use validate::{ConfigError, Diagnostic, Warning, is_loopback};
 
 /// Methods a route may name: RFC 9110, PATCH, and WebDAV's, in their only accepted spelling
@@ -81,6 +83,8 @@ pub struct Config {
     pub credentials: BTreeMap<String, Credential>,
     /// Browser sign-in; `None` when the file has no `[login]`.
     pub login: Option<Login>,
+    /// Protected resources whose metadata the inbound listener publishes, in file order.
+    pub resources: Vec<Resource>,
 }
 
 /// `[server]`: the inbound listener and the upstream it protects.

@@ -111,6 +111,18 @@ pub struct RawRoute {
     pub unauthenticated: Option<Text>,
 }
 
+/// `[[resources]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RawResource {
+    pub resource: Text,
+    pub prefix: Text,
+    pub issuer: Text,
+    pub scopes_supported: Option<Vec<Text>>,
+    pub resource_documentation: Option<Text>,
+}
+
 /// A claim requirement's value: one string, or a list of allowed strings.
 #[derive(Debug)]
 pub struct OneOrMany(pub Vec<String>);
@@ -147,6 +159,7 @@ impl<'de> Deserialize<'de> for OneOrMany {
 #[allow(missing_docs)]
 pub struct RawEgress {
     pub listen: Option<Text>,
+    pub obo_cache_entries: Option<Spanned<i64>>,
 }
 
 /// `[[egress.targets]]`.
@@ -161,6 +174,7 @@ pub struct RawTarget {
     pub host: Option<Text>,
     pub ca_file: Option<Text>,
     pub request_timeout: Option<Text>,
+    pub on_behalf_of: Option<Text>,
 }
 
 /// `[credentials.NAME]` with `kind = "managed_identity"`.

@@ -17,7 +17,8 @@ use url::Url;
 
 use super::expand::{self, Lookup};
 use super::schema::{
-    RawAdmin, RawEgress, RawIdentity, RawIssuer, RawLog, RawLogin, RawRoute, RawServer, Text,
+    RawAdmin, RawEgress, RawIdentity, RawIssuer, RawLog, RawLogin, RawResource, RawRoute,
+    RawServer, Text,
 };
 use super::{Admin, Config, Loaded, Log, LogFormat, Position, Route};
 
@@ -25,6 +26,7 @@ mod context;
 mod credentials;
 mod inbound;
 mod login;
+mod resources;
 mod routes;
 
 use context::Context;
@@ -90,7 +92,8 @@ impl fmt::Display for DisplayList<'_> {
 }
 
 /// Sections a file may have, for the "unknown section" message.
-const SECTIONS: &str = "server, admin, log, issuers, identity, routes, egress, credentials, login";
+const SECTIONS: &str =
+    "server, admin, log, issuers, identity, routes, resources, egress, credentials, login";
 
 /// Parses, expands and validates a configuration file's text.
 pub fn validate(text: &str, path: &Path, env: Lookup<'_>) -> Result<Loaded, ConfigError> {
@@ -119,6 +122,7 @@ pub fn validate(text: &str, path: &Path, env: Lookup<'_>) -> Result<Loaded, Conf
             "identity" => sections.identity = cx.section::<RawIdentity>(value, "identity"),
             "issuers" => sections.issuers = cx.array_of::<RawIssuer>(value, "issuers"),
             "routes" => sections.routes = cx.array_of::<RawRoute>(value, "routes"),
+            "resources" => sections.resources = cx.array_of::<RawResource>(value, "resources"),
             "egress" => sections.egress = egress_section(&mut cx, value),
             "credentials" => sections.credentials = Some(credentials::section(&mut cx, value)),
             "login" => sections.login = cx.section::<RawLogin>(value, "login"),
@@ -151,6 +155,7 @@ struct Sections {
     identity: Option<RawIdentity>,
     issuers: Vec<(RawIssuer, Range<usize>)>,
     routes: Vec<(RawRoute, Range<usize>)>,
+    resources: Vec<(RawResource, Range<usize>)>,
     egress: Option<EgressSection>,
     credentials: Option<BTreeMap<String, super::Credential>>,
     login: Option<RawLogin>,
@@ -188,6 +193,7 @@ fn build(cx: &mut Context<'_>, s: Sections) -> Config {
         .unwrap_or_default();
     let issuer_names: HashSet<&str> = issuers.iter().map(|i| i.name.as_str()).collect();
     let routes: Vec<Route> = routes::routes(cx, s.routes, &issuer_names);
+    let resources = resources::resources(cx, s.resources, &issuers, &routes);
     let present = |name: &str| s.present.contains(name);
     if !present("server") && !routes.is_empty() {
         cx.error_at(
@@ -203,9 +209,14 @@ fn build(cx: &mut Context<'_>, s: Sections) -> Config {
             "a route requires a token but no [[issuers]] are configured".into(),
         );
     }
-    let egress = s
-        .egress
-        .and_then(|(raw, targets, span)| credentials::egress(cx, raw, targets, span, &credentials));
+    let egress = s.egress.and_then(|(raw, targets, span)| {
+        let known = credentials::Known {
+            credentials: &credentials,
+            issuers: &issuer_names,
+            server: present("server"),
+        };
+        credentials::egress(cx, raw, targets, span, &known)
+    });
     let login = s
         .login
         .and_then(|raw| login::login(cx, raw, &issuers, &credentials));
@@ -249,6 +260,7 @@ fn build(cx: &mut Context<'_>, s: Sections) -> Config {
         egress,
         credentials,
         login,
+        resources,
     }
 }
 

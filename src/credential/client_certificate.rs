@@ -130,6 +130,13 @@ impl ClientCertificate {
 }
 
 impl Credential for ClientCertificate {
+    fn registration(&self) -> Option<super::Registration<'_>> {
+        Some(super::Registration {
+            client_id: &self.client_id,
+            endpoint: &self.endpoint,
+        })
+    }
+
     fn client_auth<'a>(
         &'a self,
         token_url: &'a url::Url,

@@ -66,6 +66,13 @@ impl ClientSecret {
 }
 
 impl Credential for ClientSecret {
+    fn registration(&self) -> Option<super::Registration<'_>> {
+        Some(super::Registration {
+            client_id: &self.client_id,
+            endpoint: &self.endpoint,
+        })
+    }
+
     fn client_auth<'a>(
         &'a self,
         _token_url: &'a url::Url,

@@ -26,6 +26,7 @@ pub enum ClientAuth<'a> {
 
 /// One tenant's token endpoint.
 pub struct TokenEndpoint {
+    authority: Url,
     url: Url,
     client: reqwest::Client,
 }
@@ -45,6 +46,7 @@ impl TokenEndpoint {
         };
         Ok(TokenEndpoint {
             url: token_url(&authority, tenant)?,
+            authority,
             // Entra may be reached through HTTPS_PROXY: it is a public endpoint.
             client: http_client(ca_file, false)?,
         })
@@ -54,6 +56,16 @@ impl TokenEndpoint {
     /// client assertion.
     pub fn url(&self) -> &Url {
         &self.url
+    }
+
+    /// The same authority's token endpoint for another tenant (a multi-tenant caller's).
+    pub fn for_tenant(&self, tenant: &str) -> Result<Url, CredentialError> {
+        token_url(&self.authority, tenant)
+    }
+
+    /// The HTTP client for this endpoint (with the credential's extra trust anchors).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     /// Requests a token for `scope` as `client_id`.

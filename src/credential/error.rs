@@ -59,6 +59,30 @@ pub struct ErrorDetail {
     pub description: Option<String>,
     /// The AADSTS number, from `error_codes` or the description.
     pub aadsts: Option<u32>,
+    /// What the user must do, when Entra said (boxed: it is rare, and every credential error
+    /// carries this struct).
+    pub user_action: Option<Box<UserAction>>,
+}
+
+/// Entra's fields of a refusal the user can resolve by signing in again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserAction {
+    /// `suberror` (`basic_action`, `consent_required`, ...).
+    pub suberror: Option<String>,
+    /// `claims`: the claims challenge (JSON text) a new sign-in must satisfy.
+    pub claims: Option<String>,
+}
+
+impl ErrorDetail {
+    /// Entra's `suberror`.
+    pub fn suberror(&self) -> Option<&str> {
+        self.user_action.as_ref()?.suberror.as_deref()
+    }
+
+    /// Entra's claims challenge (JSON text).
+    pub fn claims(&self) -> Option<&str> {
+        self.user_action.as_ref()?.claims.as_deref()
+    }
 }
 
 impl fmt::Display for ErrorDetail {
@@ -249,6 +273,7 @@ mod tests {
                 code: Some("invalid_request".into()),
                 description: Some("Identity not found".into()),
                 aadsts: None,
+                ..ErrorDetail::default()
             },
             retry_after: None,
         };

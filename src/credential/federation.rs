@@ -82,6 +82,13 @@ impl Federation {
 }
 
 impl Credential for Federation {
+    fn registration(&self) -> Option<super::Registration<'_>> {
+        Some(super::Registration {
+            client_id: &self.client_id,
+            endpoint: &self.endpoint,
+        })
+    }
+
     fn client_auth<'a>(
         &'a self,
         _token_url: &'a url::Url,

@@ -4,6 +4,10 @@
 //!
 //! Used by browser sign-in; the answer carries the id_token and refresh token besides the
 //! access token, and none of them ever reaches a log line.
+//!
+//! [`on_behalf_of`] is the third user grant: a caller's access token traded at Entra ID for a
+//! token to a downstream API in the same user's name (RFC 7523 `jwt-bearer` with
+//! `requested_token_use=on_behalf_of`), used by egress targets with `on_behalf_of`.
 
 use std::time::SystemTime;
 
@@ -11,6 +15,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::entra::JWT_BEARER;
+use super::transport::request_token;
 use super::transport::retry_after;
 use super::{
     AccessToken, ClientAuthentication, Credential, CredentialError, Endpoint, response, unreachable,
@@ -51,6 +56,39 @@ impl Grant<'_> {
             Grant::RefreshToken(_) => "refresh_token",
         }
     }
+}
+
+/// RFC 7523 §2.1: the grant whose `assertion` is a JWT, here the caller's access token.
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// Trades `assertion` (a caller's access token for this app, verbatim) at `token_url` for a
+/// token for `scope` in the same user's name, as `client_id` authenticated by `credential`.
+/// One attempt: the caller is waiting, and Entra's refusals (`interaction_required`, a claims
+/// challenge, `invalid_grant`) are answers to pass on, not to retry.
+pub async fn on_behalf_of(
+    client: &reqwest::Client,
+    token_url: &Url,
+    client_id: &str,
+    credential: &dyn Credential,
+    assertion: &Secret<String>,
+    scope: &str,
+) -> Result<AccessToken, CredentialError> {
+    let auth = credential.client_auth(token_url).await?;
+    let mut form: Vec<(&str, &str)> = vec![
+        ("grant_type", JWT_BEARER_GRANT),
+        ("client_id", client_id),
+        ("assertion", assertion.expose()),
+        ("scope", scope),
+        ("requested_token_use", "on_behalf_of"),
+    ];
+    match &auth {
+        ClientAuthentication::Secret(secret) => form.push(("client_secret", secret.expose())),
+        ClientAuthentication::Assertion(assertion) => {
+            form.push(("client_assertion_type", JWT_BEARER));
+            form.push(("client_assertion", assertion.expose()));
+        }
+    }
+    request_token(Endpoint::Entra, client.post(token_url.clone()).form(&form)).await
 }
 
 #[derive(Deserialize)]

@@ -37,7 +37,7 @@ pub mod retry;
 mod transport;
 pub mod workload_identity;
 
-pub use error::{CredentialError, Endpoint, ErrorDetail};
+pub use error::{CredentialError, Endpoint, ErrorDetail, UserAction};
 pub use transport::{ATTEMPT_TIMEOUT, client_with_tls, http_client, request_token, unreachable};
 
 /// A boxed future, so that [`Credential`] can be used as a trait object.
@@ -65,6 +65,20 @@ pub trait Credential: Send + Sync {
             ))
         })
     }
+
+    /// The app registration at Entra ID this credential proves (its client id and token
+    /// endpoint), for the on-behalf-of grant; `None` for a managed identity.
+    fn registration(&self) -> Option<Registration<'_>> {
+        None
+    }
+}
+
+/// An app registration at Entra ID: who it is and where its tenant's token endpoint is.
+pub struct Registration<'a> {
+    /// The application (client) id.
+    pub client_id: &'a str,
+    /// Its tenant's token endpoint (and the authority for other tenants').
+    pub endpoint: &'a entra::TokenEndpoint,
 }
 
 /// An app registration's proof at a token endpoint; `Debug` shows neither value.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use time::{Date, Month, OffsetDateTime};
 
-use super::{AccessToken, CredentialError, Endpoint, ErrorDetail};
+use super::{AccessToken, CredentialError, Endpoint, ErrorDetail, UserAction};
 use crate::telemetry::redact::Secret;
 
 /// Longest error description kept, in characters: enough for an AADSTS sentence.
@@ -99,10 +99,24 @@ pub fn parse_error(body: &[u8]) -> ErrorDetail {
         .and_then(|codes| codes.first())
         .and_then(Value::as_u64)
         .or_else(|| description.as_deref().and_then(aadsts_in));
+    // A claims challenge is JSON text; kept whole (it goes back to the app base64-encoded),
+    // but bounded, and only when it is JSON.
+    let claims = text(value.get("claims")).filter(|c| {
+        !c.is_empty()
+            && c.len() <= MAX_CLAIMS
+            && serde_json::from_str::<Value>(c).is_ok_and(|v| v.is_object())
+    });
     ErrorDetail {
         code: code.map(|c| one_line(&c)),
         description,
         aadsts: aadsts.and_then(|c| u32::try_from(c).ok()),
+        user_action: {
+            let action = UserAction {
+                suberror: text(value.get("suberror")).map(|c| one_line(&c)),
+                claims,
+            };
+            (action != UserAction::default()).then(|| Box::new(action))
+        },
     }
 }
 
@@ -236,6 +250,9 @@ fn aadsts_in(text: &str) -> Option<u64> {
 
 /// The first line of `text`, control characters removed, at most [`MAX_DESCRIPTION`] chars:
 /// Entra appends Trace ID, Correlation ID and Timestamp lines that help no one in a 503.
+/// The longest claims challenge kept from an error body.
+const MAX_CLAIMS: usize = 4096;
+
 fn one_line(text: &str) -> String {
     let first = text.split(['\r', '\n']).next().unwrap_or_default().trim();
     first

@@ -52,6 +52,13 @@ impl WorkloadIdentity {
 }
 
 impl Credential for WorkloadIdentity {
+    fn registration(&self) -> Option<super::Registration<'_>> {
+        Some(super::Registration {
+            client_id: &self.client_id,
+            endpoint: &self.endpoint,
+        })
+    }
+
     fn client_auth<'a>(
         &'a self,
         _token_url: &'a url::Url,

@@ -5,7 +5,8 @@
 //! response in one exhaustive `match`, and records the metric and access-log line once.
 //! [`target`] picks the target, [`token_cache`] holds the tokens (fetched and refreshed in the
 //! background), and [`crate::credential`] obtains them. A request that gets no token is answered 503
-//! and nothing is sent downstream.
+//! and nothing is sent downstream. An on-behalf-of target ([`obo`]) trades the caller's token
+//! instead, and a caller without a good one is answered 401.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -23,6 +24,7 @@ use crate::proxy::tls::TlsError;
 use crate::proxy::{Body, headers, json_error};
 use crate::telemetry::metrics::Metrics;
 
+pub mod obo;
 pub mod target;
 pub mod token_cache;
 
@@ -43,6 +45,7 @@ const NO_TARGET: &str = "none";
 pub struct EgressState {
     matchers: Vec<target::Matcher>,
     targets: Vec<EgressTarget>,
+    obo_cache: Arc<obo::cache::OboCache>,
 }
 
 /// One target: where it is and whose token it gets.
@@ -51,9 +54,17 @@ pub struct EgressTarget {
     pub name: String,
     /// The connection pool to the target.
     pub upstream: Arc<Origin>,
-    /// The token slot for the target's (credential, scope).
-    pub slot: Arc<Slot>,
+    /// Where its token comes from.
+    pub auth: Auth,
     config: crate::config::Target,
+}
+
+/// Whose token a target gets.
+pub enum Auth {
+    /// The app's own: the token slot for the target's (credential, scope).
+    App(Arc<Slot>),
+    /// The caller's, exchanged on its behalf.
+    OnBehalfOf(obo::Obo),
 }
 
 /// Why the egress side could not be built.
@@ -69,6 +80,16 @@ pub enum BuildError {
         #[source]
         source: CredentialError,
     },
+    /// An on-behalf-of target's issuer has no verifier (the inbound side is off).
+    #[error(
+        "egress target {name:?}: on_behalf_of issuer {issuer:?} is not verified by the inbound side ([server])"
+    )]
+    NoVerifier {
+        /// The target.
+        name: String,
+        /// The issuer.
+        issuer: String,
+    },
     /// A target's extra CA file is unusable.
     #[error("egress target {name:?} trust: {source}")]
     TargetTls {
@@ -82,18 +103,23 @@ pub enum BuildError {
 
 impl EgressState {
     /// Builds the targets of `config`, reusing `previous`'s connection pools and `tokens`'
-    /// live slots (with their tokens) where the settings did not change.
+    /// live slots (with their tokens) where the settings did not change. `callers` gives the
+    /// check of an issuer's tokens (by name) for on-behalf-of targets.
     pub fn build(
         config: &Config,
         previous: Option<&EgressState>,
         tokens: &TokenCache,
+        callers: &dyn Fn(&str) -> Option<obo::CheckCaller>,
     ) -> Result<EgressState, BuildError> {
+        let obo_cache = tokens.obo().clone();
         let Some(egress) = &config.egress else {
             return Ok(EgressState {
                 matchers: Vec::new(),
                 targets: Vec::new(),
+                obo_cache,
             });
         };
+        obo_cache.set_capacity(egress.obo_cache_entries);
         let mut built = HashMap::new();
         let mut targets = Vec::with_capacity(egress.targets.len());
         for t in &egress.targets {
@@ -101,17 +127,43 @@ impl EgressState {
             let Some(credential) = config.credentials.get(&t.credential) else {
                 continue;
             };
-            let slot = tokens
-                .slot(credential, &t.scope, &mut built)
-                .map_err(|source| BuildError::Credential {
-                    name: credential.name.clone(),
-                    source,
-                })?;
+            let unusable = |source| BuildError::Credential {
+                name: credential.name.clone(),
+                source,
+            };
+            let issuer = t
+                .on_behalf_of
+                .as_ref()
+                .and_then(|name| config.issuers.iter().find(|i| i.name == *name));
+            let auth = match (&t.on_behalf_of, issuer) {
+                (None, _) => Auth::App(
+                    tokens
+                        .slot(credential, &t.scope, &mut built)
+                        .map_err(unusable)?,
+                ),
+                (Some(name), issuer) => {
+                    let no_verifier = || BuildError::NoVerifier {
+                        name: t.name.clone(),
+                        issuer: name.clone(),
+                    };
+                    let (issuer, check) = issuer.zip(callers(name)).ok_or_else(no_verifier)?;
+                    let built = tokens
+                        .credential(credential, &mut built)
+                        .map_err(unusable)?;
+                    Auth::OnBehalfOf(obo::Obo::new(
+                        issuer,
+                        check,
+                        built,
+                        &credential.name,
+                        &t.scope,
+                    ))
+                }
+            };
             let upstream = upstream_for(t, previous)?;
             targets.push(EgressTarget {
                 name: t.name.clone(),
                 upstream,
-                slot,
+                auth,
                 config: t.clone(),
             });
         }
@@ -122,7 +174,11 @@ impl EgressState {
                 host: t.config.host.clone(),
             })
             .collect();
-        Ok(EgressState { matchers, targets })
+        Ok(EgressState {
+            matchers,
+            targets,
+            obo_cache,
+        })
     }
 }
 
@@ -165,6 +221,8 @@ enum Reject {
     Tunnel,
     /// No token: 503.
     Token(TokenError),
+    /// No on-behalf-of token: 401 (the caller's token, or Entra wants the user) or 503.
+    Obo(obo::Refusal),
     /// The target could not answer: 502, 504.
     Target(ForwardError),
     /// The current configuration has no `[egress]`: 503.
@@ -182,7 +240,7 @@ pub async fn serve(
     let path = req.uri().path().to_owned();
     let mut target = NO_TARGET;
     let result = match egress {
-        Some(egress) => handle(req, egress, &mut target).await,
+        Some(egress) => handle(req, egress, metrics, &mut target).await,
         None => Err(Reject::Disabled),
     };
     let (response, error) = match result {
@@ -238,6 +296,7 @@ fn rejection(reject: Reject, target: &str) -> (Response<Body>, &'static str) {
                 e.to_string(),
             )
         }
+        Reject::Obo(refusal) => return refusal.response(),
         Reject::Target(e) => {
             tracing::debug!(egress_target = target, error = %e, source = ?std::error::Error::source(&e), "egress target failed");
             return e.response(Peer::Target);
@@ -254,6 +313,7 @@ fn rejection(reject: Reject, target: &str) -> (Response<Body>, &'static str) {
 async fn handle<'s>(
     mut req: Request<Incoming>,
     egress: &'s EgressState,
+    metrics: &Metrics,
     label: &mut &'s str,
 ) -> Result<Response<Body>, Reject> {
     if req.method() == Method::CONNECT {
@@ -279,7 +339,13 @@ async fn handle<'s>(
         .uri(path, req.uri().query())
         .map_err(Reject::Target)?;
     // The token before anything is sent: without one, nothing goes downstream.
-    let bearer = target.slot.bearer().await.map_err(Reject::Token)?;
+    let bearer = match &target.auth {
+        Auth::App(slot) => slot.bearer().await.map_err(Reject::Token)?,
+        Auth::OnBehalfOf(obo) => obo
+            .bearer(req.headers(), &egress.obo_cache, metrics, &target.name)
+            .await
+            .map_err(Reject::Obo)?,
+    };
 
     // Upgrades are not carried: the Upgrade header goes with the other hop-by-hop ones.
     headers::strip_hop_by_hop(req.headers_mut());

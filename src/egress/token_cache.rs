@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use super::credential::retry::RetryPolicy;
 use super::credential::{self, Credential, CredentialError};
+use super::obo::cache::OboCache;
 use crate::config::{self, SharedEnv};
 use crate::telemetry::metrics::Metrics;
 
@@ -104,6 +105,8 @@ pub struct TokenCache {
     env: SharedEnv,
     rt: Arc<Runtime>,
     slots: Mutex<Vec<Weak<Slot>>>,
+    /// The on-behalf-of tokens, kept across reloads like the slots.
+    obo: Arc<OboCache>,
 }
 
 impl TokenCache {
@@ -115,8 +118,14 @@ impl TokenCache {
         tasks: TaskTracker,
         stop: CancellationToken,
     ) -> Arc<TokenCache> {
+        let obo = Arc::new(OboCache::new(
+            config::DEFAULT_OBO_CACHE_ENTRIES,
+            super::obo::cache::MAX_BYTES,
+            Some(metrics.obo_cache_entries.clone()),
+        ));
         Arc::new(TokenCache {
             env,
+            obo,
             rt: Arc::new(Runtime {
                 metrics,
                 tasks,
@@ -126,6 +135,11 @@ impl TokenCache {
             }),
             slots: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The on-behalf-of token cache.
+    pub fn obo(&self) -> &Arc<OboCache> {
+        &self.obo
     }
 
     /// The slot for `credential` and `scope`: a live one built from equal settings, else a
@@ -143,6 +157,38 @@ impl TokenCache {
         {
             return Ok(slot.clone());
         }
+        let built = self.credential_in(&live, credential, built)?;
+        let slot = Arc::new(Slot {
+            credential_name: credential.name.clone(),
+            scope: scope.to_owned(),
+            config: credential.clone(),
+            credential: built,
+            state: Mutex::new(State::default()),
+            done: watch::Sender::new(0),
+            rt: self.rt.clone(),
+        });
+        self.slots.lock().push(Arc::downgrade(&slot));
+        self.rt.wake.notify_one();
+        Ok(slot)
+    }
+
+    /// The credential `credential` describes, without a slot (on-behalf-of targets use the
+    /// app registration, never an app-only token): a live slot's when the settings are equal,
+    /// else `built`'s, else a new one.
+    pub fn credential(
+        &self,
+        credential: &config::Credential,
+        built: &mut HashMap<String, Arc<dyn Credential>>,
+    ) -> Result<Arc<dyn Credential>, CredentialError> {
+        self.credential_in(&self.live(), credential, built)
+    }
+
+    fn credential_in(
+        &self,
+        live: &[Arc<Slot>],
+        credential: &config::Credential,
+        built: &mut HashMap<String, Arc<dyn Credential>>,
+    ) -> Result<Arc<dyn Credential>, CredentialError> {
         let shared = live
             .iter()
             .find(|s| s.config == *credential)
@@ -156,18 +202,7 @@ impl TokenCache {
                 c
             }
         };
-        let slot = Arc::new(Slot {
-            credential_name: credential.name.clone(),
-            scope: scope.to_owned(),
-            config: credential.clone(),
-            credential: built,
-            state: Mutex::new(State::default()),
-            done: watch::Sender::new(0),
-            rt: self.rt.clone(),
-        });
-        self.slots.lock().push(Arc::downgrade(&slot));
-        self.rt.wake.notify_one();
-        Ok(slot)
+        Ok(built)
     }
 
     /// Starts each slot's first fetch and every refresh when due, until the stop signal.

@@ -1,7 +1,9 @@
 //! The inbound decision, as one function of the request head, the state and the time:
-//! method, path, route, token, requirements, verdict. [`decide`] is pure; [`decide_refetching`]
-//! adds the one thing that waits (refetching an issuer's keys for an unknown `kid`) and is
-//! what the listener and `tollgate explain` both call, so they cannot disagree.
+//! method, path, route, token, requirements, verdict. [`decide`] and [`decide_with`] are pure;
+//! [`refetch_for`] and [`groups_for`] are the two things that wait (refetching an issuer's keys
+//! for an unknown `kid`; an overage token's groups from Microsoft Graph), each followed by
+//! deciding again. The listener and `tollgate explain` both call `decide_with`, `refetch_for`
+//! and `groups_for` ([`decide_refetching`] puts them together), so they cannot disagree.
 //!
 //! The listener strips forged identity and forwarding headers before it decides, and adds the
 //! caller's identity after: the decision only reads.
@@ -12,13 +14,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::groups::{GroupSet, Resolution, Unavailable};
 use super::issuer::Overage;
-use super::jwt::{self, AuthError, Verified};
+use super::jwt::{self, AuthError, Expect, Verified};
 use super::policy::{self, Evaluation, GroupSource, Requirement};
+use super::resource::{self, ProtectedResource};
 use super::session::endpoints::{self, Endpoint};
 use super::{Decision, InboundState, bearer, me};
 use crate::config::{Mode, Route, Unauthenticated};
@@ -46,6 +49,12 @@ pub struct Trace<'s, 'r> {
     pub verdict: Verdict,
     /// The query, for a sign-in redirect back here.
     pub query: Option<&'r str>,
+    /// The protected resource covering the path (`[[resources]]`): the token is bound to it,
+    /// and a challenge points to its metadata.
+    pub resource: Option<&'s ProtectedResource>,
+    /// The request's origin as tollgate sees it: where a challenge's `resource_metadata` URL
+    /// points.
+    pub origin: Option<&'r str>,
 }
 
 /// Where `groups_any` found the caller's groups: the token, or for an overage token
@@ -80,6 +89,9 @@ pub enum Routed<'s> {
     NotReached,
     /// `GET /.auth/me`, answered by tollgate itself.
     Me,
+    /// A protected resource metadata path (RFC 9728), answered by tollgate itself: the
+    /// resource whose document is there, or none (404).
+    Metadata(Option<&'s ProtectedResource>),
     /// A sign-in endpoint (`/.auth/login/aad`, its callback, `/.auth/refresh`,
     /// `/.auth/logout`), answered by tollgate itself.
     Auth(Endpoint),
@@ -110,6 +122,8 @@ pub enum Verdict {
     Forward(Decision),
     /// Answered by `/.auth/me` with the caller's identity.
     Me,
+    /// Answered with the protected resource's metadata document ([`Routed::Metadata`]).
+    Metadata,
     /// Answered by a sign-in endpoint.
     Auth(Endpoint),
     /// Refused by tollgate.
@@ -127,6 +141,10 @@ pub enum Reject {
     BadPath(PathError),
     /// No route covers the request: 403.
     NoRoute,
+    /// A path under the protected resource metadata path that names no resource: 404.
+    NoMetadata,
+    /// A method other than `GET`, `HEAD` or `OPTIONS` on a metadata path: 405.
+    MetadataMethod,
     /// The route needs a token and there is none: 401 with a bare challenge.
     MissingToken,
     /// The token is not acceptable (the error is in [`Trace::token`]): 401, or 503 while
@@ -155,7 +173,8 @@ pub enum Reject {
 pub struct Browser<'s, 'a> {
     /// The session of the request's cookie.
     pub session: SessionInput<'s>,
-    /// The request's origin as the browser sees it (`https://app.example.com`).
+    /// The request's origin as the client sees it (`https://app.example.com`): the own origin
+    /// of a session's unsafe requests, and where a challenge's `resource_metadata` points.
     pub origin: Option<&'a str>,
     /// Extra origins allowed to send unsafe methods with the session cookie.
     pub allowed_origins: &'a [String],
@@ -201,6 +220,14 @@ pub struct Refusal {
     pub location: Option<String>,
     /// The `login_url` member of a 401 on a route that signs browsers in.
     pub login_url: Option<String>,
+    /// The challenge's `resource_metadata` (RFC 9728 §5.1): the absolute URL of the covering
+    /// resource's metadata, on a 401 or a 403 `insufficient_scope`.
+    pub resource_metadata: Option<String>,
+    /// The challenge's `scope` (RFC 6750 §3): on a 403 `insufficient_scope` from a route that
+    /// names `scopes_any`.
+    pub scope: Option<String>,
+    /// `Allow`, for a 405.
+    pub allow: Option<&'static str>,
 }
 
 /// The `WWW-Authenticate` header of a refusal.
@@ -227,7 +254,32 @@ impl Refusal {
             counted: false,
             location: None,
             login_url: None,
+            resource_metadata: None,
+            scope: None,
+            allow: None,
         }
+    }
+
+    /// The `WWW-Authenticate` value: `Bearer realm="tollgate"`, then `error`,
+    /// `error_description` and `scope` as the challenge has them, then `resource_metadata`.
+    /// Every value is tollgate's own text, a scope-token, or a URL of an origin checked to be
+    /// one (nothing that needs escaping in a quoted string).
+    pub fn challenge_value(&self) -> Option<String> {
+        let mut value = match self.challenge {
+            Challenge::None => return None,
+            Challenge::Bare => format!("Bearer realm=\"{REALM}\""),
+            Challenge::WithError => format!(
+                "Bearer realm=\"{REALM}\", error=\"{}\", error_description=\"{}\"",
+                self.error, self.description
+            ),
+        };
+        if let Some(scope) = &self.scope {
+            value.push_str(&format!(", scope=\"{scope}\""));
+        }
+        if let Some(url) = &self.resource_metadata {
+            value.push_str(&format!(", resource_metadata=\"{url}\""));
+        }
+        Some(value)
     }
 
     /// The response tollgate writes.
@@ -241,17 +293,20 @@ impl Refusal {
                 endpoints::json_with_login_url(self.status, self.error, self.description, url)
             }
         };
-        let challenge = match self.challenge {
-            Challenge::None => None,
-            Challenge::Bare => Some(HeaderValue::from_static("Bearer realm=\"tollgate\"")),
-            Challenge::WithError => HeaderValue::from_str(&format!(
-                "Bearer realm=\"{}\", error=\"{}\", error_description=\"{}\"",
-                REALM, self.error, self.description
-            ))
-            .ok(),
+        let challenge = match (self.challenge, &self.resource_metadata, &self.scope) {
+            (Challenge::Bare, None, None) => {
+                Some(HeaderValue::from_static("Bearer realm=\"tollgate\""))
+            }
+            _ => self
+                .challenge_value()
+                .and_then(|v| HeaderValue::from_str(&v).ok()),
         };
         if let Some(value) = challenge {
             r.headers_mut().insert(WWW_AUTHENTICATE, value);
+        }
+        if let Some(allow) = self.allow {
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allow));
         }
         if let Some(seconds) = self.retry_after {
             r.headers_mut()
@@ -271,6 +326,8 @@ impl<'s> Trace<'s, '_> {
             groups: Groups::NotNeeded,
             verdict: Verdict::Reject(reject),
             query: None,
+            resource: None,
+            origin: None,
         }
     }
 
@@ -279,6 +336,7 @@ impl<'s> Trace<'s, '_> {
         match &self.route {
             Routed::Route(route, _) => &route.name,
             Routed::Me => me::PATH,
+            Routed::Metadata(_) => crate::config::METADATA_PATH,
             Routed::Auth(e) => e.label(),
             Routed::NotReached | Routed::None => super::NO_ROUTE,
         }
@@ -312,7 +370,11 @@ impl<'s> Trace<'s, '_> {
             counted: false,
             location: None,
             login_url: None,
+            resource_metadata: None,
+            scope: None,
+            allow: None,
         };
+        let resource_metadata = || self.resource.map(|r| r.metadata_url(self.origin));
         let login_url = || {
             let path = self.path.as_deref().unwrap_or("/");
             endpoints::login_url(path, self.query)
@@ -342,9 +404,25 @@ impl<'s> Trace<'s, '_> {
                 "no route allows this request",
                 "no_route",
             ),
+            Reject::NoMetadata => plain(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no protected resource metadata at this path",
+                "no_metadata",
+            ),
+            Reject::MetadataMethod => Refusal {
+                allow: Some(resource::ALLOWED_METHODS),
+                ..plain(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "protected resource metadata is read with GET",
+                    "invalid_method",
+                )
+            },
             Reject::MissingToken => Refusal {
                 challenge: Challenge::Bare,
                 counted: true,
+                resource_metadata: resource_metadata(),
                 login_url: match self.route {
                     Routed::Route(r, _) if r.unauthenticated == Unauthenticated::Redirect => {
                         Some(login_url())
@@ -372,6 +450,7 @@ impl<'s> Trace<'s, '_> {
                 Token::Invalid(e) => Refusal {
                     challenge: Challenge::WithError,
                     counted: true,
+                    resource_metadata: resource_metadata(),
                     ..plain(
                         StatusCode::UNAUTHORIZED,
                         "invalid_token",
@@ -383,6 +462,7 @@ impl<'s> Trace<'s, '_> {
                 _ => Refusal {
                     challenge: Challenge::WithError,
                     counted: true,
+                    resource_metadata: resource_metadata(),
                     ..plain(
                         StatusCode::UNAUTHORIZED,
                         "invalid_token",
@@ -394,6 +474,13 @@ impl<'s> Trace<'s, '_> {
             Reject::Forbidden => Refusal {
                 challenge: Challenge::WithError,
                 counted: true,
+                resource_metadata: resource_metadata(),
+                scope: match &self.route {
+                    Routed::Route(route, _) if !route.require.scopes_any.is_empty() => Some(
+                        resource::challenge_scope(&route.require.scopes_any, self.resource),
+                    ),
+                    _ => None,
+                },
                 ..plain(
                     StatusCode::FORBIDDEN,
                     "insufficient_scope",
@@ -483,6 +570,7 @@ impl fmt::Display for Trace<'_, '_> {
                 write!(f, " verdict=forward decision={}", decision.as_str())
             }
             Verdict::Me => f.write_str(" verdict=me"),
+            Verdict::Metadata => f.write_str(" verdict=metadata"),
             Verdict::Auth(e) => write!(f, " verdict=sign-in endpoint={}", e.label()),
             Verdict::Reject(_) => match self.refusal() {
                 Some(r) => write!(f, " verdict={} {}", r.status.as_u16(), r.error),
@@ -534,6 +622,8 @@ pub fn decide_with<'s, 'r>(
         verdict: Verdict::Reject(Reject::NoRoute),
         path: None,
         query: browser.query,
+        resource: None,
+        origin: browser.origin,
     };
     if inbound.sessions.is_some()
         && let Some(endpoint) = Endpoint::at(method, &path)
@@ -543,10 +633,23 @@ pub fn decide_with<'s, 'r>(
         trace.path = Some(path);
         return trace;
     }
+    if inbound.resources.owns(&path) {
+        // Tollgate's own document, or 404: never forwarded, no token needed.
+        let found = inbound.resources.at_metadata_path(&path);
+        trace.route = Routed::Metadata(found);
+        trace.verdict = match (found, method) {
+            (None, _) => Verdict::Reject(Reject::NoMetadata),
+            (Some(_), &Method::GET | &Method::HEAD | &Method::OPTIONS) => Verdict::Metadata,
+            (Some(_), _) => Verdict::Reject(Reject::MetadataMethod),
+        };
+        trace.path = Some(path);
+        return trace;
+    }
     let session_unavailable = matches!(browser.session, SessionInput::Unavailable);
     if path == me::PATH && method == Method::GET {
         trace.route = Routed::Me;
-        trace.token = token(inbound, headers, browser.session, now);
+        trace.resource = inbound.resources.covering(&path, false);
+        trace.token = token(inbound, headers, browser.session, trace.resource, now);
         trace.verdict = match trace.token {
             Token::Valid(_) | Token::Session(_) => Verdict::Me,
             Token::Absent if session_unavailable => Verdict::Reject(Reject::SessionUnavailable),
@@ -561,9 +664,10 @@ pub fn decide_with<'s, 'r>(
         trace.path = Some(path);
         return trace;
     };
+    trace.resource = inbound.resources.covering(&path, route.case_insensitive);
     trace.path = Some(path);
     trace.route = Routed::Route(route, series);
-    trace.token = token(inbound, headers, browser.session, now);
+    trace.token = token(inbound, headers, browser.session, trace.resource, now);
     let cross_site = matches!(trace.token, Token::Session(_))
         && !is_safe(method)
         && !same_origin(headers, browser.origin, browser.allowed_origins);
@@ -771,11 +875,15 @@ pub fn refetch_for(
     Some(async move { keys.refetch_for_unknown_kid(generation).await })
 }
 
-/// The credential of a request: its bearer token, checked, else its session.
+/// The credential of a request: its bearer token, checked, else its session. On a path a
+/// protected resource covers, the token must name it (RFC 8707): `aud` the resource or one of
+/// its issuer's audiences. A session's id_token names the sign-in client instead, and was
+/// checked for it when the session began.
 fn token<'s>(
     inbound: &'s InboundState,
     headers: &HeaderMap,
     session: SessionInput<'s>,
+    resource: Option<&ProtectedResource>,
     now: SystemTime,
 ) -> Token<'s> {
     let cache = inbound.signature_cache.as_deref();
@@ -785,7 +893,18 @@ fn token<'s>(
             SessionInput::None | SessionInput::Unavailable => Token::Absent,
         },
         Err(e) => Token::Invalid(e),
-        Ok(Some(raw)) => match jwt::verify(raw, &inbound.issuers, cache, now) {
+        Ok(Some(raw)) => match jwt::verify_as(
+            raw,
+            &inbound.issuers,
+            cache,
+            now,
+            match resource {
+                None => Expect::AccessToken,
+                Some(r) => Expect::Resource {
+                    audiences: &r.audiences,
+                },
+            },
+        ) {
             Ok(verified) => Token::Valid(verified),
             Err(e) => Token::Invalid(e),
         },
@@ -1102,6 +1221,8 @@ groups_any = ["G-2"]
             (Reject::MiscasedMethod, false),
             (Reject::BadPath(PathError::EncodedSlash), false),
             (Reject::NoRoute, false),
+            (Reject::NoMetadata, false),
+            (Reject::MetadataMethod, false),
             (Reject::MissingToken, true),
             (Reject::Unauthenticated, true),
             (Reject::Forbidden, true),

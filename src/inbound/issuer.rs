@@ -58,7 +58,7 @@ impl IssuerPattern {
 }
 
 /// Splits `a{tenantid}b` (placeholder matched case-insensitively) into `(a, b)`.
-fn split_template(template: &str) -> Option<(&str, &str)> {
+pub(super) fn split_template(template: &str) -> Option<(&str, &str)> {
     let placeholder = config::TENANT_PLACEHOLDER;
     let at = template
         .as_bytes()

@@ -212,6 +212,12 @@ pub enum Expect<'a> {
     /// An access token for this service: from any configured issuer, `aud` one of the
     /// issuer's audiences.
     AccessToken,
+    /// An access token for a protected resource (RFC 8707 audience binding): from any
+    /// configured issuer, `aud` one of these (the resource, then its issuer's audiences).
+    Resource {
+        /// The accepted `aud` values.
+        audiences: &'a [String],
+    },
     /// A sign-in's id_token: from the issuer named `issuer` only, `aud` the `client_id`.
     IdToken {
         /// The `[login] issuer`.
@@ -330,6 +336,7 @@ pub fn verify_as<'i>(
 
     match expect {
         Expect::AccessToken => check_audience(&claims, &issuer.audiences)?,
+        Expect::Resource { audiences } => check_audience(&claims, audiences)?,
         Expect::IdToken { client_id, .. } => check_audience(&claims, &[client_id])?,
     }
     let exp = check_lifetime(&claims, issuer, now_secs)?;

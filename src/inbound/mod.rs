@@ -38,6 +38,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod me;
 pub mod policy;
+pub mod resource;
 pub mod session;
 pub mod signature_cache;
 mod state;
@@ -53,10 +54,18 @@ use jwt::{AuthError, Verified};
 use session::Resolved;
 use session::endpoints::Origin as BrowserOrigin;
 
-/// How the browser reaches this listener: the scheme it used (tollgate's TLS, or a trusted
-/// proxy's `X-Forwarded-Proto`) and the host it asked for (`Host`, or a trusted proxy's
-/// `X-Forwarded-Host`).
-fn browser_origin(headers: &http::HeaderMap, conn: &ConnInfo, trusted: bool) -> BrowserOrigin {
+/// How the client reaches this listener: the scheme it used (tollgate's TLS, or a trusted
+/// proxy's `X-Forwarded-Proto`) and the host it asked for (a trusted proxy's
+/// `X-Forwarded-Host`, else the request target's authority: absolute-form or HTTP/2's
+/// `:authority`, else `Host`). The origin of a browser's session and of a challenge's
+/// `resource_metadata` URL. A host that is not one (a character no authority holds, such as
+/// `"` or a space) is left out: the origin then has no host.
+fn browser_origin(
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+    conn: &ConnInfo,
+    trusted: bool,
+) -> BrowserOrigin {
     let forwarded = |name: &str| {
         trusted
             .then(|| headers.get(name))
@@ -70,12 +79,14 @@ fn browser_origin(headers: &http::HeaderMap, conn: &ConnInfo, trusted: bool) -> 
         .filter(|p| p == "https" || p == "http")
         .unwrap_or_else(|| conn.scheme().to_owned());
     let host = forwarded("x-forwarded-host")
+        .or_else(|| uri.authority().map(|a| a.as_str().to_ascii_lowercase()))
         .or_else(|| {
             headers
                 .get(HOST)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_ascii_lowercase)
         })
+        .filter(|h| h.bytes().all(is_authority_byte))
         .unwrap_or_default();
     let bare = host
         .rsplit_once(':')
@@ -92,6 +103,33 @@ fn browser_origin(headers: &http::HeaderMap, conn: &ConnInfo, trusted: bool) -> 
         origin: format!("{scheme}://{host}"),
         loopback,
     }
+}
+
+/// A byte of an RFC 3986 authority without user info: a registered name, an IP literal in
+/// brackets, a port.
+fn is_authority_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'%'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'['
+                | b']'
+        )
 }
 
 /// What every inbound request shares, besides the state of the moment.
@@ -303,7 +341,11 @@ async fn handle<'s>(
     // The browser session, opened (and refreshed when due) before deciding; a bearer token
     // decides alone, so with one the cookie is not even read.
     let sessions = inbound.and_then(|i| i.sessions.as_deref());
-    let origin = sessions.map(|_| browser_origin(req.headers(), conn, trusted));
+    // The origin is for sessions and for challenges that point to resource metadata: left
+    // alone (and unallocated) when the configuration has neither.
+    let origin = inbound
+        .filter(|i| sessions.is_some() || !i.resources.is_empty())
+        .map(|_| browser_origin(req.headers(), uri, conn, trusted));
     let mut session_tokens = None;
     let mut session_input = SessionInput::None;
     if let (Some(inbound), Some(sessions), Some(origin)) = (inbound, sessions, &origin) {
@@ -406,6 +448,10 @@ async fn handle<'s>(
         let response =
             session::endpoints::serve(sessions, &inbound.issuers, endpoint, req, origin).await;
         return Ok(response);
+    }
+    if let (Verdict::Metadata, Routed::Metadata(Some(resource))) = (trace.verdict, &trace.route) {
+        outcome.decision = Decision::Anonymous;
+        return Ok(resource.respond(req.method()));
     }
     if let (Verdict::Me, Some(verified)) = (trace.verdict, trace.verified()) {
         outcome.decision = Decision::Allowed;

@@ -12,6 +12,7 @@ use super::groups::{GraphGroups, Limits};
 use super::issuer::{Issuer, Issuers, Overage};
 use super::jwks::KeySet;
 use super::policy::Routes;
+use super::resource::Resources;
 use super::session::Sessions;
 use super::session::provider::Provider;
 use super::session::store::{RedisStore, SessionStore, StoreError};
@@ -43,6 +44,8 @@ pub struct InboundState {
     pub signature_cache: Option<Arc<SignatureCache>>,
     /// Browser sign-in; `None` without `[login]`.
     pub sessions: Option<Arc<Sessions>>,
+    /// Protected resources (`[[resources]]`): their metadata, and the tokens bound to them.
+    pub resources: Resources,
     /// What `sessions` was built from: a reload with the same keeps it (and its refreshes).
     login_key: Option<LoginKey>,
     /// The upstream's URL and deadline when it has no CA file of its own: a reload with the
@@ -168,6 +171,7 @@ impl InboundState {
             sessions,
             login_key,
             routes: Routes::new(config.routes.clone()),
+            resources: Resources::new(&config.resources, &config.issuers),
             upstream,
             preserve_host: server.preserve_host,
             trusted_proxies: server.trusted_proxies.clone(),

@@ -90,6 +90,11 @@ pub struct Metrics {
     pub egress_token_requests: IntCounterVec,
     /// `tollgate_egress_token_expiry_timestamp_seconds{credential, scope}`: cached token expiry.
     pub egress_token_expiry: GaugeVec,
+    /// `tollgate_obo_requests_total{target, result}`: on-behalf-of requests, by how the
+    /// caller's token fared (see `egress::obo::Outcome`).
+    pub obo_requests: IntCounterVec,
+    /// `tollgate_obo_cache_entries`: on-behalf-of tokens cached now.
+    pub obo_cache_entries: IntGauge,
     /// `tollgate_config_reloads_total{result}`: configuration reloads, `success` or `error`.
     pub config_reloads: IntCounterVec,
     /// `tollgate_config_last_reload_successful`: 0 while the file holds a refused change.
@@ -224,6 +229,17 @@ impl Metrics {
         )
         .expect("static metric definition");
         register(&egress_token_expiry);
+        let obo_requests = counter(
+            "tollgate_obo_requests_total",
+            "On-behalf-of egress requests, by target and result (cache_hit, exchanged, shared, missing_token, invalid_token, interaction_required, consent_required, invalid_grant, invalid_client, unavailable).",
+            &["target", "result"],
+        );
+        let obo_cache_entries = IntGauge::new(
+            "tollgate_obo_cache_entries",
+            "On-behalf-of tokens cached now (bounded by [egress] obo_cache_entries).",
+        )
+        .expect("static metric definition");
+        register(&obo_cache_entries);
         let config_reloads = counter(
             "tollgate_config_reloads_total",
             "Configuration reloads, by result (success, error).",
@@ -296,6 +312,8 @@ impl Metrics {
             egress_request_duration,
             egress_token_requests,
             egress_token_expiry,
+            obo_requests,
+            obo_cache_entries,
             config_reloads,
             config_last_reload_successful,
             open_connections,
@@ -388,7 +406,7 @@ mod tests {
     }
 
     /// Every family, with its type, as `/metrics` shows it before anything happened.
-    const FAMILIES: [(&str, &str); 19] = [
+    const FAMILIES: [(&str, &str); 21] = [
         ("tollgate_auth_failures_total", "counter"),
         ("tollgate_config_last_reload_successful", "gauge"),
         ("tollgate_config_reloads_total", "counter"),
@@ -402,6 +420,8 @@ mod tests {
         ("tollgate_jwks_keys", "gauge"),
         ("tollgate_jwks_refresh_total", "counter"),
         ("tollgate_logins_total", "counter"),
+        ("tollgate_obo_cache_entries", "gauge"),
+        ("tollgate_obo_requests_total", "counter"),
         ("tollgate_open_connections", "gauge"),
         ("tollgate_ready", "gauge"),
         ("tollgate_request_duration_seconds", "histogram"),

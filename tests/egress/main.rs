@@ -13,6 +13,7 @@ mod capture;
 mod cli;
 mod dev;
 mod entra;
+mod obo;
 mod path;
 mod sources;
 

@@ -36,6 +36,8 @@ pub struct Setup<'a> {
     pub sections: &'a str,
     /// Routes before the rig's own.
     pub routes: &'a str,
+    /// More sections, after the routes (`[egress]`, say).
+    pub extra: String,
 }
 
 impl Default for Setup<'_> {
@@ -47,6 +49,7 @@ impl Default for Setup<'_> {
             issuer: "",
             sections: "",
             routes: "",
+            extra: String::new(),
         }
     }
 }
@@ -69,6 +72,24 @@ impl Rig {
         Rig::on_with_env(dev, setup, &[]).await
     }
 
+    /// A rig whose `[credentials.web]` is `kind_and_settings` (the kind and its own keys) for
+    /// the dev web client of `dev`'s tenant, with `vars` in the environment.
+    pub async fn with_credential(
+        dev: DevServer,
+        kind_and_settings: &str,
+        vars: &[(&str, &str)],
+    ) -> Rig {
+        let credential = format!(
+            "{kind_and_settings}tenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\n",
+            dev.oauth().tenant_id()
+        );
+        let setup = Setup {
+            credential: Some(credential),
+            ..Setup::default()
+        };
+        Rig::on_with_env(dev, setup, vars).await
+    }
+
     /// [`Rig::on`] with more environment variables.
     pub async fn on_with_env(dev: DevServer, setup: Setup<'_>, vars: &[(&str, &str)]) -> Rig {
         // Before any tollgate code logs: the capturing subscriber (tests/signin/logs.rs).
@@ -86,7 +107,7 @@ impl Rig {
 name = "dev"
 issuer = "{iss}"
 discovery = "{dev}/.well-known/openid-configuration"
-audiences = ["api://tollgate-dev"]
+audiences = ["api://tollgate-dev", "api://orders"]
 {issuer_lines}
 
 [credentials.web]
@@ -118,6 +139,7 @@ unauthenticated = "401"
 [[routes]]
 prefix = "/"
 unauthenticated = "redirect"
+{extra}
 "#,
             server = crate::support::server(backend.addr(), ""),
             iss = dev.issuer().issuer,
@@ -127,6 +149,7 @@ unauthenticated = "redirect"
             issuer_lines = setup.issuer,
             sections = setup.sections,
             routes = setup.routes,
+            extra = setup.extra,
         );
         let mut env = HashMap::from([("WEB_SECRET".to_owned(), DEV_CLIENT_SECRET.to_owned())]);
         env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));

@@ -349,20 +349,12 @@ async fn a_managed_identity_as_federated_credential_signs_users_in() {
         .start()
         .await
         .unwrap();
-    let credential = format!(
-        "kind = \"managed_identity_federation\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\nidentity_client_id = \"{}\"\nendpoint = \"{}\"\n",
-        dev.oauth().tenant_id(),
+    let settings = format!(
+        "kind = \"managed_identity_federation\"\nidentity_client_id = \"{}\"\nendpoint = \"{}\"\n",
         tollgate::dev::identity::DEV_CLIENT_ID,
         dev.url(),
     );
-    let rig = Rig::on(
-        dev,
-        Setup {
-            credential: Some(credential),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let rig = Rig::with_credential(dev, &settings, &[]).await;
     let browser = rig.signed_in(&DevUser::default()).await;
     assert_eq!(browser.get("/hello", &[]).await.status(), 200);
     assert_eq!(rig.logins("success"), 1);
@@ -391,19 +383,11 @@ async fn a_certificate_or_workload_identity_signs_users_in() {
         .start()
         .await
         .unwrap();
-    let credential = format!(
-        "kind = \"client_certificate\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\ncertificate = \"{}\"\nassertion_algorithm = \"RS256\"\n",
-        dev.oauth().tenant_id(),
+    let settings = format!(
+        "kind = \"client_certificate\"\ncertificate = \"{}\"\nassertion_algorithm = \"RS256\"\n",
         pem.display()
     );
-    let rig = Rig::on(
-        dev,
-        Setup {
-            credential: Some(credential),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let rig = Rig::with_credential(dev, &settings, &[]).await;
     let browser = rig.signed_in(&DevUser::default()).await;
     assert_eq!(browser.get("/hello", &[]).await.status(), 200);
 
@@ -423,19 +407,11 @@ async fn a_certificate_or_workload_identity_signs_users_in() {
         .unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, format!("{token}\n")).unwrap();
-    let credential = format!(
-        "kind = \"workload_identity\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\ntoken_file = \"{}\"\n",
-        dev.oauth().tenant_id(),
+    let settings = format!(
+        "kind = \"workload_identity\"\ntoken_file = \"{}\"\n",
         file.display()
     );
-    let rig = Rig::on(
-        dev,
-        Setup {
-            credential: Some(credential),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let rig = Rig::with_credential(dev, &settings, &[]).await;
     let browser = rig.signed_in(&DevUser::default()).await;
     assert_eq!(browser.get("/hello", &[]).await.status(), 200);
     // A wrong secret is a refused redemption, not a session.
@@ -443,19 +419,8 @@ async fn a_certificate_or_workload_identity_signs_users_in() {
         .start()
         .await
         .unwrap();
-    let credential = format!(
-        "kind = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\nsecret_env = \"WRONG\"\n",
-        dev.oauth().tenant_id()
-    );
-    let rig = Rig::on_with_env(
-        dev,
-        Setup {
-            credential: Some(credential),
-            ..Setup::default()
-        },
-        &[("WRONG", "not-the-secret")],
-    )
-    .await;
+    let settings = "kind = \"client_secret\"\nsecret_env = \"WRONG\"\n";
+    let rig = Rig::with_credential(dev, settings, &[("WRONG", "not-the-secret")]).await;
     let b = rig.browser();
     let authorize = b.start_login("/").await;
     let callback = b.authorize(&authorize, &DevUser::default()).await;
@@ -553,4 +518,77 @@ async fn an_overage_session_is_decided_on_its_groups_from_graph() {
     assert_eq!(reply.status(), 403);
     rig.backend.assert_nothing_received();
     assert_eq!(rig.dev.graph().lookups(), 2);
+}
+
+/// Seed 001 end to end, offline: the user signs in (the app registration proves itself with
+/// its secret here), the web app gets the user's access token in `X-MS-TOKEN-AAD-ACCESS-TOKEN`
+/// and sends it to tollgate's egress listener, which exchanges it on behalf of the user at
+/// `tollgate dev`'s token endpoint; the API receives a token for itself, naming the user.
+#[tokio::test]
+async fn the_web_app_calls_an_api_as_the_signed_in_user_through_tollgate_dev() {
+    let dev = tollgate::dev::server::DevServer::builder()
+        .start()
+        .await
+        .unwrap();
+    let api = crate::support::echo::Backend::start().await;
+    let extra = format!(
+        "[egress]\nlisten = \"127.0.0.1:0\"\n\n[[egress.targets]]\nname = \"inventory\"\nurl = \"http://{}\"\nscope = \"api://inventory/.default\"\ncredential = \"web\"\non_behalf_of = \"dev\"\n",
+        api.addr()
+    );
+    let settings = format!(
+        "kind = \"client_secret\"\nsecret_env = \"WEB_SECRET\"\nauthority_host = \"{}/\"\n",
+        dev.url()
+    );
+    let credential = format!(
+        "{settings}tenant_id = \"{}\"\nclient_id = \"{DEV_WEB_CLIENT_ID}\"\n",
+        dev.oauth().tenant_id()
+    );
+    let rig = Rig::on(
+        dev,
+        Setup {
+            credential: Some(credential),
+            extra,
+            ..Setup::default()
+        },
+    )
+    .await;
+    let browser = rig.signed_in(&DevUser::default()).await;
+    assert_eq!(browser.get("/hello", &[]).await.status(), 200);
+    let user_token = rig
+        .backend
+        .only()
+        .header("x-ms-token-aad-access-token")
+        .unwrap()
+        .to_owned();
+    // The web app's call, as seed 001's /call-api makes it.
+    let egress = rig.proxy.app.egress_addr.unwrap();
+    let reply = reqwest::Client::new()
+        .get(format!("http://{egress}/inventory/items"))
+        .bearer_auth(&user_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+    let sent = api.only();
+    let bearer = sent
+        .header("authorization")
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap();
+    assert_ne!(
+        bearer, user_token,
+        "the user's own token never reaches the API"
+    );
+    let (_, claims) = tollgate::inbound::jwt::dangerous::decode_unverified(bearer).unwrap();
+    assert_eq!(claims["aud"], "api://inventory");
+    assert_eq!(claims["oid"], DEV_USER_OBJECT_ID);
+    // Without the user's token: 401, nothing sent.
+    api.clear();
+    let reply = reqwest::Client::new()
+        .get(format!("http://{egress}/inventory/items"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 401);
+    api.assert_nothing_received();
 }

@@ -224,13 +224,31 @@ fn authority(cx: &mut Context<'_>, text: Option<&Text>, key: &str) -> Option<Url
     text.and_then(|t| cx.secure_url(t, &format!("{key}.authority_host")))
 }
 
+/// What the rest of the file declares that egress targets may name.
+pub(super) struct Known<'a> {
+    /// `[credentials.NAME]` sections.
+    pub credentials: &'a BTreeMap<String, Credential>,
+    /// `[[issuers]]` names.
+    pub issuers: &'a HashSet<&'a str>,
+    /// Whether there is a `[server]` (whose issuers' key sets verify on-behalf-of callers).
+    pub server: bool,
+}
+
 pub(super) fn egress(
     cx: &mut Context<'_>,
     raw: RawEgress,
     targets: Vec<(RawTarget, Range<usize>)>,
     span: Range<usize>,
-    credentials: &BTreeMap<String, Credential>,
+    known: &Known<'_>,
 ) -> Option<Egress> {
+    let credentials = known.credentials;
+    let obo_cache_entries = cx.count(
+        raw.obo_cache_entries.as_ref(),
+        "egress.obo_cache_entries",
+        1,
+        1_000_000,
+        crate::config::DEFAULT_OBO_CACHE_ENTRIES,
+    );
     let listen = raw
         .listen
         .as_ref()
@@ -321,6 +339,15 @@ pub(super) fn egress(
             DEFAULT_TARGET_TIMEOUT,
         );
         let ca_file = t.ca_file.as_ref().map(|f| cx.path(f));
+        if let Some(issuer) = &t.on_behalf_of {
+            on_behalf_of(
+                cx,
+                issuer,
+                &key,
+                credentials.get(t.credential.get_ref()),
+                known,
+            );
+        }
         if let Some(url) = url {
             out.push(Target {
                 name: t.name.into_inner(),
@@ -330,11 +357,47 @@ pub(super) fn egress(
                 host,
                 ca_file,
                 request_timeout,
+                on_behalf_of: t.on_behalf_of.map(Spanned::into_inner),
             });
         }
     }
     Some(Egress {
         listen,
         targets: out,
+        obo_cache_entries,
     })
+}
+
+/// `on_behalf_of = "ISSUER"`: a configured issuer, checked by the inbound side's key sets,
+/// and an app registration's credential (a managed identity alone cannot exchange a token).
+fn on_behalf_of(
+    cx: &mut Context<'_>,
+    issuer: &Text,
+    key: &str,
+    credential: Option<&Credential>,
+    known: &Known<'_>,
+) {
+    let key = format!("{key}.on_behalf_of");
+    if !known.issuers.contains(issuer.get_ref().as_str()) {
+        let msg = format!(
+            "unknown issuer {:?}: on_behalf_of names an [[issuers]] entry whose tokens may be exchanged",
+            issuer.get_ref()
+        );
+        cx.error(issuer, &key, msg);
+    } else if !known.server {
+        cx.error(
+            issuer,
+            &key,
+            "needs a [server] section: its issuers' key sets verify the caller's token",
+        );
+    }
+    if let Some(c) = credential
+        && let CredentialKind::ManagedIdentity(_) = c.kind
+    {
+        let msg = format!(
+            "credential {:?} is a managed identity, which cannot exchange a caller's token: use an app registration's credential (client_secret, client_certificate, managed_identity_federation or workload_identity)",
+            c.name
+        );
+        cx.error(issuer, &key, msg);
+    }
 }

@@ -8,7 +8,9 @@ use toml::Spanned;
 
 use super::{Context, strings};
 use crate::config::schema::RawRoute;
-use crate::config::{KNOWN_METHODS, Mode, PathMatch, Requirements, Route, Unauthenticated};
+use crate::config::{
+    KNOWN_METHODS, Mode, PathMatch, Requirements, Route, Unauthenticated, is_scope_token,
+};
 use crate::path::is_segment_char;
 
 pub(super) fn routes(
@@ -185,6 +187,19 @@ fn route(
             (claim, values.into_inner().0)
         })
         .collect();
+    // A scope stands as it is in a 403's `scope="..."` challenge parameter (RFC 6750 §3).
+    for scope in r.scopes_any.iter().flatten() {
+        if !is_scope_token(scope.get_ref()) {
+            cx.error(
+                scope,
+                &format!("{key}.scopes_any"),
+                format!(
+                    "{:?} is not a scope: one scope per string, printable ASCII without spaces, \" or \\",
+                    scope.get_ref()
+                ),
+            );
+        }
+    }
     let require = Requirements {
         roles_any: strings(r.roles_any),
         roles_all: strings(r.roles_all),
@@ -259,7 +274,7 @@ fn route(
 /// may hold only the characters a normalised path holds raw (`path::is_segment_char`): a
 /// request spells any other character percent-encoded, and backends disagree on whether to
 /// decode it before routing, so a pattern holding one could not mean the same to all of them.
-fn pattern(cx: &mut Context<'_>, text: &Spanned<String>, key: &str) -> Option<String> {
+pub(super) fn pattern(cx: &mut Context<'_>, text: &Spanned<String>, key: &str) -> Option<String> {
     let p = text.get_ref();
     let other = p
         .chars()

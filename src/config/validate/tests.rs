@@ -827,3 +827,200 @@ fn groups_overage_errors_have_positions() {
         "tollgate.toml:10:20: issuers[0].graph_credential: graph_credential applies only with groups_overage = \"graph\"",
     );
 }
+
+const RESOURCES: &str = r#"
+[server]
+upstream = "http://127.0.0.1:3000"
+
+[[issuers]]
+name = "entra"
+issuer = "https://login.microsoftonline.com/{tenantid}/v2.0"
+jwks_uri = "https://login.microsoftonline.com/common/discovery/v2.0/keys"
+audiences = ["api://mcp"]
+tenants = ["11111111-1111-1111-1111-111111111111"]
+
+[[routes]]
+prefix = "/mcp"
+scopes_any = ["tools.read"]
+
+[[routes]]
+prefix = "/"
+allow_anonymous = true
+
+[[resources]]
+resource = "https://mcp.contoso.com/mcp"
+prefix = "/mcp"
+issuer = "entra"
+scopes_supported = ["api://mcp/tools.read"]
+resource_documentation = "https://contoso.com/docs/mcp"
+
+[[resources]]
+resource = "https://api.contoso.com"
+prefix = "/"
+issuer = "entra"
+"#;
+
+#[test]
+fn resources_take_defaults_and_their_metadata_paths() {
+    let c = load(RESOURCES).unwrap().config;
+    let [mcp, api] = &c.resources[..] else {
+        panic!("two resources: {:?}", c.resources)
+    };
+    assert_eq!(mcp.resource, "https://mcp.contoso.com/mcp");
+    assert_eq!(
+        mcp.metadata_path,
+        "/.well-known/oauth-protected-resource/mcp"
+    );
+    assert_eq!(mcp.scopes_supported, ["api://mcp/tools.read"]);
+    assert_eq!(
+        mcp.resource_documentation.as_ref().map(url::Url::as_str),
+        Some("https://contoso.com/docs/mcp")
+    );
+    assert_eq!(mcp.position.line, 20);
+    // As written: the URL parser would add a slash the token's `aud` does not have.
+    assert_eq!(api.resource, "https://api.contoso.com");
+    assert_eq!(api.metadata_path, "/.well-known/oauth-protected-resource");
+    assert!(api.scopes_supported.is_empty() && api.resource_documentation.is_none());
+    let loopback = RESOURCES.replace("https://api.contoso.com", "http://127.0.0.1:8080");
+    assert_eq!(load(&loopback).unwrap().config.resources.len(), 2);
+}
+
+#[test]
+fn resources_checks() {
+    let with = |from: &str, to: &str| {
+        assert!(RESOURCES.contains(from), "{from}");
+        RESOURCES.replacen(from, to, 1)
+    };
+    let cases = [
+        (
+            with("https://mcp.contoso.com/mcp", "http://mcp.contoso.com/mcp"),
+            "tollgate.toml:21:12: resources[0].resource: must be an absolute https URL",
+        ),
+        (
+            with("https://mcp.contoso.com/mcp", "/mcp"),
+            "resources[0].resource: invalid URL",
+        ),
+        (
+            with(
+                "https://mcp.contoso.com/mcp",
+                "https://mcp.contoso.com/mcp?x=1",
+            ),
+            "must not have a query or a fragment",
+        ),
+        (
+            with(
+                "https://mcp.contoso.com/mcp",
+                "https://mcp.contoso.com/a%2Fb",
+            ),
+            "its path cannot be served",
+        ),
+        (
+            with("prefix = \"/mcp\"\nissuer", "prefix = \"/mcp/\"\nissuer"),
+            "",
+        ),
+        (
+            with("prefix = \"/mcp\"\nissuer", "prefix = \"mcp\"\nissuer"),
+            "resources[0].prefix: must start with /",
+        ),
+        (
+            with("issuer = \"entra\"\nscopes", "issuer = \"other\"\nscopes"),
+            "resources[0].issuer: no [[issuers]] entry is named \"other\"",
+        ),
+        (
+            with("[\"api://mcp/tools.read\"]", "[\"tools read\"]"),
+            "resources[0].scopes_supported: \"tools read\" is not a scope",
+        ),
+        (
+            with("https://contoso.com/docs/mcp", "docs"),
+            "resources[0].resource_documentation: invalid URL",
+        ),
+        (
+            with("https://api.contoso.com", "https://mcp.contoso.com/mcp"),
+            "resources[1]: duplicate resource \"https://mcp.contoso.com/mcp\"",
+        ),
+        (
+            with("prefix = \"/\"\nissuer", "prefix = \"/mcp\"\nissuer"),
+            "resources[1]: duplicate prefix \"/mcp\"",
+        ),
+        (
+            with("https://api.contoso.com", "https://other.contoso.com/mcp"),
+            "resources[1]: its metadata would be served at /.well-known/oauth-protected-resource/mcp",
+        ),
+        (
+            with("[\"tools.read\"]", "[\"tools\\\"read\"]"),
+            "routes[0].scopes_any: \"tools\\\"read\" is not a scope",
+        ),
+    ];
+    for (text, want) in cases {
+        if want.is_empty() {
+            assert!(load(&text).is_ok(), "{text}");
+        } else {
+            assert_error(&text, want);
+        }
+    }
+    // A prefix no route covers: its requests would get 403, never a challenge.
+    let uncovered = with("[[routes]]\nprefix = \"/\"\nallow_anonymous = true\n", "").replacen(
+        "prefix = \"/\"\nissuer",
+        "prefix = \"/other\"\nissuer",
+        1,
+    );
+    assert_error(
+        &uncovered,
+        "resources[1].prefix: no route covers /other: add a [[routes]] entry",
+    );
+}
+
+#[test]
+fn on_behalf_of_names_an_issuer_and_an_app_registration() {
+    let with = |server: &str, issuer: &str, kind: &str| {
+        format!(
+            r#"{server}
+[[issuers]]
+name = "entra"
+issuer = "https://login.microsoftonline.com/t/v2.0"
+jwks_uri = "https://login.microsoftonline.com/t/discovery/v2.0/keys"
+audiences = ["api://web"]
+
+[egress]
+obo_cache_entries = 500
+
+[[egress.targets]]
+name = "orders"
+url = "https://orders.example.com"
+scope = "api://orders/.default"
+credential = "web"
+on_behalf_of = "{issuer}"
+
+[credentials.web]
+{kind}
+"#
+        )
+    };
+    let server = "[server]\nupstream = \"http://127.0.0.1:3000\"\n[[routes]]\nprefix = \"/\"\nallow_anonymous = true";
+    let secret =
+        "kind = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"web\"\nsecret_env = \"S\"";
+    let loaded = load(&with(server, "entra", secret)).unwrap();
+    let egress = loaded.config.egress.unwrap();
+    assert_eq!(egress.targets[0].on_behalf_of.as_deref(), Some("entra"));
+    assert_eq!(egress.obo_cache_entries, 500);
+
+    let lines = errors(&with(server, "nobody", secret));
+    assert_eq!(
+        lines,
+        [
+            "/etc/tollgate/tollgate.toml:20:16: egress.targets[0].on_behalf_of: unknown issuer \"nobody\": on_behalf_of names an [[issuers]] entry whose tokens may be exchanged"
+        ]
+    );
+    assert_error(
+        &with(server, "entra", "kind = \"managed_identity\""),
+        "tollgate.toml:20:16: egress.targets[0].on_behalf_of: credential \"web\" is a managed identity, which cannot exchange a caller's token",
+    );
+    assert_error(
+        &with("", "entra", secret),
+        "egress.targets[0].on_behalf_of: needs a [server] section",
+    );
+    assert_error(
+        &with(server, "entra", secret).replace("obo_cache_entries = 500", "obo_cache_entries = 0"),
+        "egress.obo_cache_entries: must be between 1 and 1000000",
+    );
+}

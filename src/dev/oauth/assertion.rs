@@ -71,6 +71,47 @@ pub(super) fn verify(
     ))
 }
 
+/// The user token of an on-behalf-of request (`assertion`): signed by the dev issuer, alive, a
+/// user's (not app-only), and for the web app itself (`aud` its client id or an audience the
+/// dev issuer mints for APIs, never the token-exchange audience). Answers its claims.
+pub(super) fn verify_user_assertion(
+    token: &str,
+    issuer: &LocalIssuer,
+    now: SystemTime,
+) -> Result<serde_json::Value, OAuthError> {
+    let bad = |code: u32, message: &str| {
+        OAuthError::new(ErrorKind::InvalidGrant, code, message.to_owned())
+    };
+    let jws = parse(token.trim_ascii()).ok_or_else(|| {
+        bad(
+            50013,
+            "Assertion failed signature validation: not a signed JWT.",
+        )
+    })?;
+    let kid = jws.header["kid"].as_str().unwrap_or_default();
+    let key = issuer.key(kid).filter(|k| k.alg == jws.alg);
+    if jws.claims["iss"].as_str() != Some(issuer.issuer.as_str())
+        || !key.is_some_and(|k| k.verify(jws.signing_input.as_bytes(), &jws.signature))
+    {
+        return Err(bad(50013, "Assertion failed signature validation."));
+    }
+    if audiences(&jws.claims).any(|a| a == TOKEN_EXCHANGE_AUDIENCE) {
+        return Err(bad(
+            50013,
+            "Assertion audience does not match the client app.",
+        ));
+    }
+    if jws.claims["idtyp"] == "app" || jws.claims.get("scp").is_none() {
+        return Err(bad(
+            50013,
+            "Assertion is an app-only token; on-behalf-of exchanges a user's token.",
+        ));
+    }
+    check_times(&jws.claims, now)
+        .map_err(|_| bad(500133, "Assertion is not within its valid time range."))?;
+    Ok(jws.claims.clone())
+}
+
 fn verify_federated(
     jws: &Jws<'_>,
     issuer: &LocalIssuer,

@@ -26,22 +26,8 @@ pub(super) struct SignIn<'a> {
     pub message: Option<&'a str>,
 }
 
-/// Text with `&`, `<`, `>`, `"` and `'` replaced by entities: safe in element content and
-/// in quoted attribute values.
-pub(super) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+/// Text with `&`, `<`, `>`, `"` and `'` replaced by entities: the sign-in pages' escaping.
+pub(super) use crate::inbound::session::pages::escape;
 
 /// The page that picks the user. Field names and ids: `name`, `preferred_username`, `oid`,
 /// `roles`, `groups`; buttons `sign-in` and `cancel` (both `name="action"`).

@@ -53,7 +53,7 @@ impl OAuthProvider {
             .ok_or_else(|| OAuthError::missing("grant_type"))?;
         if !matches!(
             grant_type,
-            "authorization_code" | "refresh_token" | "client_credentials"
+            "authorization_code" | "refresh_token" | "client_credentials" | JWT_BEARER_GRANT
         ) {
             let message = format!("The app requested an unsupported grant type '{grant_type}'.");
             return Err(OAuthError::new(
@@ -68,6 +68,7 @@ impl OAuthProvider {
         match grant_type {
             "authorization_code" => self.redeem_code(&form, proof, now),
             "refresh_token" => self.refresh(&form, proof, now),
+            JWT_BEARER_GRANT => self.on_behalf_of(&form, proof, now),
             _ => self.client_credentials(&form, proof, now),
         }
     }
@@ -170,6 +171,58 @@ impl OAuthProvider {
             .get("scope")
             .map_or_else(|| grant.scopes.clone(), split);
         self.user_tokens("refresh_token", &grant, &scopes, false, None, proof, now)
+    }
+
+    /// On-behalf-of (`requested_token_use=on_behalf_of`): the signed-in user's token for the
+    /// web app becomes a token for the API `scope` names, with the same user in it.
+    fn on_behalf_of(
+        &self,
+        form: &Params,
+        proof: Proof,
+        now: SystemTime,
+    ) -> Result<(Value, String), OAuthError> {
+        if form.get("requested_token_use") != Some("on_behalf_of") {
+            let message = "The request body must contain requested_token_use=on_behalf_of.";
+            return Err(OAuthError::new(ErrorKind::InvalidRequest, 900144, message));
+        }
+        let assertion = form
+            .get("assertion")
+            .ok_or_else(|| OAuthError::missing("assertion"))?;
+        let scope = form
+            .get("scope")
+            .ok_or_else(|| OAuthError::missing("scope"))?;
+        let claims = super::assertion::verify_user_assertion(assertion, &self.issuer, now)?;
+        let text = |name: &str| claims[name].as_str().unwrap_or_default().to_owned();
+        let list = |name: &str| -> Vec<String> {
+            claims[name]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let grant = Grant {
+            client_id: self.client.id.clone(),
+            user: super::DevUser {
+                name: text("name"),
+                preferred_username: text("preferred_username"),
+                oid: text("oid"),
+                roles: list("roles"),
+                groups: list("groups"),
+            },
+            scopes: split(scope),
+        };
+        self.user_tokens(
+            JWT_BEARER_GRANT,
+            &grant,
+            &grant.scopes,
+            false,
+            None,
+            proof,
+            now,
+        )
     }
 
     fn client_credentials(
@@ -307,6 +360,9 @@ fn check_verifier(challenge: Option<&str>, verifier: Option<&str>) -> Result<(),
         }
     }
 }
+
+/// The jwt-bearer grant of on-behalf-of (RFC 7523 §2.1).
+const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 fn split(scope: &str) -> Vec<String> {
     scope.split_ascii_whitespace().map(str::to_owned).collect()

@@ -2,6 +2,14 @@
 //! client's proof: a secret, a federated assertion (workload identity, managed identity), or a
 //! `private_key_jwt` whose signature, thumbprint header and claims (aud, iss, sub, jti, exp)
 //! are verified as Entra does. Errors carry `error_codes` and `AADSTS…` descriptions.
+//!
+//! The on-behalf-of grant (`grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`,
+//! `requested_token_use=on_behalf_of`) is checked as Entra does before the client's proof:
+//! the assertion's `aud` must be this app (50013), an id_token is refused (240002), an expired
+//! one too (500133). The token issued carries the assertion's user (`oid`, `tid`, `sub`) and
+//! the scope's `scp`. Entra's refusals that reach the user are scripted with
+//! [`mfa_required`], [`interaction_required`], [`consent_required`] and [`revoked`], in
+//! Entra's own bodies (`suberror`, a top-level `claims` string).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,6 +25,8 @@ use super::render::Answer;
 use super::{Builder, Flavor, Logged, Mock, State};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The on-behalf-of grant type.
+pub const OBO_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// The app registration the endpoint knows.
 #[derive(Clone, Debug)]
@@ -112,8 +122,131 @@ pub fn error(status: u16, error: &str, code: u32, text: &str) -> Answer {
     )
 }
 
+/// An Entra error body with the extra top-level fields of a user-facing refusal.
+fn user_error(error: &str, code: u32, text: &str, extra: Value) -> super::Reply {
+    let (status, _, mut body) = self::error(400, error, code, text);
+    body["error_uri"] = json!(format!(
+        "https://login.microsoftonline.com/error?code={code}"
+    ));
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    super::Reply::Json { status, body }
+}
+
+/// Conditional Access wants MFA, as Entra answers an OBO exchange: `invalid_grant`, AADSTS50076,
+/// `suberror: basic_action`, and the claims challenge as a top-level string.
+pub fn mfa_required(claims: &str) -> super::Reply {
+    user_error(
+        "invalid_grant",
+        50076,
+        "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access 'api://orders'.",
+        json!({"suberror": "basic_action", "claims": claims}),
+    )
+}
+
+/// `interaction_required` (AADSTS50079, MFA enrolment) with a claims challenge.
+pub fn interaction_required(claims: &str) -> super::Reply {
+    user_error(
+        "interaction_required",
+        50079,
+        "Due to a configuration change made by your administrator, or because you moved to a new location, you must enroll in multi-factor authentication to access 'api://orders'.",
+        json!({"suberror": "basic_action", "claims": claims}),
+    )
+}
+
+/// The downstream API has no consent: AADSTS65001, `suberror: consent_required`.
+pub fn consent_required() -> super::Reply {
+    user_error(
+        "invalid_grant",
+        65001,
+        "The user or administrator has not consented to use the application with ID 'a0a0a0a0-1111-2222-3333-444444444444' named 'web'. Send an interactive authorization request for this user and resource.",
+        json!({"suberror": "consent_required"}),
+    )
+}
+
+/// The caller's token was revoked (AADSTS50173, the grant expired after a password change).
+pub fn revoked() -> super::Reply {
+    user_error(
+        "invalid_grant",
+        50173,
+        "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password.",
+        json!({}),
+    )
+}
+
+/// `invalid_client`: the app's own secret expired (AADSTS7000222).
+pub fn secret_expired() -> super::Reply {
+    let (status, _, body) = self::error(
+        401,
+        "invalid_client",
+        7000222,
+        "The provided client secret keys for app 'a0a0a0a0-1111-2222-3333-444444444444' are expired.",
+    );
+    super::Reply::Json { status, body }
+}
+
 pub(crate) fn check(state: &State, c: &EntraConfig, l: &Logged) -> Option<Answer> {
     check_form(c, l).or_else(|| check_client(state, c, l))
+}
+
+/// Whether a request is the on-behalf-of grant.
+pub(crate) fn is_obo(l: &Logged) -> bool {
+    l.field("grant_type") == Some(OBO_GRANT)
+}
+
+/// The on-behalf-of form and its assertion, as Entra checks them before the client.
+fn check_obo(c: &EntraConfig, l: &Logged) -> Option<(&'static str, u32, &'static str)> {
+    if l.field("requested_token_use") != Some("on_behalf_of") {
+        return Some((
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'requested_token_use'.",
+        ));
+    }
+    if l.field("scope").is_none_or(|s| s.trim().is_empty()) {
+        return Some((
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'scope'.",
+        ));
+    }
+    let Some((_, claims)) = l.field("assertion").and_then(decode) else {
+        return Some((
+            "invalid_request",
+            50027,
+            "JWT token is invalid or malformed.",
+        ));
+    };
+    let app_uri = format!("api://{}", c.client_id);
+    let aud_ok = claims["aud"] == c.client_id.as_str() || claims["aud"] == app_uri.as_str();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    if claims.get("nonce").is_some()
+        || (claims.get("scp").is_none() && claims.get("roles").is_none())
+    {
+        Some((
+            "invalid_grant",
+            240002,
+            "The id_token can't be used as 'urn:ietf:params:oauth:grant-type:jwt-bearer' grant.",
+        ))
+    } else if !aud_ok {
+        Some((
+            "invalid_grant",
+            50013,
+            "Assertion audience claim does not match the required value.",
+        ))
+    } else if claims["exp"].as_u64().is_none_or(|exp| exp <= now) {
+        Some((
+            "invalid_grant",
+            500133,
+            "Assertion is not within its valid time range.",
+        ))
+    } else {
+        None
+    }
 }
 
 /// The client-credentials form itself: `grant_type=client_credentials`, `client_id`, `scope`.
@@ -129,6 +262,19 @@ fn check_form(c: &EntraConfig, l: &Logged) -> Option<Answer> {
             900144,
             "The request body must be a form.",
         )
+    } else if is_obo(l) {
+        return check_obo(c, l)
+            .map(|r| error(400, r.0, r.1, r.2))
+            .or_else(|| {
+                (l.field("client_id") != Some(&c.client_id)).then(|| {
+                    error(
+                        400,
+                        "unauthorized_client",
+                        700016,
+                        "Application was not found in the directory.",
+                    )
+                })
+            });
     } else if l.field("grant_type") != Some("client_credentials") {
         (
             "unsupported_grant_type",
@@ -272,7 +418,7 @@ fn verify_claims(claims: &Value, c: &EntraConfig, aud: &str) -> Result<(), (u32,
 }
 
 /// A JWT's header and claims, unverified.
-fn decode(token: &str) -> Option<(Value, Value)> {
+pub(crate) fn decode(token: &str) -> Option<(Value, Value)> {
     let mut parts = token.split('.');
     let mut json = || -> Option<Value> {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts.next()?).ok()?).ok()

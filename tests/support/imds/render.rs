@@ -271,12 +271,29 @@ fn token(state: &State, l: &Logged, lifetime: u64) -> Answer {
     .to_owned();
     let (iat, exp) = (now(), now() + lifetime);
     let n = state.count_issued() + 1;
-    let access = state.issue(mint_jwt(&json!({
+    let mut claims = json!({
         "aud": resource, "iss": "https://sts.windows.net/11111111-1111-1111-1111-111111111111/",
         "iat": iat, "nbf": iat, "exp": exp, "appid": "a0a0a0a0-0000-0000-0000-000000000001",
         "oid": "0b0b0b0b-0000-0000-0000-000000000002", "tid": "11111111-1111-1111-1111-111111111111",
         "roles": ["Orders.Read", "Orders.Write"], "uti": format!("mock-{n}"),
-    })));
+    });
+    // On behalf of a user: the assertion's user, the scope's permission, no app roles.
+    if super::entra::is_obo(l)
+        && let Some((_, user)) = l.field("assertion").and_then(super::entra::decode)
+    {
+        let scope = l.field("scope").unwrap_or_default();
+        let scp = scope.rsplit('/').next().unwrap_or_default();
+        for name in ["oid", "tid", "sub", "name", "preferred_username"] {
+            claims[name] = user[name].clone();
+        }
+        claims["scp"] = json!(if scp == ".default" {
+            "user_impersonation"
+        } else {
+            scp
+        });
+        claims.as_object_mut().expect("an object").remove("roles");
+    }
+    let access = state.issue(mint_jwt(&claims));
     let body = match &state.flavor {
         // IMDS: every value a string, the full field set.
         Flavor::Imds | Flavor::Arc { .. } => json!({

@@ -379,3 +379,49 @@ fn grant_types_methods_and_scopes() {
         StatusCode::OK
     );
 }
+
+#[test]
+fn on_behalf_of_turns_the_users_token_into_one_for_the_next_api() {
+    let f = fixture();
+    let code = f.code(&[]);
+    let signed_in = body(&f.redeem(&code, &[])).clone();
+    let user_token = signed_in["access_token"].as_str().unwrap();
+    let obo = |assertion: &str, extra: &[(&str, &str)]| {
+        let mut form = vec![
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", assertion),
+            ("scope", "api://inventory/.default"),
+        ];
+        form.extend_from_slice(extra);
+        f.token(&form)
+    };
+    let reply = obo(user_token, &[("requested_token_use", "on_behalf_of")]);
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", body(&reply));
+    let access = claims(body(&reply)["access_token"].as_str().unwrap());
+    assert_eq!(access["aud"], "api://inventory");
+    assert_eq!(access["oid"], DEV_USER_OBJECT_ID);
+    assert_eq!(access["roles"], json!(["Orders.Read", "Orders.Admin"]));
+    assert!(body(&reply).get("refresh_token").is_none());
+
+    // Without requested_token_use, with a forged or app-only or expired assertion: refused.
+    let reply = obo(user_token, &[]);
+    assert_eq!(body(&reply)["error"], "invalid_request");
+    let mut forged = user_token.to_owned();
+    forged.push('A');
+    for assertion in [forged.as_str(), "not-a-jwt"] {
+        let reply = obo(assertion, &[("requested_token_use", "on_behalf_of")]);
+        assert_eq!(body(&reply)["error"], "invalid_grant", "{assertion}");
+        assert_eq!(body(&reply)["error_codes"], json!([50013]));
+    }
+    let app_only = f
+        .issuer
+        .mint(&crate::dev::issuer::TokenSpec {
+            audience: "api://orders".into(),
+            lifetime: Duration::from_secs(600),
+            extra: serde_json::from_value(json!({"idtyp": "app"})).unwrap(),
+            ..Default::default()
+        })
+        .unwrap();
+    let reply = obo(&app_only, &[("requested_token_use", "on_behalf_of")]);
+    assert_eq!(body(&reply)["error"], "invalid_grant");
+}
