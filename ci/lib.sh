@@ -70,3 +70,28 @@ tollgate_bin() {
     (cd "$REPO_ROOT" && cargo build --quiet --locked --bin tollgate >&2)
     printf '%s\n' "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/tollgate"
 }
+
+# ci_cleanup LABEL: the EXIT trap of a script that keeps the processes it started in the array
+# `pids` and its files in the directory `$work` (`trap 'ci_cleanup NAME' EXIT`). Stops the
+# processes; when the script failed, prints the last 40 lines of each $work/*.log, without
+# `export` lines (tollgate dev prints its secrets as those), then "LABEL: FAILED"; removes
+# $work; exits with the script's status.
+ci_cleanup() {
+    local status=$? label=$1 pid log
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$status" -ne 0 ]; then
+        for log in "$work"/*.log; do
+            [ -f "$log" ] || continue
+            echo "--- $(basename "$log")" >&2
+            grep -v '^export ' "$log" | tail -n 40 >&2 || true
+        done
+        echo "$label: FAILED" >&2
+    fi
+    rm -rf "$work"
+    exit "$status"
+}

@@ -31,27 +31,7 @@ role=Browser.Admin
 pids=()
 work=$(mktemp -d)
 
-cleanup() {
-    local status=$?
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$status" -ne 0 ]; then
-        # tollgate dev's `export` lines hold its secrets: left out.
-        for log in "$work"/*.log; do
-            [ -f "$log" ] || continue
-            echo "--- $(basename "$log")" >&2
-            grep -v '^export ' "$log" | tail -n 40 >&2 || true
-        done
-        echo "browser: FAILED" >&2
-    fi
-    rm -rf "$work"
-    exit "$status"
-}
-trap cleanup EXIT
+trap 'ci_cleanup "browser"' EXIT
 trap 'exit 130' INT TERM
 
 fail() {

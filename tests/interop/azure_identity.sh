@@ -27,6 +27,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+# shellcheck source=ci/lib.sh
+source ci/lib.sh
 here=tests/interop
 venv=target/interop/venv
 spec=${AZURE_IDENTITY_SPEC:-azure-identity==1.27.0}
@@ -34,28 +36,7 @@ role=Interop.Read
 pids=()
 work=$(mktemp -d)
 
-cleanup() {
-    local status=$?
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$status" -ne 0 ]; then
-        # The logs help; IDENTITY_HEADER is a secret even here, so it is left out.
-        for log in "$work"/*.log; do
-            [ -f "$log" ] || continue
-            echo "--- $(basename "$log")" >&2
-            grep -v '^export \(IDENTITY_HEADER\|AZURE_CLIENT_SECRET\|TOLLGATE_DEV_CLIENT_SECRET\)=' "$log" |
-                tail -n 40 >&2 || true
-        done
-        echo "interop: FAILED" >&2
-    fi
-    rm -rf "$work"
-    exit "$status"
-}
-trap cleanup EXIT
+trap 'ci_cleanup "interop"' EXIT
 trap 'exit 130' INT TERM
 
 fail() {

@@ -31,26 +31,7 @@ role=Tools.Call
 pids=()
 work=$(mktemp -d)
 
-cleanup() {
-    local status=$?
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$status" -ne 0 ]; then
-        for log in "$work"/*.log; do
-            [ -f "$log" ] || continue
-            echo "--- $(basename "$log")" >&2
-            grep -v '^export \(IDENTITY_HEADER\|TOLLGATE_DEV_CLIENT_SECRET\)=' "$log" | tail -n 40 >&2 || true
-        done
-        echo "interop: FAILED" >&2
-    fi
-    rm -rf "$work"
-    exit "$status"
-}
-trap cleanup EXIT
+trap 'ci_cleanup "mcp interop"' EXIT
 trap 'exit 130' INT TERM
 
 fail() {

@@ -28,26 +28,7 @@ client_id=tollgate-interop-web
 pids=()
 work=$(mktemp -d)
 
-cleanup() {
-    local status=$?
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$status" -ne 0 ]; then
-        for log in "$work"/*.log; do
-            [ -f "$log" ] || continue
-            echo "--- $(basename "$log")" >&2
-            tail -n 40 "$log" >&2 || true
-        done
-        echo "oidc-provider interop: FAILED" >&2
-    fi
-    rm -rf "$work"
-    exit "$status"
-}
-trap cleanup EXIT
+trap 'ci_cleanup "oidc-provider interop"' EXIT
 trap 'exit 130' INT TERM
 
 fail() {

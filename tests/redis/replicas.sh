@@ -9,22 +9,7 @@ cd "$REPO_ROOT"
 
 work=$(mktemp -d)
 pids=()
-cleanup() {
-    local status=$?
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [ "$status" -ne 0 ]; then
-        for log in "$work"/*.log; do
-            [ -f "$log" ] || continue
-            echo "--- $(basename "$log")" >&2
-            grep -v '^export ' "$log" | tail -n 30 >&2 || true
-        done
-        echo "replicas: FAILED" >&2
-    fi
-    rm -rf "$work"
-    exit "$status"
-}
-trap cleanup EXIT
+trap 'ci_cleanup "replicas"' EXIT
 fail() { echo "replicas: $*" >&2; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
