@@ -33,6 +33,25 @@ groups_any = ["GROUP"]
 
 /// A proxy trusting `issuer` (`issuer_lines` on its block), with `/open` needing only a token
 /// and everything else needing `group`.
+/// The usual rig: a token issuer, a backend, Graph, and tollgate resolving overage through it
+/// on routes that need `group`.
+async fn graph_setup(group: &str) -> (MockIssuer, Backend, GraphRig, TestProxy) {
+    let (issuer, backend, rig) = (
+        MockIssuer::start().await,
+        Backend::start().await,
+        GraphRig::start().await,
+    );
+    let proxy = start(
+        &issuer,
+        &backend,
+        &rig.issuer_lines(),
+        &rig.credential(),
+        group,
+    )
+    .await;
+    (issuer, backend, rig, proxy)
+}
+
 async fn start(
     issuer: &MockIssuer,
     backend: &Backend,
@@ -157,19 +176,7 @@ async fn overage_resolved_across_pages() {
 
 #[tokio::test]
 async fn groups_from_graph_reach_the_identity_headers() {
-    let (issuer, backend, rig) = (
-        MockIssuer::start().await,
-        Backend::start().await,
-        GraphRig::start().await,
-    );
-    let proxy = start(
-        &issuer,
-        &backend,
-        &rig.issuer_lines(),
-        &rig.credential(),
-        &group(3),
-    )
-    .await;
+    let (issuer, backend, _rig, proxy) = graph_setup(&group(3)).await;
     let token = overage(&issuer, &user(3));
     let reply = get(proxy.addr, "/orders", &[("authorization", &bearer(&token))]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -195,19 +202,7 @@ async fn groups_from_graph_reach_the_identity_headers() {
 
 #[tokio::test]
 async fn throttled_graph_is_retried_after_retry_after() {
-    let (issuer, backend, rig) = (
-        MockIssuer::start().await,
-        Backend::start().await,
-        GraphRig::start().await,
-    );
-    let proxy = start(
-        &issuer,
-        &backend,
-        &rig.issuer_lines(),
-        &rig.credential(),
-        &group(7),
-    )
-    .await;
+    let (issuer, backend, rig, proxy) = graph_setup(&group(7)).await;
     rig.faults(Faults {
         throttle: 1,
         retry_after: Some(1),
@@ -379,19 +374,7 @@ async fn one_graph_fetch_for_100_concurrent_requests_of_one_caller() {
 
 #[tokio::test]
 async fn a_route_without_groups_any_does_not_call_graph() {
-    let (issuer, backend, rig) = (
-        MockIssuer::start().await,
-        Backend::start().await,
-        GraphRig::start().await,
-    );
-    let proxy = start(
-        &issuer,
-        &backend,
-        &rig.issuer_lines(),
-        &rig.credential(),
-        &group(1),
-    )
-    .await;
+    let (issuer, backend, rig, proxy) = graph_setup(&group(1)).await;
     let token = overage(&issuer, &user(3));
     let reply = get(proxy.addr, "/open/x", &[("authorization", &bearer(&token))]).await;
     assert_eq!(reply.status, 200);
