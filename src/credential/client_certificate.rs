@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::entra::{ClientAuth, TokenEndpoint};
+use super::entra::TokenEndpoint;
 use super::{AccessToken, BoxFuture, ClientAuthentication, Credential, CredentialError};
 use crate::config::{Algorithm, ClientCertificateSettings, Lookup};
 use crate::jose::{self, PrivateKey};
@@ -151,14 +151,10 @@ impl Credential for ClientCertificate {
 
     fn fetch<'a>(&'a self, scope: &'a str) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
         Box::pin(async move {
-            let signer = Signer::load(&self.certificate, self.algorithm)?;
-            let assertion = signer.assertion(
-                &self.client_id,
-                self.endpoint.url().as_str(),
-                SystemTime::now(),
-            )?;
+            // The same proof as for a user grant, at this credential's own token endpoint.
+            let auth = self.client_auth(self.endpoint.url()).await?;
             self.endpoint
-                .client_credentials(&self.client_id, scope, ClientAuth::Assertion(&assertion))
+                .client_credentials(&self.client_id, scope, (&auth).into())
                 .await
         })
     }

@@ -24,6 +24,15 @@ pub enum ClientAuth<'a> {
     Assertion(&'a Secret<String>),
 }
 
+impl<'a> From<&'a super::ClientAuthentication> for ClientAuth<'a> {
+    fn from(auth: &'a super::ClientAuthentication) -> Self {
+        match auth {
+            super::ClientAuthentication::Secret(s) => ClientAuth::Secret(s),
+            super::ClientAuthentication::Assertion(a) => ClientAuth::Assertion(a),
+        }
+    }
+}
+
 /// One tenant's token endpoint.
 pub struct TokenEndpoint {
     authority: Url,

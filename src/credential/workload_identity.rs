@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::entra::{ClientAuth, TokenEndpoint};
+use super::entra::TokenEndpoint;
 use super::{
     AccessToken, BoxFuture, ClientAuthentication, Credential, CredentialError, env_var,
     read_secret_file,
@@ -72,10 +72,11 @@ impl Credential for WorkloadIdentity {
 
     fn fetch<'a>(&'a self, scope: &'a str) -> BoxFuture<'a, Result<AccessToken, CredentialError>> {
         Box::pin(async move {
-            // Read every time: a stale projected token gets AADSTS700024.
-            let assertion = read_secret_file(&self.token_file, "federated token file").await?;
+            // Read every time (in client_auth): a stale projected token gets AADSTS700024.
+            // The same proof as for a user grant, at this credential's own token endpoint.
+            let auth = self.client_auth(self.endpoint.url()).await?;
             self.endpoint
-                .client_credentials(&self.client_id, scope, ClientAuth::Assertion(&assertion))
+                .client_credentials(&self.client_id, scope, (&auth).into())
                 .await
         })
     }
